@@ -1,0 +1,315 @@
+"""Runs on disk: save, load and find them. Nothing is ever pickled.
+
+    checkpoints/<run>/
+      run.json            format version, model / train / data configs, corpus figures
+      tokenizer.json      (and tokenizer.model for sentencepiece levels)
+      best.safetensors    weights of the best validation loss so far
+      last.safetensors    weights + optimizer + loop state + RNG: exact resume
+      metrics.jsonl       one JSON object per log line, appended
+      .lock               held while a process trains the run
+
+Every file is written aside, flushed to disk and renamed into place, so a crash leaves either
+the old file or the new one, never half of one. Each checkpoint is one safetensors file whose
+JSON metadata says what it holds, so its tensors and its loop state always agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from charrnn.errors import CheckpointError, TrainingError
+
+FORMAT_VERSION = 1
+RUN_JSON = "run.json"
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+META_KEY = "charrnn"
+DEFAULT_ROOT = Path("checkpoints")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+# -- atomic writes ------------------------------------------------------------------------
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """One safetensors file with our JSON metadata, written atomically."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    data = safetensors_bytes(flat, metadata={META_KEY: json.dumps(meta)})
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as e:
+        raise TrainingError(
+            f"could not write checkpoint {path}: {e.strerror or e}; the previous one is intact"
+        ) from None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The JSON metadata of a safetensors file, without reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"not a valid safetensors file ({_first_line(e)}): {path}") from None
+    if raw is None:
+        raise CheckpointError(f"safetensors file has no charrnn metadata: {path}")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise CheckpointError(f"checkpoint metadata is not valid JSON: {path}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint metadata is not a JSON object: {path}")
+    return meta
+
+
+def load_tensors(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors whose names start with ``prefix`` (the prefix removed)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint file is damaged ({_first_line(e)}): {path}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+# -- run folders --------------------------------------------------------------------------
+
+
+def check_run_name(name: str) -> str:
+    if not _RUN_NAME.match(name):
+        raise CheckpointError(
+            f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)"
+        )
+    return name
+
+
+def new_run_name(root: Path, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... whichever does not exist yet."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "run"
+    base = base[:90]
+    name, n = base, 1
+    while (Path(root) / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def is_run(folder: Path) -> bool:
+    return (Path(folder) / RUN_JSON).is_file()
+
+
+def list_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
+    """Run folders under ``root``, most recently trained first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)]
+    return sorted(runs, key=last_trained, reverse=True)
+
+
+def last_trained(folder: Path) -> float:
+    times = [(folder / f).stat().st_mtime for f in (LAST, BEST, RUN_JSON) if (folder / f).exists()]
+    return max(times, default=0.0)
+
+
+def find_run(ref: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
+    """A run folder from a name, a path, or (None) the most recently trained run."""
+    if ref is None:
+        runs = [r for r in list_runs(root) if (r / BEST).exists() or (r / LAST).exists()]
+        if not runs:
+            raise CheckpointError(
+                f"no trained run found in {root}/; train one first: charrnn train CORPUS.txt"
+            )
+        return runs[0]
+    path = Path(ref)
+    for candidate in (path, Path(root) / path):
+        if candidate.is_dir():
+            if not is_run(candidate):
+                raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {candidate}")
+            return candidate
+        if candidate.is_file() and candidate.suffix == ".safetensors" and is_run(candidate.parent):
+            return candidate.parent
+    raise CheckpointError(f"no run named {str(ref)!r} (looked for {path} and {Path(root) / path})")
+
+
+def read_run_json(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / RUN_JSON
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {folder}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({_first_line(e)})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    version = info.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path} has no format version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"run format version {version} is newer than this charrnn understands "
+            f"({FORMAT_VERSION}); upgrade charrnn"
+        )
+    return info
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run's lock while training; a second trainer is refused, not interleaved."""
+    path = Path(folder) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise TrainingError(
+                f"run {Path(folder).name!r} is being trained by {holder}; "
+                "wait for it or choose another --run"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class MetricsLog:
+    """Append-only JSON-lines log; a torn last line (after a crash) is skipped on read."""
+
+    path: Path
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps({"time": round(time.time(), 3), **record}) + "\n"
+        with contextlib.suppress(OSError), self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if isinstance(rec, dict):
+                    out.append(rec)
+        return out
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (they belong to training a resume will redo)."""
+        kept = [r for r in self.read() if int(r.get("step", 0)) <= step]
+        write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+# -- loading a trained model --------------------------------------------------------------
+
+
+@dataclass
+class LoadedRun:
+    folder: Path
+    info: dict[str, Any]  # run.json
+    model: Any  # RNNLM, in eval mode
+    tokenizer: Any  # Tokenizer
+    meta: dict[str, Any]  # the checkpoint's own metadata (step, validation loss...)
+    which: str  # "best" or "last"
+
+
+def load_run(
+    ref: str | Path | None = None,
+    root: Path = DEFAULT_ROOT,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+) -> LoadedRun:
+    """Rebuild a trained model and its tokenizer from a run folder, checking that they agree."""
+    from charrnn.errors import CharRNNError
+    from charrnn.model import RNNLM, ModelConfig
+    from charrnn.tokenizers import load_tokenizer
+
+    folder = find_run(ref, root)
+    info = read_run_json(folder)
+    try:
+        config = ModelConfig.from_dict(info["model"])
+    except (KeyError, TypeError, ValueError, CharRNNError) as e:
+        raise CheckpointError(f"{folder / RUN_JSON} has an invalid model config ({e})") from None
+    try:
+        tokenizer = load_tokenizer(folder)
+    except CharRNNError as e:
+        raise CheckpointError(str(e)) from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer has {tokenizer.vocab_size} symbols but the model expects "
+            f"{config.vocab_size}: {folder}"
+        )
+    path = folder / (BEST if which == "best" else LAST)
+    if which == "best" and not path.exists():
+        path, which = folder / LAST, "last"
+    if not path.exists():
+        raise CheckpointError(f"run {folder.name!r} has no checkpoint yet ({BEST} or {LAST})")
+    meta = read_meta(path)
+    model = RNNLM(config)
+    load_weights(model, path)
+    model.to(device).eval()
+    return LoadedRun(folder, info, model, tokenizer, meta, which)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load ``model.*`` tensors strictly: every name and shape must match the config."""
+    weights = load_tensors(path, prefix="model.")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"weights do not match the model config ({detail}): {path}") from None

@@ -1,0 +1,407 @@
+"""Encoded corpora on disk, train/validation splits, and BPTT batches.
+
+A dataset folder holds everything training needs, and nothing that must be unpickled:
+
+    dataset.json     settings, counts, the source file's content hash, format version
+    tokenizer.json   (and tokenizer.model for sentencepiece levels)
+    tokens.bin       the token stream, raw little-endian uint16 or uint32, read by memory map
+    units.npy        int64 (n_units, 3): start of each unit's <sos>, its characters, its bytes
+
+Encoding streams in chunks, so memory stays bounded whatever the corpus size. ``prepare``
+reuses a cached folder when the corpus content and the settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charrnn.errors import CorpusError
+from charrnn.lengths import bucketize
+from charrnn.text import Unit, check_corpus_path, iter_text, iter_units, resolve_unit
+from charrnn.tokenizers import (
+    EOS,
+    PAD,
+    SOS,
+    UNK,
+    Tokenizer,
+    TokenizerConfig,
+    fit_tokenizer,
+    load_tokenizer,
+)
+
+DATASET_JSON = "dataset.json"
+TOKENS_BIN = "tokens.bin"
+UNITS_NPY = "units.npy"
+FORMAT_VERSION = 1
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    unit: Unit = Unit.auto
+    replace_errors: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tokenizer": self.tokenizer.to_dict(),
+            "unit": self.unit.value,
+            "replace_errors": self.replace_errors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
+        return cls(TokenizerConfig.from_dict(d["tokenizer"]), Unit(d["unit"]), d["replace_errors"])
+
+
+def cache_root() -> Path:
+    """Where encoded corpora are cached: $CHARRNN_CACHE, else the XDG cache folder."""
+    if env := os.environ.get("CHARRNN_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "charrnn"
+
+
+def file_hash(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(content_hash: str, config: DataConfig) -> str:
+    settings = json.dumps([FORMAT_VERSION, content_hash, config.to_dict()], sort_keys=True)
+    return hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
+
+
+# -- the dataset --------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """A contiguous stretch of the token stream made of whole units."""
+
+    tokens: np.ndarray  # (N,) uint16/uint32, usually a memory map
+    unit_starts: np.ndarray  # (U,) int64, relative to this split
+    n_chars: int
+    n_bytes: int
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def unit_lengths(self) -> np.ndarray:
+        """Tokens in each unit, <sos> and <eos> excluded."""
+        ends = np.append(self.unit_starts[1:], len(self.tokens))
+        return ends - self.unit_starts - 2
+
+
+class Dataset:
+    """An encoded corpus: tokenizer, token stream (memory-mapped) and unit index."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        try:
+            self.meta = json.loads((self.folder / DATASET_JSON).read_text(encoding="utf-8"))
+            version = self.meta["format_version"]
+            dtype = np.dtype(self.meta["dtype"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorpusError(f"not a charrnn dataset folder ({e}): {self.folder}") from None
+        if version != FORMAT_VERSION:
+            raise CorpusError(f"dataset format {version} is not {FORMAT_VERSION}; re-run tokenize")
+        self.tokenizer = load_tokenizer(self.folder)
+        n = self.meta["n_tokens"]
+        self.tokens = np.memmap(self.folder / TOKENS_BIN, dtype=dtype, mode="r", shape=(n,))
+        self.units = np.load(self.folder / UNITS_NPY, allow_pickle=False)
+        self.config = DataConfig.from_dict(self.meta["config"])
+
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.meta["unit"])
+
+    def split(self, val_fraction: float) -> tuple[Split, Split]:
+        """Train on the head, validate on the tail, cut at a unit boundary.
+
+        The cut is the first unit start at or after (1 - val_fraction) of the tokens; a corpus
+        of one unit is cut mid-unit, so both sides still have tokens.
+        """
+        n = len(self.tokens)
+        target = int(round(n * (1.0 - val_fraction)))
+        starts = self.units[:, 0]
+        i = int(np.searchsorted(starts, target))
+        cut = int(starts[i]) if i < len(starts) else target
+        if cut <= 0 or cut >= n:
+            cut = target
+        head, tail = self.units[:i], self.units[i:]
+        train = Split(self.tokens[:cut], starts[:i], *head[:, 1:].sum(axis=0).tolist())
+        val_starts = tail[:, 0] - cut
+        if len(val_starts) == 0 or val_starts[0] != 0:
+            # the tail starts mid-unit: it is its own first unit for length statistics
+            val_starts = np.concatenate([[0], val_starts])
+        val = Split(self.tokens[cut:], val_starts, *tail[:, 1:].sum(axis=0).tolist())
+        if i == len(starts):  # the cut fell inside the last unit: share its characters
+            frac = (n - cut) / n
+            train.n_chars, val.n_chars = _share(self.meta["n_chars"], frac)
+            train.n_bytes, val.n_bytes = _share(self.meta["n_bytes"], frac)
+        return train, val
+
+
+def _share(total: int, frac: float) -> tuple[int, int]:
+    tail = max(1, int(round(total * frac)))
+    return max(1, total - tail), tail
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def build_dataset(
+    corpus: Path,
+    config: DataConfig,
+    out: Path,
+    progress: Progress | None = None,
+    content_hash: str | None = None,
+) -> Dataset:
+    """Encode ``corpus`` into the dataset folder ``out`` (written aside, then renamed in)."""
+    corpus = check_corpus_path(corpus)
+    errors = "replace" if config.replace_errors else "strict"
+    size = corpus.stat().st_size
+    first = next(iter_text(corpus, errors, chunk_bytes=1 << 20), "")
+    unit = resolve_unit(config.unit, first)
+
+    tokenizer = fit_tokenizer(config.tokenizer, iter_text(corpus, errors))
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        stats = _encode(corpus, errors, unit, tokenizer, dtype, tmp, size, progress)
+        if stats["n_tokens"] == 0:
+            raise CorpusError(f"corpus has no text to train on: {corpus}")
+        tokenizer.save(tmp)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "source": {"path": str(corpus.resolve()), "size": size, "hash": content_hash},
+            "config": config.to_dict(),
+            "unit": unit.value,
+            "dtype": dtype.name,
+            "vocab_size": tokenizer.vocab_size,
+            **stats,
+        }
+        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Dataset(out)
+
+
+def _encode(
+    corpus: Path,
+    errors: str,
+    unit: Unit,
+    tokenizer: Tokenizer,
+    dtype: np.dtype,
+    folder: Path,
+    size: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    n_tokens = n_unk = 0
+    unit_rows: list[np.ndarray] = []
+    with (folder / TOKENS_BIN).open("wb") as f:
+        for units in iter_units(_counting(iter_text(corpus, errors), progress, size), unit):
+            stream = tokenizer.encode_units(units)  # (n,) int64
+            starts = np.flatnonzero(stream == SOS) + n_tokens
+            chars = np.fromiter(map(len, units), dtype=np.int64, count=len(units)) + 1
+            nbytes = (
+                np.fromiter(
+                    (len(u.encode("utf-8", "surrogatepass")) for u in units),
+                    dtype=np.int64,
+                    count=len(units),
+                )
+                + 1
+            )
+            unit_rows.append(np.stack([starts, chars, nbytes], axis=1))
+            n_unk += int(np.count_nonzero(stream == UNK))
+            f.write(stream.astype(dtype).tobytes())
+            n_tokens += len(stream)
+    rows = np.concatenate(unit_rows) if unit_rows else np.zeros((0, 3), dtype=np.int64)
+    np.save(folder / UNITS_NPY, rows, allow_pickle=False)
+    return {
+        "n_tokens": n_tokens,
+        "n_units": len(rows),
+        "n_chars": int(rows[:, 1].sum()),
+        "n_bytes": int(rows[:, 2].sum()),
+        "n_unk": n_unk,
+    }
+
+
+def _counting(chunks: Iterator[str], progress: Progress | None, size: int) -> Iterator[str]:
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        if progress:
+            progress(min(done, size), size)
+
+
+def prepare(
+    source: Path, config: DataConfig, progress: Progress | None = None, out: Path | None = None
+) -> tuple[Dataset, bool]:
+    """A dataset for ``source``: a dataset folder as is, or a corpus file through the cache.
+
+    Returns the dataset and whether it came from the cache.
+    """
+    source = Path(source)
+    if source.is_dir() and (source / DATASET_JSON).exists():
+        return Dataset(source), True
+    check_corpus_path(source)
+    digest = file_hash(source)
+    key = cache_key(digest, config)
+    folder = Path(out) if out else cache_root() / "datasets" / f"{source.stem}-{key}"
+    if (folder / DATASET_JSON).exists():
+        try:
+            ds = Dataset(folder)
+            if ds.meta["source"]["hash"] == digest and ds.meta["config"] == config.to_dict():
+                return ds, True
+        except CorpusError:
+            pass  # a stale or damaged cache entry is rebuilt below
+    return build_dataset(source, config, folder, progress, content_hash=digest), False
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    x: np.ndarray  # (B, T) input tokens
+    y: np.ndarray  # (B, T) targets: <pad> (ignored) where the target is <sos>
+    remaining: np.ndarray | None  # (B, T) length-bucket ids fed to the model
+    halt: np.ndarray | None  # (B, T) 1 = the unit ends after x, 0 = it goes on, -1 = ignore
+    length: np.ndarray | None  # (B, T) remaining-length bucket to predict, -1 = ignore
+
+
+@dataclass(frozen=True)
+class LengthPlan:
+    """How remaining lengths are shown to the model during training.
+
+    For each unit, independently and afresh each epoch: hidden throughout with probability
+    ``p_hidden``; otherwise shown from its first token (probability ``p_from_start``) or from
+    a random position, as after a prompt. The length head learns wherever the state has not
+    yet seen the length.
+    """
+
+    edges: np.ndarray
+    unknown: int
+    p_hidden: float = 0.5
+    p_from_start: float = 0.5
+    seed: int = 0
+
+
+def _unit_random(seed: int, epoch: int, unit_ids: np.ndarray, salt: int) -> np.ndarray:
+    """Uniform [0, 1) numbers, a pure function of (seed, epoch, unit, salt): splitmix64."""
+    with np.errstate(over="ignore"):
+        z = unit_ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z += np.uint64((seed * 1_000_003 + epoch * 7919 + salt) & 0xFFFFFFFFFFFFFFFF)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class StreamBatches:
+    """B parallel streams over a split, read in windows of T tokens.
+
+    The split is cut into B equal streams that advance side by side; the hidden state of
+    stream b carries from one window to the next:
+
+        tokens:   a b c d e f g h i j k l m n o p q r
+        B = 3:    stream 0: a b c d e f      window 0: [a b c]  window 1: [d e f]
+                  stream 1: g h i j k l                [g h i]            [j k l]
+                  stream 2: m n o p q r                [m n o]            [p q r]
+
+    Targets are the same windows shifted by one token.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seq_len: int, plan: LengthPlan | None = None):
+        self.split, self.B, self.T, self.plan = split, batch_size, seq_len, plan
+        self.stream_len = (len(split.tokens) - 1) // batch_size
+        self.offsets = np.arange(batch_size, dtype=np.int64) * self.stream_len
+        starts = split.unit_starts
+        self.unit_ends = np.append(starts[1:] - 1, len(split.tokens) - 1)  # position of <eos>
+
+    def __len__(self) -> int:
+        """Full windows per pass."""
+        return self.stream_len // self.T
+
+    def n_windows(self, drop_last: bool = True) -> int:
+        return len(self) if drop_last else -(-self.stream_len // self.T)
+
+    def window(self, k: int, epoch: int = 0) -> Batch:
+        t0 = k * self.T
+        t = min(self.T, self.stream_len - t0)
+        pos = self.offsets[:, None] + t0 + np.arange(t + 1)  # (B, t+1) absolute positions
+        seq = np.asarray(self.split.tokens[pos], dtype=np.int64)
+        x, y = seq[:, :-1], seq[:, 1:].copy()
+        y[y == SOS] = PAD  # starting a unit after <eos> is certain: not worth a loss term
+        if self.plan is None:
+            return Batch(x, y, None, None, None)
+        return Batch(x, y, *self._stop_targets(pos[:, :-1], x, y, epoch))
+
+    def _stop_targets(
+        self, pos: np.ndarray, x: np.ndarray, y: np.ndarray, epoch: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        plan = self.plan
+        assert plan is not None
+        starts = self.split.unit_starts
+        u = np.searchsorted(starts, pos, side="right") - 1  # unit of each position
+        j = pos - starts[u]  # offset in the unit: 0 is <sos>
+        length = self.unit_ends[u] - starts[u] - 1  # tokens in the unit
+        remaining = length - j  # tokens still to come after x
+        # where the length becomes visible: k in 1..L, or never
+        r_hide = _unit_random(plan.seed, epoch, u, 1)
+        r_start = _unit_random(plan.seed, epoch, u, 2)
+        r_pos = _unit_random(plan.seed, epoch, u, 3)
+        k = np.where(r_start < plan.p_from_start, 1, 1 + np.floor(r_pos * length).astype(np.int64))
+        k = np.where(r_hide < plan.p_hidden, np.iinfo(np.int64).max, k)
+        in_unit = x != EOS
+        buckets = bucketize(remaining, plan.edges)
+        shown = in_unit & (j >= k)
+        remaining_in = np.where(shown, buckets, plan.unknown)
+        length_target = np.where(in_unit & (j < k), buckets, -1)
+        decides = in_unit & (x != SOS)
+        halt = np.where(decides, (y == EOS).astype(np.int64), -1)
+        return remaining_in, halt, length_target
+
+
+def describe(ds: Dataset) -> dict[str, Any]:
+    """The numbers ``tokenize`` prints."""
+    m = ds.meta
+    lengths = np.diff(np.append(ds.units[:, 0], m["n_tokens"])) - 2
+    return {
+        "characters": m["n_chars"],
+        "bytes": m["n_bytes"],
+        "units": m["n_units"],
+        "unit": m["unit"],
+        "tokens": m["n_tokens"],
+        "vocabulary": m["vocab_size"],
+        "unk_rate": m["n_unk"] / max(1, m["n_tokens"] - 2 * m["n_units"]),
+        "mean_unit_length": float(lengths.mean()) if len(lengths) else 0.0,
+        "max_unit_length": int(lengths.max()) if len(lengths) else 0,
+        "level": m["config"]["tokenizer"]["level"],
+    }

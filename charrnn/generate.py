@@ -1,0 +1,249 @@
+"""Sampling: temperature, top-k / top-p, and the four stopping rules.
+
+    eos     stop when <eos> is drawn
+    halt    after each token, the halting unit says stop with probability p(t); <eos> masked
+    length  draw the length tau first (or take --length), then exactly tau tokens; the net is
+            told how many remain; <eos> masked
+    none    draw --max-tokens tokens; a drawn <eos> starts a new unit, char-rnn style
+
+Several samples are drawn side by side as one batch. Each sample's log-probability is the
+model's own (temperature 1, no truncation) under the chosen rule, so it equals what ``score``
+gives for the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from charrnn.errors import ConfigError
+from charrnn.model import RNNLM, State
+from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
+
+
+class Stop(str, Enum):
+    eos = "eos"
+    halt = "halt"
+    length = "length"
+    none = "none"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    max_tokens: int = 2000  # a safety cap in every mode; the draw length in "none" mode
+    stop: Stop = Stop.eos
+    length: int | None = None  # length mode: exactly this many tokens
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        checks = [
+            (not math.isnan(t) and t >= 0, "--temp must be a number >= 0 (0 means greedy)"),
+            (math.isfinite(t), "--temp must be finite"),
+            (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
+            (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+            (self.max_tokens >= 1, "--max-tokens must be at least 1"),
+            (self.length is None or self.length >= 1, "--length must be at least 1"),
+            (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class Sample:
+    tokens: list[int]  # drawn tokens (the prompt excluded; <eos> kept in "none" mode)
+    text: str  # prompt + generated text
+    log_prob: float  # log P of the drawn tokens under the model and the stopping rule
+    cut: bool  # stopped by --max-tokens rather than by the rule
+    length: int | None = None  # length mode: the tau that was drawn
+    unk_in_prompt: int = 0
+    prompt_tokens: list[int] = field(default_factory=list)
+
+
+def rule_logits(logits: Tensor, stop: Stop) -> Tensor:
+    """Logits with the symbols the rule never draws set to -inf (<pad>, <sos>, and <eos> in
+    halt and length modes)."""
+    logits = logits.float().clone()
+    logits[..., PAD] = -math.inf
+    logits[..., SOS] = -math.inf
+    if stop in (Stop.halt, Stop.length):
+        logits[..., EOS] = -math.inf
+    return logits
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Keep the top-k tokens, then the smallest set whose probability reaches top-p. (N, V)"""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = before >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits
+
+
+def draw(logits: Tensor, config: SampleConfig, gen: torch.Generator) -> Tensor:
+    """One token per row from rule-masked logits (N, V) -> (N,)."""
+    if config.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class Sampler:
+    """Draws samples from a model; one instance per (model, tokenizer)."""
+
+    def __init__(self, model: RNNLM, tokenizer: Tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt) if prompt else []
+        return [SOS, *ids]
+
+    @torch.no_grad()
+    def sample(self, n: int, config: SampleConfig, prompt: str = "") -> list[Sample]:
+        """``n`` samples, drawn side by side."""
+        if config.top_k is not None and config.top_k > self.tokenizer.vocab_size:
+            raise ConfigError(
+                f"--top-k {config.top_k} is larger than the vocabulary "
+                f"({self.tokenizer.vocab_size} symbols)"
+            )
+        ids = self.encode_prompt(prompt)
+        results: list[list[int]] = [[] for _ in range(n)]
+        info: dict[str, np.ndarray] = {}
+        for step in self.iter_tokens(n, config, ids, info):
+            for i, t in step:
+                results[i].append(t)
+        out = []
+        for i, toks in enumerate(results):
+            text = self.tokenizer.decode(ids[1:] + toks)
+            out.append(
+                Sample(
+                    tokens=toks,
+                    text=text,
+                    log_prob=float(info["log_prob"][i]),
+                    cut=bool(info["cut"][i]),
+                    length=int(info["length"][i]) if config.stop is Stop.length else None,
+                    unk_in_prompt=ids.count(UNK),
+                    prompt_tokens=ids[1:],
+                )
+            )
+        return out
+
+    @torch.no_grad()
+    def iter_tokens(
+        self, n: int, config: SampleConfig, prompt_ids: list[int], info: dict[str, np.ndarray]
+    ) -> Iterator[list[tuple[int, int]]]:
+        """Yield, at each step, the (sample index, token) pairs drawn; fills ``info`` with
+        per-sample log_prob, cut and length when done."""
+        model, dev = self.model, self.device
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
+        stop = config.stop
+        prompt = torch.tensor([prompt_ids] * n, device=dev)  # (n, P)
+        h, state = model.features(prompt)  # (n, P, H)
+        h = h[:, -1]  # (n, H)
+        log_prob = torch.zeros(n, dtype=torch.float64)
+        alive = torch.ones(n, dtype=torch.bool)
+        cut = torch.zeros(n, dtype=torch.bool)
+        remaining = torch.full((n,), -1, dtype=torch.long)
+        tau = torch.zeros(n, dtype=torch.long)
+        if stop is Stop.length:
+            tau, lp = self._draw_length(h, n, config, gen)
+            remaining = tau.clone()
+            log_prob += lp
+            alive &= remaining > 0
+        drawn = 0
+        while bool(alive.any()):
+            if drawn >= config.max_tokens:
+                cut |= alive
+                break
+            logits = rule_logits(model.token_logits(h).cpu(), stop)  # (n, V)
+            tok = draw(logits, config, gen)  # (n,)
+            lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
+            log_prob += torch.where(alive, lp.double(), 0.0)
+            yield [(i, int(t)) for i, t in enumerate(tok.tolist()) if alive[i]]
+            drawn += 1
+            if stop is Stop.eos:
+                alive &= tok != EOS
+            elif stop is Stop.length:
+                remaining -= 1
+                alive &= remaining > 0
+            if not bool(alive.any()):
+                break
+            h, state = self._feed(tok, state, remaining if stop is Stop.length else None)
+            if stop is Stop.none:
+                h, state = self._restart_units(tok, h, state)
+            elif stop is Stop.halt:
+                h_logit = model.halt_logits(h).cpu().double()
+                halt = self._draw_halt(h_logit, config, gen)
+                log_prob += torch.where(
+                    alive, torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit)), 0.0
+                )
+                alive &= ~halt
+        info["log_prob"] = log_prob.numpy()
+        info["cut"] = cut.numpy()
+        info["length"] = tau.numpy()
+
+    def _feed(self, tok: Tensor, state: State, remaining: Tensor | None) -> tuple[Tensor, State]:
+        x = tok.to(self.device)[:, None]  # (n, 1)
+        r = None
+        if remaining is not None:
+            r = torch.as_tensor(self.model.length_buckets(remaining.clamp(min=0).numpy()))
+            r = r.to(self.device)[:, None]
+        h, state = self.model.features(x, state, r)
+        return h[:, 0], state
+
+    def _restart_units(self, tok: Tensor, h: Tensor, state: State) -> tuple[Tensor, State]:
+        """In "none" mode a drawn <eos> is followed by <sos>, as in training."""
+        ended = tok == EOS
+        if not bool(ended.any()):
+            return h, state
+        h2, state2 = self._feed(torch.full_like(tok, SOS), state, None)
+        mask = ended.to(self.device)
+        h = torch.where(mask[:, None], h2, h)
+        state = tuple(torch.where(mask[None, :, None], s2, s) for s, s2 in zip(state, state2))
+        return h, state
+
+    def _draw_length(
+        self, h: Tensor, n: int, config: SampleConfig, gen: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The number of tokens to draw and its log-probability, per sample."""
+        log_p = self.model.length_log_probs(h).cpu().double()  # (n, max_len + 1)
+        if config.length is not None:
+            if config.length > self.model.config.max_len:
+                raise ConfigError(
+                    f"--length {config.length} is beyond this model's longest unit "
+                    f"({self.model.config.max_len} tokens)"
+                )
+            tau = torch.full((n,), config.length, dtype=torch.long)
+        elif config.temperature == 0:
+            tau = log_p.argmax(-1)
+        else:
+            tau = torch.multinomial(log_p.exp().float(), 1, generator=gen).squeeze(-1)
+        return tau, log_p.gather(-1, tau[:, None]).squeeze(-1)
+
+    @staticmethod
+    def _draw_halt(h_logit: Tensor, config: SampleConfig, gen: torch.Generator) -> Tensor:
+        p = torch.sigmoid(h_logit)
+        if config.temperature == 0:
+            return p >= 0.5
+        return torch.rand(p.shape, generator=gen, dtype=torch.float64) < p

@@ -1,0 +1,199 @@
+"""RNNLM: an embedding, a fused recurrent stack, and three output heads.
+
+    x(t) = E[token(t)] + R[bucket(remaining(t))]        R's last row means "length unknown"
+    h(t) = cell(h(t-1), x(t))                            nn.RNN / nn.GRU / nn.LSTM, stacked
+    token head:   y^(t) = softmax(W_yh h(t) + b_y)       next token
+    halt head:    p(t)  = sigmoid(w_h . h(t) + b_h)      "the unit ends after this token"
+    length head:  q(t)  = softmax(W_l h(t) + b_l)        remaining length, in buckets
+
+The halt and length heads and the remaining-length input make the three stopping rules of
+``generate`` possible from one model; ``stop_heads=False`` builds a plain language model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from charrnn.errors import ConfigError
+from charrnn.lengths import bucket_edges, bucket_widths, bucketize
+
+State = tuple[Tensor, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (layers, B, H)
+
+
+class Cell(str, Enum):
+    rnn = "rnn"
+    gru = "gru"
+    lstm = "lstm"
+
+
+class Nonlinearity(str, Enum):
+    tanh = "tanh"
+    relu = "relu"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 0  # 0: taken from the tokenizer when training starts
+    cell: Cell = Cell.lstm
+    nonlinearity: Nonlinearity = Nonlinearity.tanh  # Elman rnn only
+    layers: int = 2
+    hidden: int = 512
+    embed: int = 128
+    dropout: float = 0.0
+    tie_weights: bool = False
+    stop_heads: bool = True  # halt and length heads, and the remaining-length input
+    max_len: int = 0  # the longest length the length head expresses; 0: fit to the corpus
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.vocab_size >= 0, "vocab_size must be >= 0"),
+            (self.layers >= 1, "--layers must be at least 1"),
+            (self.hidden >= 1, "--hidden must be at least 1"),
+            (self.embed >= 1, "--embed must be at least 1"),
+            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            (self.max_len >= 0, "max_len must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cell"], d["nonlinearity"] = self.cell.value, self.nonlinearity.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(
+            **{**d, "cell": Cell(d["cell"]), "nonlinearity": Nonlinearity(d["nonlinearity"])}
+        )
+
+
+_RECURRENT = {Cell.rnn: nn.RNN, Cell.gru: nn.GRU, Cell.lstm: nn.LSTM}
+
+
+class RNNLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        if c.vocab_size < 5 or c.max_len < 1:
+            raise ConfigError(
+                "model config needs vocab_size >= 5 and max_len >= 1 (fit it to a corpus)"
+            )
+        self.embed = nn.Embedding(c.vocab_size, c.embed)
+        kwargs: dict[str, Any] = (
+            {"nonlinearity": c.nonlinearity.value} if c.cell is Cell.rnn else {}
+        )
+        self.rnn = _RECURRENT[c.cell](
+            c.embed,
+            c.hidden,
+            c.layers,
+            batch_first=True,
+            dropout=c.dropout if c.layers > 1 else 0.0,
+            **kwargs,
+        )
+        self.drop = nn.Dropout(c.dropout)
+        # Tied weights: the output layer reuses the embedding matrix, through a projection
+        # when the hidden size differs from the embedding size.
+        self.proj = (
+            nn.Linear(c.hidden, c.embed, bias=False)
+            if c.tie_weights and c.hidden != c.embed
+            else None
+        )
+        self.head = None if c.tie_weights else nn.Linear(c.hidden, c.vocab_size)
+        self.head_bias = nn.Parameter(torch.zeros(c.vocab_size)) if c.tie_weights else None
+        self.edges = bucket_edges(c.max_len)
+        self.n_buckets = len(self.edges)
+        if c.stop_heads:
+            self.len_embed = nn.Embedding(self.n_buckets + 1, c.embed)  # last row: unknown
+            self.halt = nn.Linear(c.hidden, 1)
+            self.length = nn.Linear(c.hidden, self.n_buckets)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.config.stop_heads:
+            # start as a plain language model: the length input adds nothing until it is learned
+            nn.init.normal_(self.len_embed.weight, std=0.02)
+
+    @property
+    def unknown_length(self) -> int:
+        return self.n_buckets
+
+    def init_state(self, batch: int) -> State:
+        """Zero state on the parameters' device and dtype."""
+        p = self.embed.weight
+        n = 2 if self.config.cell is Cell.lstm else 1
+        shape = (self.config.layers, batch, self.config.hidden)
+        return tuple(torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(n))
+
+    def features(
+        self, tokens: Tensor, state: State | None = None, remaining: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Top-layer outputs (B, T, H) and the new state, for tokens (B, T).
+
+        ``remaining`` holds length-bucket ids (B, T); None means "unknown" everywhere.
+        """
+        x = self.embed(tokens)  # (B, T, E)
+        if self.config.stop_heads:
+            if remaining is None:
+                x = x + self.len_embed.weight[self.unknown_length]
+            else:
+                x = x + self.len_embed(remaining)
+        x = self.drop(x)
+        if state is None:
+            state = self.init_state(tokens.shape[0])
+        packed = state if self.config.cell is Cell.lstm else state[0]
+        out, new = self.rnn(x, packed)  # (B, T, H)
+        new_state = new if isinstance(new, tuple) else (new,)
+        return self.drop(out), new_state
+
+    def token_logits(self, h: Tensor) -> Tensor:
+        """Next-token logits (..., V) from features (..., H)."""
+        if self.head is not None:
+            return self.head(h)
+        if self.proj is not None:
+            h = self.proj(h)
+        return F.linear(h, self.embed.weight, self.head_bias)
+
+    def halt_logits(self, h: Tensor) -> Tensor:
+        """Logit of "the unit ends after this token" (...,)."""
+        return self.halt(h).squeeze(-1)
+
+    def length_logits(self, h: Tensor) -> Tensor:
+        """Logits over remaining-length buckets (..., n_buckets)."""
+        return self.length(h)
+
+    def forward(
+        self, tokens: Tensor, state: State | None = None, remaining: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        h, state = self.features(tokens, state, remaining)
+        return self.token_logits(h), state  # (B, T, V)
+
+    # -- lengths ---------------------------------------------------------------------------
+
+    def length_buckets(self, lengths: np.ndarray | int) -> np.ndarray:
+        return bucketize(np.minimum(lengths, self.config.max_len), self.edges)
+
+    def length_log_probs(self, h: Tensor) -> Tensor:
+        """log P(remaining = r) for r = 0..max_len (..., max_len + 1), each bucket's mass spread
+        evenly over its lengths."""
+        log_q = F.log_softmax(self.length_logits(h).float(), dim=-1)  # (..., n_buckets)
+        widths = torch.as_tensor(bucket_widths(self.edges, self.config.max_len), device=h.device)
+        per_length = log_q - widths.log()
+        return per_length.repeat_interleave(widths, dim=-1)
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph between BPTT windows; the values carry on."""
+    return tuple(s.detach() for s in state)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,150 @@
+"""Scoring: log P of a sentence under a stopping rule, term by term.
+
+A sentence x(1..n) is scored as one unit ``<sos> x(1..n) <eos>``. Its log-probability is the
+sum of the rule's own terms:
+
+    eos     sum_t log P(x(t) | x(<t))            + log P(<eos> | x(1..n))
+    halt    sum_t log P'(x(t) | x(<t))           + sum_{t<n} log(1 - p(t)) + log p(n)
+    length  log P(tau = n) + sum_t log P'(x(t) | x(<t), n - t remaining)
+
+where P' is the softmax with <eos> masked out and p(t) the halting unit. Sentences are scored
+in batches: sorted by length, right-padded (an RNN never looks ahead, so padding after a
+sentence cannot change its score).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.errors import ConfigError
+from charrnn.generate import Stop, rule_logits
+from charrnn.model import RNNLM
+from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
+
+LOG2 = math.log(2.0)
+
+
+@dataclass
+class Term:
+    """One term of a score: a token, the end marker, a halt decision or the length."""
+
+    kind: str  # "token", "eos", "continue", "halt", "length"
+    piece: str
+    log_prob: float
+    unk: bool = False
+
+
+@dataclass
+class SentenceScore:
+    text: str
+    stop: Stop
+    log_prob: float  # nats
+    n_tokens: int
+    n_chars: int  # the sentence's characters plus one for its end
+    terms: list[Term] = field(default_factory=list)
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.log_prob)
+
+    @property
+    def n_unk(self) -> int:
+        return sum(t.unk for t in self.terms)
+
+    @property
+    def perplexity(self) -> float:
+        """exp of the mean negative log-probability per predicted symbol (the end included)."""
+        return math.exp(-self.log_prob / (self.n_tokens + 1))
+
+    @property
+    def bits_per_char(self) -> float:
+        return -self.log_prob / LOG2 / self.n_chars
+
+
+@torch.no_grad()
+def score(
+    model: RNNLM,
+    tokenizer: Tokenizer,
+    sentences: Sequence[str],
+    stop: Stop = Stop.eos,
+    batch_tokens: int = 16384,
+) -> list[SentenceScore]:
+    """Score each sentence under ``stop``; the result keeps the input order."""
+    if stop is Stop.none:
+        raise ConfigError("score needs a stopping rule: --stop eos, halt or length")
+    if stop is not Stop.eos and not model.config.stop_heads:
+        raise ConfigError("this model was trained without halt and length heads: use --stop eos")
+    encoded = []
+    for s in sentences:
+        if not s.strip():
+            raise ConfigError("cannot score an empty sentence")
+        encoded.append(tokenizer.encode(s))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    results: list[SentenceScore | None] = [None] * len(encoded)
+    i = 0
+    while i < len(order):
+        j = i + 1
+        while j < len(order) and (j - i + 1) * (len(encoded[order[j]]) + 1) <= batch_tokens:
+            j += 1
+        group = order[i:j]
+        for k, res in zip(group, _score_batch(model, tokenizer, [encoded[g] for g in group], stop)):
+            res.text = sentences[k]
+            res.n_chars = len(sentences[k]) + 1
+            results[k] = res
+        i = j
+    return [r for r in results if r is not None]
+
+
+def _score_batch(
+    model: RNNLM, tokenizer: Tokenizer, batch: list[list[int]], stop: Stop
+) -> list[SentenceScore]:
+    dev = next(model.parameters()).device
+    lengths = torch.tensor([len(b) for b in batch])  # (S,)
+    width = int(lengths.max()) + 1
+    x = torch.full((len(batch), width), PAD, dtype=torch.long)  # (S, L+1): <sos> x1..xn pad
+    x[:, 0] = SOS
+    for r, ids in enumerate(batch):
+        x[r, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+    remaining = None
+    if stop is Stop.length:
+        # x(t) is fed with n - t tokens still to come; <sos> with "unknown"
+        t = torch.arange(width)
+        left = (lengths[:, None] - t).clamp(min=0)
+        remaining = torch.as_tensor(model.length_buckets(left.numpy()))
+        remaining[:, 0] = model.unknown_length
+        remaining = remaining.to(dev)
+    h, _ = model.features(x.to(dev), None, remaining)  # (S, L+1, H)
+    logits = model.token_logits(h).float().cpu()  # (S, L+1, V)
+    targets = torch.cat([x[:, 1:], torch.full((len(batch), 1), PAD)], dim=1)  # (S, L+1)
+    targets[torch.arange(len(batch)), lengths] = EOS
+    log_p = rule_logits(logits, stop).log_softmax(-1)
+    tok_lp = log_p.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1).double()  # (S, L+1)
+    out = []
+    halt_lp = cont_lp = length_lp = None
+    if stop is Stop.halt:
+        z = model.halt_logits(h).cpu().double()  # (S, L+1)
+        halt_lp, cont_lp = F.logsigmoid(z), F.logsigmoid(-z)
+    if stop is Stop.length:
+        length_lp = model.length_log_probs(h[:, 0]).cpu().double()  # (S, max_len + 1)
+    for r, ids in enumerate(batch):
+        n = len(ids)
+        terms = []
+        if stop is Stop.length:
+            assert length_lp is not None
+            lp = float(length_lp[r, n]) if n < length_lp.shape[1] else -math.inf
+            terms.append(Term("length", str(n), lp))
+        for k, t in enumerate(ids, start=1):
+            terms.append(Term("token", tokenizer.piece(t), float(tok_lp[r, k - 1]), t == UNK))
+            if stop is Stop.halt:
+                kind, table = ("halt", halt_lp) if k == n else ("continue", cont_lp)
+                terms.append(Term(kind, "", float(table[r, k])))
+        if stop is Stop.eos:
+            terms.append(Term("eos", "<eos>", float(tok_lp[r, n])))
+        total = math.fsum(t.log_prob for t in terms)
+        out.append(SentenceScore("", stop, total, n, 0, terms))
+    return out

@@ -1,0 +1,766 @@
+"""Training: truncated BPTT over parallel streams, as a function with callbacks.
+
+    for each window [B, T] of the B parallel streams:
+        features, state = model(x, state)          state carried from the previous window
+        loss = CE(tokens) + w_h BCE(halt) + w_l CE(length)
+        backward, clip, AdamW step                 lr: warmup, then cosine to the end
+        state = state.detach()                     truncation: no gradient across windows
+    evaluate on the held-out tail now and then; keep the best weights; save "last" for resume
+
+The run ends at --max-steps, --epochs or --time-budget (whichever comes first), by early
+stopping, or when a callback asks it to stop (Ctrl-C). Progress bars live in the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn import __version__
+from charrnn.checkpoint import (
+    BEST,
+    DEFAULT_ROOT,
+    FORMAT_VERSION,
+    LAST,
+    METRICS,
+    RUN_JSON,
+    MetricsLog,
+    check_run_name,
+    find_run,
+    load_tensors,
+    load_weights,
+    new_run_name,
+    read_meta,
+    read_run_json,
+    run_lock,
+    save_tensors,
+    write_json_atomic,
+)
+from charrnn.data import DataConfig, Dataset, LengthPlan, Split, StreamBatches, prepare
+from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
+from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state
+from charrnn.tokenizers import PAD
+
+LOG2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = 128
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # the learning rate decays to lr * this by the end
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    clip: float = 1.0  # gradient norm; 0 turns clipping off
+    max_steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None  # seconds, counted from the command's start
+    val_fraction: float = 0.1
+    evals: int = 10  # evaluations per run when its end is known
+    eval_every: int = 500  # steps between evaluations when it is not
+    eval_tokens: int = 32768  # tokens of the validation split per evaluation (0 = all)
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    sample_every: int = 250  # steps between samples printed while training; 0 = never
+    sample_tokens: int = 160
+    seed: int = 1337
+    device: str = "auto"
+    halt_weight: float = 1.0
+    length_weight: float = 1.0
+    head_grad: bool = False  # let the halt and length losses shape the recurrent state
+    skip_nonfinite: bool = False  # skip a step whose loss is NaN/inf instead of stopping
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.seq_len >= 1, "--seq-len must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
+            (self.clip >= 0, "--clip must be >= 0"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+            (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
+            (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
+            (self.patience >= 0, "--patience must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- callbacks ----------------------------------------------------------------------------
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float  # nats/token, mean since the last report
+    lr: float
+    tokens_per_s: float
+    elapsed: float
+    progress: float | None  # 0..1 when the end is known
+    epoch: int
+
+
+@dataclass
+class EvalStats:
+    step: int
+    loss: float  # nats/token
+    bpc: float  # bits per character
+    tokens: int
+    best: bool
+    full: bool  # the whole validation split, not a sample of it
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0))
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    steps: int
+    tokens: int
+    elapsed: float
+    tokens_per_s: float
+    stopped_by: str
+    best_step: int
+    val: EvalStats | None  # the kept model on the whole validation split
+    train_loss: float
+
+
+class Callbacks:
+    """Hooks the training loop calls; override what you need."""
+
+    def on_start(self, info: dict[str, Any]) -> None: ...
+    def on_step(self, stats: StepStats) -> None: ...
+    def on_eval(self, stats: EvalStats) -> None: ...
+    def on_sample(self, step: int, text: str) -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+    def stop_requested(self) -> bool:
+        return False
+
+
+# -- devices and models -------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA device is available")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("--device mps asked for, but MPS is not available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown --device {name!r}: use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def fit_model_config(model: ModelConfig, ds: Dataset, train: Split) -> ModelConfig:
+    """Fill in what the corpus decides: vocabulary size and the longest length to predict."""
+    longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
+    return replace(model, vocab_size=ds.tokenizer.vocab_size, max_len=max(64, 2 * longest))
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    batch_size: int = 64,
+    max_tokens: int = 0,
+    device: torch.device | None = None,
+) -> tuple[float, int]:
+    """Mean token loss (nats) over a split, with the length unknown, and the tokens counted.
+
+    ``max_tokens`` > 0 reads only the first windows of every stream (a spread-out sample).
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    streams = max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
+    batches = StreamBatches(split, streams, seq_len)
+    n_windows = batches.n_windows(drop_last=False)
+    if max_tokens:
+        n_windows = min(n_windows, max(1, max_tokens // (streams * seq_len)))
+    state = None
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for k in range(n_windows):
+        b = batches.window(k)
+        x = torch.from_numpy(b.x).to(device)
+        y = torch.from_numpy(b.y).to(device)
+        logits, state = model(x, state)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
+        )
+        total += loss.double().cpu()
+        count += int((y != PAD).sum())
+    model.train(was_training)
+    return float(total) / max(1, count), count
+
+
+def bits_per_char(loss: float, split: Split) -> float:
+    """Nats per token -> bits per character of the split's text."""
+    targets = len(split) - len(split.unit_starts)  # <sos> targets are not counted
+    return loss * targets / max(1, split.n_chars) / LOG2
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0  # training seconds before this session
+    best_loss: float = math.inf
+    best_step: int = 0
+    evals_since_best: int = 0
+    last_eval_step: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        d = dict(d)
+        d["best_loss"] = math.inf if d.get("best_loss") is None else d["best_loss"]
+        return cls(**d)
+
+
+def lr_at(config: TrainConfig, step: int, progress: float | None) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio as progress goes 0 -> 1."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if progress is None:
+        return config.lr * warm
+    p = min(1.0, max(0.0, progress))
+    floor = config.min_lr_ratio
+    return config.lr * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class _Trainer:
+    """The state of one training session; ``run`` is the loop."""
+
+    def __init__(
+        self,
+        model: RNNLM,
+        ds: Dataset,
+        train: Split,
+        val: Split,
+        config: TrainConfig,
+        folder: Path,
+        callbacks: Callbacks,
+        started: float,
+        device: torch.device,
+    ):
+        self.model, self.ds, self.train_split, self.val = model, ds, train, val
+        self.config, self.folder, self.cb, self.device = config, folder, callbacks, device
+        self.started = started
+        self.log = MetricsLog(folder / METRICS)
+        c = config
+        self.batches = StreamBatches(
+            train,
+            c.batch_size,
+            c.seq_len,
+            LengthPlan(model.edges, model.unknown_length, seed=c.seed)
+            if model.config.stop_heads
+            else None,
+        )
+        self.opt = torch.optim.AdamW(
+            model.parameters(), lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay
+        )
+        self.loop = LoopState()
+        self.state = model.init_state(c.batch_size)
+        self.eval_cost = 0.0  # seconds one full evaluation is expected to take
+        self.sampler = Sampler(model, ds.tokenizer)
+
+    # -- progress --
+
+    def elapsed(self) -> float:
+        return self.loop.elapsed + time.monotonic() - self.started
+
+    def progress(self) -> float | None:
+        c, parts = self.config, []
+        if c.max_steps:
+            parts.append(self.loop.step / c.max_steps)
+        if c.epochs:
+            parts.append(self.loop.step / (c.epochs * len(self.batches)))
+        if c.time_budget:
+            parts.append((self.elapsed() + self.eval_cost) / c.time_budget)
+        return max(parts) if parts else None
+
+    # -- checkpoints --
+
+    def save_last(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt = self.opt.state_dict()
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        for i, s in enumerate(self.state):
+            tensors[f"loop.state.{i}"] = s
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        loop = self.loop.to_dict()
+        loop["elapsed"] = self.elapsed()
+        meta = {"kind": "last", "loop": loop, "param_groups": _json_groups(opt["param_groups"])}
+        save_tensors(self.folder / LAST, tensors, meta)
+        self.cb.on_checkpoint(self.folder / LAST)
+
+    def save_best(self, loss: float) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        meta = {
+            "kind": "best",
+            "step": self.loop.step,
+            "val_loss": loss,
+            "val_bpc": bits_per_char(loss, self.val),
+        }
+        save_tensors(self.folder / BEST, tensors, meta)
+
+    def restore(self) -> None:
+        """Continue exactly where ``last.safetensors`` left off."""
+        path = self.folder / LAST
+        meta = read_meta(path)
+        load_weights(self.model, path)
+        opt_state: dict[int, dict[str, Any]] = {}
+        for name, t in load_tensors(path, "optim.").items():
+            pid, key = name.split(".", 1)
+            opt_state.setdefault(int(pid), {})[key] = t
+        groups = meta["param_groups"]
+        for g in groups:
+            g["betas"] = tuple(g["betas"])
+        self.opt.load_state_dict({"state": opt_state, "param_groups": groups})
+        loop_t = load_tensors(path, "loop.state.")
+        state = tuple(loop_t[str(i)].to(self.device) for i in range(len(loop_t)))
+        if state and state[0].shape[1] != self.config.batch_size:
+            raise ConfigError(
+                f"--batch-size {self.config.batch_size} differs from the run's "
+                f"{state[0].shape[1]}; resume with the same batch size"
+            )
+        self.state = state or self.state
+        rng = load_tensors(path, "rng.")
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.loop = LoopState.from_dict(meta["loop"])
+        self.started = time.monotonic()
+        self.log.truncate_after(self.loop.step)
+
+    # -- one step --
+
+    def step(self) -> torch.Tensor | None:
+        c, m = self.config, self.model
+        if self.loop.window >= len(self.batches):
+            self.loop.epoch += 1
+            self.loop.window = 0
+            self.state = m.init_state(c.batch_size)
+        b = self.batches.window(self.loop.window, self.loop.epoch)
+        dev = self.device
+        x = torch.from_numpy(b.x).to(dev, non_blocking=True)
+        y = torch.from_numpy(b.y).to(dev, non_blocking=True)
+        remaining = None if b.remaining is None else torch.from_numpy(b.remaining).to(dev)
+        h, state = m.features(x, self.state, remaining)  # (B, T, H)
+        logits = m.token_logits(h)  # (B, T, V)
+        token_loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=PAD)
+        loss = token_loss
+        if b.halt is not None and b.length is not None:
+            loss = loss + self._stop_loss(h, b.halt, b.length)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(c, self.loop.step, self.progress())
+        if (self.device.type == "cpu" or c.skip_nonfinite) and not torch.isfinite(loss):
+            if not c.skip_nonfinite:
+                raise TrainingError(
+                    f"loss became {float(loss)} at step {self.loop.step}; the last good "
+                    "checkpoint is kept (try a lower --lr, or --skip-nonfinite)"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            self.state = detach_state(state)
+            self.loop.window += 1
+            return None
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip > 0:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), c.clip)
+        self.opt.step()
+        self.state = detach_state(state)
+        self.loop.window += 1
+        self.loop.step += 1
+        self.loop.tokens += x.numel()
+        return token_loss.detach()
+
+    def _stop_loss(self, h: torch.Tensor, halt: np.ndarray, length: np.ndarray) -> torch.Tensor:
+        """Halting and length losses. The heads read the state but do not shape it
+        (unless --head-grad): they cost the language model nothing."""
+        c, m, dev = self.config, self.model, self.device
+        if not c.head_grad:
+            h = h.detach()
+        halt_loss = _masked_bce(m.halt_logits(h), torch.from_numpy(halt).to(dev))
+        length_loss = _masked_ce(m.length_logits(h), torch.from_numpy(length).to(dev))
+        return c.halt_weight * halt_loss + c.length_weight * length_loss
+
+    # -- the loop --
+
+    def run(self) -> TrainResult:
+        c, loop = self.config, self.loop
+        self.model.train()
+        stopped_by = ""
+        report_every = 10
+        loss_sum, loss_n = torch.zeros((), device=self.device), 0
+        t_mark, tok_mark = time.monotonic(), loop.tokens
+        last_loss = math.nan
+        self._estimate_eval_cost()
+        while True:
+            stopped_by = self._should_stop()
+            if stopped_by:
+                break
+            tl = self.step()
+            if tl is None:
+                continue
+            loss_sum += tl.float()
+            loss_n += 1
+            if loop.step % report_every == 0 or loop.step == 1:
+                now = time.monotonic()
+                last_loss = float(loss_sum) / loss_n
+                if not math.isfinite(last_loss):
+                    raise TrainingError(
+                        f"loss became {last_loss} by step {loop.step}; the last good checkpoint "
+                        "is kept (try a lower --lr, or --skip-nonfinite)"
+                    )
+                rate = (loop.tokens - tok_mark) / max(1e-9, now - t_mark)
+                stats = StepStats(
+                    loop.step,
+                    last_loss,
+                    self.opt.param_groups[0]["lr"],
+                    rate,
+                    self.elapsed(),
+                    self.progress(),
+                    loop.epoch,
+                )
+                self.log.append(
+                    {
+                        "step": loop.step,
+                        "loss": last_loss,
+                        "lr": stats.lr,
+                        "tokens_per_s": rate,
+                        "elapsed": stats.elapsed,
+                    }
+                )
+                self.cb.on_step(stats)
+                loss_sum.zero_()
+                loss_n = 0
+                t_mark, tok_mark = time.monotonic(), loop.tokens
+            if self._eval_due():
+                t0 = time.monotonic()
+                self._periodic_eval()
+                t_mark += time.monotonic() - t0
+            if c.sample_every and loop.step % c.sample_every == 0:
+                t0 = time.monotonic()
+                self.cb.on_sample(loop.step, self._sample_text())
+                t_mark += time.monotonic() - t0
+        if loop.step > loop.last_eval_step and stopped_by != "interrupted":
+            self._periodic_eval()
+        self.save_last()
+        final = self._final_eval() if stopped_by != "interrupted" else None
+        tokens_per_s = loop.tokens / max(1e-9, self.elapsed())
+        return TrainResult(
+            self.folder,
+            loop.step,
+            loop.tokens,
+            self.elapsed(),
+            tokens_per_s,
+            stopped_by,
+            loop.best_step,
+            final,
+            last_loss,
+        )
+
+    def _should_stop(self) -> str:
+        c = self.config
+        if self.cb.stop_requested():
+            return "interrupted"
+        if c.max_steps and self.loop.step >= c.max_steps:
+            return "max-steps"
+        if c.epochs and self.loop.step >= c.epochs * len(self.batches):
+            return "epochs"
+        if c.time_budget and self.elapsed() + self.eval_cost >= c.time_budget:
+            return "time-budget"
+        if c.patience and self.loop.evals_since_best >= c.patience:
+            return "early-stopping"
+        return ""
+
+    def _eval_due(self) -> bool:
+        c, loop = self.config, self.loop
+        p = self.progress()
+        if p is None:
+            return loop.step - loop.last_eval_step >= c.eval_every
+        return p >= (len(loop.history) + 1) / c.evals
+
+    def _estimate_eval_cost(self) -> None:
+        """Time the final full evaluation will take, so a time budget leaves room for it."""
+        if not self.config.time_budget:
+            return
+        t0 = time.monotonic()
+        _, n = evaluate(
+            self.model, self.val, self.config.seq_len, max_tokens=4096, device=self.device
+        )
+        per_token = (time.monotonic() - t0) / max(1, n)
+        self.eval_cost = per_token * len(self.val) * 1.5 + 1.0
+
+    def _periodic_eval(self) -> None:
+        c, loop = self.config, self.loop
+        loss, n = evaluate(
+            self.model, self.val, c.seq_len, max_tokens=c.eval_tokens, device=self.device
+        )
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"validation loss became {loss} at step {loop.step}; the last good checkpoint "
+                "is kept (try a lower --lr)"
+            )
+        loop.last_eval_step = loop.step
+        loop.history.append(loss)
+        best = loss < loop.best_loss
+        if best:
+            loop.best_loss, loop.best_step, loop.evals_since_best = loss, loop.step, 0
+            self.save_best(loss)
+        else:
+            loop.evals_since_best += 1
+        stats = EvalStats(loop.step, loss, bits_per_char(loss, self.val), n, best, full=False)
+        self.log.append({"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc})
+        self.save_last()
+        self.cb.on_eval(stats)
+
+    def _final_eval(self) -> EvalStats:
+        """The kept (best) weights on the whole validation split."""
+        best_path = self.folder / BEST
+        if best_path.exists() and self.loop.best_step != self.loop.step:
+            load_weights(self.model, best_path)
+        loss, n = evaluate(self.model, self.val, self.config.seq_len, device=self.device)
+        stats = EvalStats(self.loop.best_step, loss, bits_per_char(loss, self.val), n, True, True)
+        meta = {
+            "kind": "best",
+            "step": self.loop.best_step,
+            "val_loss": loss,
+            "val_bpc": stats.bpc,
+            "full": True,
+        }
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        save_tensors(best_path, tensors, meta)
+        self.log.append(
+            {"step": self.loop.step, "final_val_loss": loss, "final_val_bpc": stats.bpc}
+        )
+        self.cb.on_eval(stats)
+        return stats
+
+    def _sample_text(self) -> str:
+        was = self.model.training
+        self.model.eval()
+        cfg = SampleConfig(
+            temperature=0.8,
+            max_tokens=self.config.sample_tokens,
+            stop=Stop.eos,
+            seed=self.config.seed + self.loop.step,
+        )
+        text = self.sampler.sample(1, cfg)[0].text
+        self.model.train(was)
+        return text
+
+
+def _masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over positions whose target is not -1."""
+    mask = (target >= 0).to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(
+        logits, target.clamp(min=0).to(logits.dtype), weight=mask, reduction="sum"
+    )
+    return loss / mask.sum().clamp(min=1.0)
+
+
+def _masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over positions whose target is not -1."""
+    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1, reduction="sum")
+    return loss / (target >= 0).sum().clamp(min=1)
+
+
+def _json_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in groups]
+
+
+# -- the whole job ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything ``train`` needs besides the corpus."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def train(
+    corpus: str | Path,
+    job: Job = Job(),
+    run: str | None = None,
+    root: Path = DEFAULT_ROOT,
+    resume: bool = False,
+    callbacks: Callbacks | None = None,
+    started: float | None = None,
+    on_data: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Tokenize (or reuse) the corpus, then train a new run or resume one.
+
+    ``started`` is the monotonic time the time budget counts from (default: now).
+    """
+    started = time.monotonic() if started is None else started
+    cb = callbacks or Callbacks()
+    root = Path(root)
+    folder, job, info = _open_run(corpus, job, run, root, resume)
+    ds, _cached = prepare(Path(corpus), job.data, progress=on_data)
+    if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
+        raise ConfigError(
+            f"the corpus has changed since run {folder.name!r} started; "
+            "resume needs the same corpus"
+        )
+    train_split, val = ds.split(job.train.val_fraction)
+    _check_sizes(train_split, val, job.train)
+    model_config = job.model if resume else fit_model_config(job.model, ds, train_split)
+    device = resolve_device(job.train.device)
+    torch.manual_seed(job.train.seed)
+    np.random.seed(job.train.seed % 2**32)
+    model = RNNLM(model_config).to(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(folder):
+            trainer = _Trainer(model, ds, train_split, val, job.train, folder, cb, started, device)
+            if resume:
+                trainer.restore()
+            else:
+                ds.tokenizer.save(folder)
+                run_info = _run_json(model_config, job, ds, train_split, val, corpus)
+                write_json_atomic(folder / RUN_JSON, run_info)
+                trainer.save_last()  # from here on, every moment of the run is resumable
+            return _start(trainer, cb, ds, resume)
+    except BaseException:
+        if not resume and not (folder / LAST).exists():
+            shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping was made
+        raise
+
+
+def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
+    model = trainer.model
+    cb.on_start(
+        {
+            "run": trainer.folder.name,
+            "folder": str(trainer.folder),
+            "parameters": count_parameters(model),
+            "device": str(trainer.device),
+            "train_tokens": len(trainer.train_split),
+            "val_tokens": len(trainer.val),
+            "steps_per_epoch": len(trainer.batches),
+            "resumed_from": trainer.loop.step if resume else None,
+            "dataset": str(ds.folder),
+            "model": model.config.to_dict(),
+            "level": ds.tokenizer.level.value,
+        }
+    )
+    return trainer.run()
+
+
+def _open_run(
+    corpus: str | Path, job: Job, run: str | None, root: Path, resume: bool
+) -> tuple[Path, Job, dict[str, Any]]:
+    """The run folder, and for a resume the job as the run recorded it."""
+    if resume:
+        folder = find_run(run, root)
+        info = read_run_json(folder)
+        try:
+            saved = Job(
+                ModelConfig.from_dict(info["model"]),
+                TrainConfig(**{**info["train"], **_overridable(job.train)}),
+                DataConfig.from_dict(info["data"]["config"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{folder / RUN_JSON} cannot be resumed ({e})") from None
+        if not (folder / LAST).exists():
+            raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from")
+        return folder, saved, info
+    if run is not None:
+        check_run_name(run)
+        folder = root / run
+        if folder.exists():
+            raise ConfigError(
+                f"run {run!r} already exists in {root}/; pass --resume to continue it, "
+                "or choose another --run"
+            )
+        return folder, job, {}
+    return root / new_run_name(root, Path(corpus).stem), job, {}
+
+
+def _overridable(train: TrainConfig) -> dict[str, Any]:
+    """Settings a resume may change: how long to go on, and where."""
+    keys = ("max_steps", "epochs", "time_budget", "device", "patience", "sample_every")
+    return {k: getattr(train, k) for k in keys}
+
+
+def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:
+    need = config.batch_size * config.seq_len + 1
+    if len(train) < need:
+        raise CorpusError(
+            f"corpus too short for one batch: {len(train)} training tokens, need "
+            f"batch-size x seq-len + 1 = {need}; lower --batch-size or --seq-len"
+        )
+    if len(val) < 2:
+        raise CorpusError("validation split is empty; raise --val-fraction or use a longer corpus")
+
+
+def _run_json(
+    model: ModelConfig, job: Job, ds: Dataset, train: Split, val: Split, corpus: str | Path
+) -> dict[str, Any]:
+    val_lengths = val.unit_lengths()
+    return {
+        "format_version": FORMAT_VERSION,
+        "charrnn_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "corpus": str(Path(corpus).resolve()),
+        "model": model.to_dict(),
+        "train": job.train.to_dict(),
+        "data": {
+            "config": job.data.to_dict(),
+            "hash": ds.meta["source"]["hash"],
+            "dataset": str(ds.folder),
+            "unit": ds.meta["unit"],
+            "level": ds.tokenizer.level.value,
+            "train_tokens": len(train),
+            "val_tokens": len(val),
+            "val_chars": val.n_chars,
+            "val_units": len(val.unit_starts),
+            "val_unit_length_mean": float(val_lengths.mean()) if len(val_lengths) else 0.0,
+        },
+    }

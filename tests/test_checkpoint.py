@@ -1,0 +1,134 @@
+import json
+import os
+
+import pytest
+import torch
+
+from charrnn.checkpoint import (
+    BEST,
+    LAST,
+    RUN_JSON,
+    find_run,
+    load_run,
+    read_meta,
+    save_tensors,
+    write_bytes_atomic,
+)
+from charrnn.errors import CheckpointError, TrainingError
+
+
+def test_save_then_load_gives_identical_logits(trained_run):
+    a = load_run(trained_run)
+    b = load_run(trained_run)
+    tokens = torch.tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        la, _ = a.model(tokens)
+        lb, _ = b.model(tokens)
+    assert torch.equal(la, lb)
+    # and the saved weights are exactly the ones the checkpoint holds
+    meta = read_meta(trained_run / BEST)
+    assert meta["kind"] == "best" and meta["full"] is True
+
+
+def test_last_checkpoint_holds_resume_state(trained_run):
+    meta = read_meta(trained_run / LAST)
+    assert meta["kind"] == "last"
+    assert meta["loop"]["step"] == 40
+    assert meta["param_groups"][0]["betas"] == [0.9, 0.99]
+
+
+def test_checkpoints_are_not_pickles(trained_run):
+    for name in (BEST, LAST):
+        head = (trained_run / name).read_bytes()[:16]
+        assert not head.startswith(b"\x80")  # a pickle's protocol opcode
+        assert int.from_bytes(head[:8], "little") < 10_000_000  # safetensors header length
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "f.bin"
+    write_bytes_atomic(path, b"old")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        write_bytes_atomic(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left
+
+
+def test_checkpoint_write_failure_is_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"model.x": torch.ones(2)}, {"kind": "best"})
+    monkeypatch.setattr(
+        os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    )
+    with pytest.raises(TrainingError, match="No space left"):
+        save_tensors(path, {"model.x": torch.zeros(2)}, {"kind": "best"})
+    assert read_meta(path) == {"kind": "best"}
+
+
+def _copy_run(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_pickle_in_place_of_weights_is_refused(trained_run, tmp_path):
+    import pickle  # only to build the hostile file
+
+    run = _copy_run(trained_run, tmp_path / "run")
+    (run / BEST).write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_run(run)
+
+
+def test_truncated_weights_are_refused(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path / "run")
+    data = (run / BEST).read_bytes()
+    (run / BEST).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_run(run)
+
+
+def test_mismatched_shapes_are_refused(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path / "run")
+    info = json.loads((run / RUN_JSON).read_text())
+    info["model"]["hidden"] = 48
+    (run / RUN_JSON).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_run(run)
+
+
+def test_future_format_is_refused(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path / "run")
+    info = json.loads((run / RUN_JSON).read_text())
+    info["format_version"] = 999
+    (run / RUN_JSON).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="newer"):
+        load_run(run)
+
+
+def test_vocabulary_size_disagreement_is_refused(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path / "run")
+    tok = json.loads((run / "tokenizer.json").read_text())
+    tok["pieces"] = tok["pieces"][:-1]
+    (run / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(CheckpointError, match="symbols"):
+        load_run(run)
+
+
+def test_find_run(trained_run, tmp_path):
+    root = trained_run.parent
+    assert find_run(None, root) == trained_run
+    assert find_run("verses", root) == trained_run
+    assert find_run(str(trained_run), root) == trained_run
+    with pytest.raises(CheckpointError, match="no run named"):
+        find_run("nope", root)
+    with pytest.raises(CheckpointError, match="not a charrnn run"):
+        find_run(str(tmp_path), root)
+    with pytest.raises(CheckpointError, match="no trained run"):
+        find_run(None, tmp_path / "empty")

@@ -1,0 +1,147 @@
+"""The command line end to end, and the one-line errors a user's mistakes get."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charrnn.cli import app, parse_duration
+
+runner = CliRunner()
+TINY = [
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--embed",
+    "16",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--sample-every",
+    "5",
+    "--device",
+    "cpu",
+]
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *needles: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output + result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_tokenize_train_sample_score(corpus: Path, tmp_path: Path):
+    ck = tmp_path / "ck"
+    r = run("tokenize", corpus)
+    assert r.exit_code == 0, r.output
+    assert "vocabulary" in r.output and "<unk> rate" in r.output and "mean unit length" in r.output
+
+    r = run("train", corpus, *TINY, "--max-steps", "12", "--checkpoints", ck)
+    assert r.exit_code == 0, r.output
+    assert "training summary" in r.output and "val bits/char" in r.output
+    assert "sample at step 5" in r.output
+    assert (ck / "verses" / "best.safetensors").exists()
+
+    r = run("sample", "--checkpoints", ck, "--temp", "0.8", "--seed", "3", "--max-tokens", "40")
+    r2 = run("sample", "--checkpoints", ck, "--temp", "0.8", "--seed", "3", "--max-tokens", "40")
+    assert r.exit_code == 0 and r.stdout == r2.stdout and r.stdout.strip()
+
+    r = run(
+        "sample",
+        "-c",
+        "verses",
+        "--checkpoints",
+        ck,
+        "-n",
+        "3",
+        "--json",
+        "--stop",
+        "length",
+        "--length",
+        "12",
+    )
+    samples = json.loads(r.stdout)
+    assert len(samples) == 3 and all(s["tokens"] == 12 and s["length"] == 12 for s in samples)
+
+    r = run("score", "The cat sat.", "The cta sat.", "--checkpoints", ck, "--json")
+    scores = json.loads(r.stdout)
+    assert [s["text"] for s in scores] == ["The cat sat.", "The cta sat."]
+    assert all(s["log_prob"] < 0 and s["bits_per_char"] > 0 for s in scores)
+
+    r = run("score", "The cat sat.", "日本", "--checkpoints", ck, "--per-token")
+    assert (
+        r.exit_code == 0 and "log P" in r.stdout and "<unk>" in r.stdout and "surprisal" in r.stdout
+    )
+
+
+def test_score_reads_a_file(corpus: Path, tmp_path: Path):
+    ck = tmp_path / "ck"
+    assert run("train", corpus, *TINY, "--max-steps", "3", "--checkpoints", ck).exit_code == 0
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("The cat sat.\n\nThe dog sat.\n")
+    r = run("score", "--file", sentences, "--checkpoints", ck, "--json")
+    assert [s["text"] for s in json.loads(r.stdout)] == ["The cat sat.", "The dog sat."]
+
+
+def test_version_and_help():
+    assert "charrnn" in run("--version").stdout
+    r = run("train", "-h")
+    assert r.exit_code == 0 and "--time-budget" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "needles"),
+    [
+        (lambda p: None, ["train", "{p}/missing.txt"], ["not found"]),
+        (lambda p: (p / "d").mkdir(), ["train", "{p}/d"], ["directory"]),
+        (lambda p: (p / "e.txt").write_text(""), ["train", "{p}/e.txt"], ["empty"]),
+        (
+            lambda p: (p / "b.bin").write_bytes(b"\x00\x01\x02abc"),
+            ["train", "{p}/b.bin"],
+            ["binary"],
+        ),
+        (
+            lambda p: (p / "u.txt").write_bytes(b"good text \xc3\x28 more"),
+            ["tokenize", "{p}/u.txt"],
+            ["byte offset 10"],
+        ),
+        (lambda p: (p / "s.txt").write_text("too short\n"), ["train", "{p}/s.txt"], ["too short"]),
+        (lambda p: None, ["sample", "--checkpoints", "{p}/none"], ["no trained run"]),
+        (lambda p: None, ["score", "hello", "--checkpoints", "{p}/none"], ["no trained run"]),
+        (lambda p: None, ["sample", "-c", "nope", "--checkpoints", "{p}"], ["no run named"]),
+        (lambda p: None, ["train", "x.txt", "--layers", "0"], ["--layers"]),
+        (lambda p: None, ["train", "x.txt", "--dropout", "1.5"], ["--dropout"]),
+        (lambda p: None, ["train", "x.txt", "--time-budget", "soon"], ["duration"]),
+        (lambda p: None, ["train", "x.txt", "--cell", "transformer"], ["--cell"]),
+        (lambda p: None, ["sample", "--temp", "-1", "--checkpoints", "{p}"], ["--temp"]),
+        (lambda p: None, ["sample", "--top-p", "1.5", "--checkpoints", "{p}"], ["--top-p"]),
+        (lambda p: None, ["sample", "--top-k", "0", "--checkpoints", "{p}"], ["--top-k"]),
+        (lambda p: None, ["sample", "--prompt", "", "--checkpoints", "{p}"], ["--prompt"]),
+        (lambda p: None, ["score", "--checkpoints", "{p}"], ["nothing to score"]),
+    ],
+)
+def test_bad_inputs_get_one_line(tmp_path, setup, args, needles):
+    setup(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = run(*[a.format(p=tmp_path) for a in args])
+    one_line_error(result, *needles)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing was written
+
+
+def test_parse_duration():
+    assert parse_duration("150s") == 150
+    assert parse_duration("10m") == 600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90
+    assert parse_duration("none") is None

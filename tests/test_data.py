@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from charrnn.data import DataConfig, Dataset, LengthPlan, StreamBatches, prepare
+from charrnn.errors import CorpusError
+from charrnn.lengths import bucket_edges, bucketize
+from charrnn.text import Unit, read_text, split_units
+from charrnn.tokenizers import EOS, PAD, SOS, Level, TokenizerConfig
+from tests.conftest import VERSES
+
+
+def test_memory_mapped_tokens_equal_an_in_memory_encode(corpus):
+    for level in (Level.char, Level.word):
+        ds, _ = prepare(corpus, DataConfig(TokenizerConfig(level=level)))
+        units = split_units(read_text(corpus), ds.unit)
+        expected = ds.tokenizer.encode_units(units)
+        assert isinstance(ds.tokens, np.memmap)
+        assert np.array_equal(np.asarray(ds.tokens, dtype=np.int64), expected)
+        assert ds.tokens.dtype == np.uint16
+        assert ds.meta["n_units"] == len(units) == len(ds.units)
+        assert ds.meta["n_chars"] == sum(len(u) + 1 for u in units)
+        assert np.array_equal(ds.units[:, 0], np.flatnonzero(expected == SOS))
+
+
+def test_cache_hit_and_invalidation(corpus):
+    config = DataConfig()
+    ds1, cached1 = prepare(corpus, config)
+    ds2, cached2 = prepare(corpus, config)
+    assert (cached1, cached2) == (False, True)
+    assert ds1.folder == ds2.folder
+    # a changed setting re-encodes into another folder
+    ds3, cached3 = prepare(corpus, DataConfig(unit=Unit.line))
+    assert not cached3 and ds3.folder != ds1.folder
+    # a changed file re-encodes too
+    corpus.write_text(VERSES + "A new line of verse.\n", encoding="utf-8")
+    ds4, cached4 = prepare(corpus, config)
+    assert not cached4 and ds4.folder != ds1.folder
+    assert ds4.meta["n_tokens"] != ds1.meta["n_tokens"]
+
+
+def test_a_dataset_folder_is_used_as_is(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    again, cached = prepare(ds.folder, DataConfig(TokenizerConfig(level=Level.word)))
+    assert cached and again.tokenizer.level is Level.char
+
+
+def test_damaged_dataset_folder_is_an_error(tmp_path):
+    (tmp_path / "dataset.json").write_text("{broken")
+    with pytest.raises(CorpusError, match="not a charrnn dataset"):
+        Dataset(tmp_path)
+
+
+def test_split_cuts_at_a_unit_boundary(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    train, val = ds.split(0.1)
+    assert len(train) + len(val) == len(ds.tokens)
+    assert val.tokens[0] == SOS and train.tokens[-1] == EOS
+    assert 0.05 < len(val) / len(ds.tokens) < 0.2
+    assert train.n_chars + val.n_chars == ds.meta["n_chars"]
+    assert val.unit_starts[0] == 0 and np.all(val.tokens[val.unit_starts] == SOS)
+
+
+def test_stream_batches_carry_on_from_window_to_window(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    train, _ = ds.split(0.1)
+    batches = StreamBatches(train, batch_size=4, seq_len=8)
+    w0, w1 = batches.window(0), batches.window(1)
+    assert w0.x.shape == (4, 8)
+    # the targets are the inputs shifted by one; window 1 continues window 0 in each stream
+    assert np.array_equal(w0.x[:, 1:], np.where(w0.y[:, :-1] == PAD, SOS, w0.y[:, :-1]))
+    assert np.array_equal(w1.x[:, 0], np.where(w0.y[:, -1] == PAD, SOS, w0.y[:, -1]))
+    # stream b starts b * stream_len tokens in
+    stream = np.asarray(train.tokens, dtype=np.int64)
+    assert np.array_equal(w1.x[2], stream[2 * batches.stream_len + 8 : 2 * batches.stream_len + 16])
+    # predicting <sos> after <eos> is certain, so it is not a loss term
+    assert not np.any(w0.y == SOS)
+
+
+def test_stop_targets(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    train, _ = ds.split(0.1)
+    edges = bucket_edges(512)
+    plan = LengthPlan(edges, unknown=len(edges), p_hidden=0.0, p_from_start=1.0)
+    b = StreamBatches(train, 2, 300, plan).window(0)
+    x, y = b.x, b.y
+    # halting: 1 exactly where the next token is <eos>, ignored on <sos> and <eos> inputs
+    assert np.all(b.halt[(x != SOS) & (x != EOS)] == (y[(x != SOS) & (x != EOS)] == EOS))
+    assert np.all(b.halt[(x == SOS) | (x == EOS)] == -1)
+    # lengths shown from the first token: the last token of a unit is told 0 remain
+    last = y == EOS
+    assert np.all(b.remaining[last] == 0)
+    # the length head learns only where the length is not yet shown: at <sos>
+    assert np.all((b.length >= 0) == (x == SOS))
+    first_sos = np.argwhere(x[0] == SOS)[0, 0]
+    unit_len = np.argwhere(x[0, first_sos:] == EOS)[0, 0] - 1
+    assert b.length[0, first_sos] == bucketize(unit_len, edges)
+
+
+def test_hidden_lengths_are_unknown_and_trained_everywhere(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    train, _ = ds.split(0.1)
+    edges = bucket_edges(512)
+    plan = LengthPlan(edges, unknown=len(edges), p_hidden=1.0)
+    b = StreamBatches(train, 2, 64, plan).window(0)
+    assert np.all(b.remaining == len(edges))
+    assert np.all((b.length >= 0) == (b.x != EOS))

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charrnn.errors import ConfigError
+from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity, detach_state
+
+
+def config(cell=Cell.lstm, **kw) -> ModelConfig:
+    base = dict(vocab_size=12, cell=cell, layers=2, hidden=16, embed=8, max_len=100)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+def test_shapes_and_state(cell):
+    model = RNNLM(config(cell))
+    tokens = torch.randint(4, 12, (3, 5))
+    logits, state = model(tokens)
+    assert logits.shape == (3, 5, 12)
+    assert len(state) == (2 if cell is Cell.lstm else 1)
+    assert all(s.shape == (2, 3, 16) for s in state)
+    h, _ = model.features(tokens)
+    assert model.halt_logits(h).shape == (3, 5)
+    assert model.length_logits(h).shape == (3, 5, model.n_buckets)
+
+
+def test_state_is_detached_between_windows():
+    model = RNNLM(config())
+    _, state = model(torch.randint(4, 12, (2, 4)))
+    assert all(s.requires_grad for s in state)
+    detached = detach_state(state)
+    assert not any(s.requires_grad for s in detached)
+    assert all(torch.equal(a, b) for a, b in zip(state, detached))
+
+
+def test_carried_state_equals_one_long_pass():
+    model = RNNLM(config(Cell.gru)).eval()
+    tokens = torch.randint(4, 12, (2, 10))
+    whole, _ = model(tokens)
+    first, state = model(tokens[:, :6])
+    second, _ = model(tokens[:, 6:], detach_state(state))
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-6)
+
+
+def test_init_state_follows_parameters():
+    model = RNNLM(config()).to(torch.float64)
+    assert all(s.dtype == torch.float64 for s in model.init_state(2))
+
+
+def test_relu_elman_and_tied_weights():
+    model = RNNLM(config(Cell.rnn, nonlinearity=Nonlinearity.relu, tie_weights=True))
+    assert model.rnn.nonlinearity == "relu"
+    assert model.head is None
+    logits, _ = model(torch.randint(4, 12, (1, 3)))
+    assert logits.shape == (1, 3, 12)
+
+
+def test_length_log_probs_are_a_distribution_over_lengths():
+    model = RNNLM(config())
+    h, _ = model.features(torch.randint(4, 12, (2, 3)))
+    lp = model.length_log_probs(h)
+    assert lp.shape == (2, 3, 101)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, 3), atol=1e-5)
+
+
+def test_bad_configs():
+    with pytest.raises(ConfigError):
+        ModelConfig(layers=0)
+    with pytest.raises(ConfigError):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(ConfigError):
+        RNNLM(ModelConfig())  # vocabulary not fitted to a corpus
+
+
+def test_overfits_a_tiny_text():
+    torch.manual_seed(0)
+    text = "hello world, this is charrnn. "
+    chars = sorted(set(text))
+    ids = torch.tensor([[4 + chars.index(c) for c in text * 2]])
+    model = RNNLM(config(vocab_size=4 + len(chars), layers=1, hidden=64, embed=16))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = ids[:, :-1], ids[:, 1:]
+    for _ in range(150):
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    assert math.isfinite(loss.item())

@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from charrnn.errors import CorpusError
+from charrnn.text import Unit, iter_text, iter_units, read_text, resolve_unit, split_units
+
+
+def write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "c.txt"
+    path.write_bytes(data)
+    return path
+
+
+def test_bom_dropped_and_line_endings_normalised(tmp_path):
+    path = write(tmp_path, "\ufeffone\r\ntwo\rthree\n".encode())
+    assert read_text(path) == "one\ntwo\nthree\n"
+
+
+def test_crlf_split_across_chunks_becomes_one_newline(tmp_path):
+    path = write(tmp_path, b"ab\r\ncd\r\nef")
+    for size in range(1, 8):
+        assert "".join(iter_text(path, chunk_bytes=size)) == "ab\ncd\nef"
+
+
+def test_multibyte_characters_split_across_chunks(tmp_path):
+    text = "naïve café 日本語 🙂 done"
+    path = write(tmp_path, text.encode())
+    for size in range(1, 6):
+        assert "".join(iter_text(path, chunk_bytes=size)) == text
+
+
+def test_invalid_utf8_names_the_byte_offset(tmp_path):
+    path = write(tmp_path, b"hello \xff world")
+    with pytest.raises(CorpusError, match="byte offset 6"):
+        read_text(path)
+    # the offset is exact even when the bad byte is in a later chunk
+    with pytest.raises(CorpusError, match="byte offset 6"):
+        "".join(iter_text(path, chunk_bytes=4))
+
+
+def test_invalid_utf8_can_be_replaced(tmp_path):
+    path = write(tmp_path, b"hello \xff world")
+    assert read_text(path, errors="replace") == "hello \ufffd world"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.txt", "not found"),
+        (lambda p: p, "is a directory"),
+        (lambda p: write(p, b""), "empty"),
+        (lambda p: write(p, b"  \n\n "), "empty"),
+        (lambda p: write(p, b"\x7fELF\x00\x01\x02"), "binary"),
+    ],
+)
+def test_unusable_corpora(tmp_path, make, message):
+    with pytest.raises(CorpusError, match=message):
+        read_text(make(tmp_path))
+
+
+def test_units():
+    text = "a\n  b\n\n\n  c d\ne\n \n"
+    assert split_units(text, Unit.paragraph) == ["a\n  b", "  c d\ne"]
+    assert split_units(text, Unit.line) == ["a", "  b", "  c d", "e"]
+    assert split_units(text, Unit.document) == ["a\n  b\n\n\n  c d\ne"]
+
+
+def test_auto_unit():
+    assert resolve_unit(Unit.auto, "one\ntwo\n") is Unit.line
+    assert resolve_unit(Unit.auto, "one\n\ntwo\n") is Unit.paragraph
+    assert resolve_unit(Unit.line, "one\n\ntwo\n") is Unit.line
+
+
+@pytest.mark.parametrize("unit", [Unit.line, Unit.paragraph, Unit.document])
+def test_streamed_units_equal_whole_text_units(unit):
+    text = "para one\nline two\n\n  para two\n \n\n\npara three\nx\n" * 3
+    for size in (1, 2, 3, 5, 7, 11, 64):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        streamed = [u for batch in iter_units(chunks, unit) for u in batch]
+        assert streamed == split_units(text, unit)

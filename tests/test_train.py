@@ -1,0 +1,105 @@
+import math
+
+import pytest
+
+from charrnn.checkpoint import BEST, LAST, MetricsLog, read_meta, read_run_json
+from charrnn.errors import ConfigError, CorpusError
+from charrnn.tokenizers import Level
+from charrnn.train import Callbacks, TrainConfig, lr_at, train
+from tests.conftest import tiny_job
+
+
+class Recorder(Callbacks):
+    def __init__(self, stop_at=None):
+        self.steps, self.evals, self.samples, self.stop_at = [], [], [], stop_at
+
+    def on_step(self, s):
+        self.steps.append(s)
+
+    def on_eval(self, e):
+        self.evals.append(e)
+
+    def on_sample(self, step, text):
+        self.samples.append(text)
+
+    def stop_requested(self):
+        return self.stop_at is not None and self.steps and self.steps[-1].step >= self.stop_at
+
+
+def test_training_lowers_the_loss_and_writes_a_run(corpus, tmp_path):
+    rec = Recorder()
+    result = train(corpus, tiny_job(max_steps=30, evals=3), root=tmp_path, callbacks=rec)
+    assert result.run == tmp_path / "verses"
+    assert result.stopped_by == "max-steps" and result.steps == 30
+    assert rec.steps[-1].loss < rec.steps[0].loss
+    assert result.val is not None and result.val.full and math.isfinite(result.val.loss)
+    assert (result.run / BEST).exists() and (result.run / LAST).exists()
+    info = read_run_json(result.run)
+    assert info["model"]["vocab_size"] > 4 and info["data"]["unit"] == "paragraph"
+    assert [e.full for e in rec.evals][-1] is True
+    assert any("val_loss" in r for r in MetricsLog(result.run / "metrics.jsonl").read())
+
+
+def test_runs_are_never_overwritten(corpus, tmp_path):
+    first = train(corpus, tiny_job(max_steps=2), root=tmp_path)
+    second = train(corpus, tiny_job(max_steps=2), root=tmp_path)
+    assert first.run != second.run and second.run.name == "verses-2"
+    with pytest.raises(ConfigError, match="already exists"):
+        train(corpus, tiny_job(max_steps=2), run="verses", root=tmp_path)
+
+
+def test_word_level_training(corpus, tmp_path):
+    result = train(corpus, tiny_job(Level.word, max_steps=4), root=tmp_path)
+    assert read_run_json(result.run)["data"]["level"] == "word"
+
+
+def test_a_stop_request_saves_a_resumable_checkpoint(corpus, tmp_path):
+    result = train(corpus, tiny_job(max_steps=50), root=tmp_path, callbacks=Recorder(stop_at=10))
+    assert result.stopped_by == "interrupted"
+    assert read_meta(result.run / LAST)["loop"]["step"] == result.steps
+    resumed = train(corpus, tiny_job(max_steps=50), run=result.run.name, root=tmp_path, resume=True)
+    assert resumed.steps == 50 and resumed.stopped_by == "max-steps"
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    straight = Recorder()
+    train(
+        corpus, tiny_job(max_steps=20, evals=4), run="straight", root=tmp_path, callbacks=straight
+    )
+    first = Recorder(stop_at=10)
+    train(corpus, tiny_job(max_steps=20, evals=4), run="split", root=tmp_path, callbacks=first)
+    second = Recorder()
+    train(
+        corpus,
+        tiny_job(max_steps=20, evals=4),
+        run="split",
+        root=tmp_path,
+        resume=True,
+        callbacks=second,
+    )
+    want = {s.step: s.loss for s in straight.steps}
+    got = {s.step: s.loss for s in first.steps + second.steps}
+    assert want[20] == got[20] and want[10] == got[10]
+
+
+def test_time_budget_ends_the_run(corpus, tmp_path):
+    result = train(corpus, tiny_job(max_steps=None, time_budget=4.0), root=tmp_path)
+    assert result.stopped_by == "time-budget"
+    assert result.elapsed < 8.0
+
+
+def test_too_short_corpus(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("just a few words\n")
+    with pytest.raises(CorpusError, match="too short for one batch"):
+        train(path, tiny_job(), root=tmp_path / "ck")
+    assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").iterdir())
+
+
+def test_learning_rate_schedule():
+    c = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(c, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(c, 9, 0.0) == pytest.approx(1.0)
+    assert lr_at(c, 100, 0.5) == pytest.approx(0.55)
+    assert lr_at(c, 100, 1.0) == pytest.approx(0.1)
+    assert lr_at(c, 100, None) == pytest.approx(1.0)
