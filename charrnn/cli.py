@@ -37,6 +37,9 @@ err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Option defaults come from the config dataclasses, so the CLI and the library never disagree.
+_M, _T, _D, _TOK, _S = ModelConfig, TrainConfig, DataConfig, TokenizerConfig, SampleConfig
+
 
 # Typer may bundle its own copy of click: take its exception classes from Typer itself.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -183,6 +186,14 @@ def _data_config(
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 
 
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    if seconds % 3600 == 0:
+        return f"{int(seconds) // 3600}h"
+    return f"{int(seconds) // 60}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
 def parse_duration(text: str | None) -> float | None:
     """'150s', '10m', '1h30m' or plain seconds -> seconds."""
     if text is None or text.lower() in ("none", "off", ""):
@@ -227,12 +238,12 @@ def _data_progress() -> Iterator[Callable[[int, int], None]]:
 @friendly
 def tokenize_cmd(
     corpus: CorpusArg,
-    level: LevelOpt = Level.char,
-    unit: UnitOpt = Unit.auto,
-    min_freq: MinFreqOpt = 1,
+    level: LevelOpt = _TOK.level,
+    unit: UnitOpt = _D.unit,
+    min_freq: MinFreqOpt = _TOK.min_freq,
     max_vocab: MaxVocabOpt = None,
-    vocab_size: VocabSizeOpt = 4000,
-    replace_errors: ReplaceErrorsOpt = False,
+    vocab_size: VocabSizeOpt = _TOK.vocab_size,
+    replace_errors: ReplaceErrorsOpt = _D.replace_errors,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="Dataset folder; default: the shared cache.")
     ] = None,
@@ -366,33 +377,33 @@ def _summary(result: TrainResult, corpus: Path) -> Table:
 @friendly
 def train_cmd(
     corpus: CorpusArg,
-    level: LevelOpt = Level.char,
-    unit: UnitOpt = Unit.auto,
-    min_freq: MinFreqOpt = 1,
+    level: LevelOpt = _TOK.level,
+    unit: UnitOpt = _D.unit,
+    min_freq: MinFreqOpt = _TOK.min_freq,
     max_vocab: MaxVocabOpt = None,
-    vocab_size: VocabSizeOpt = 4000,
-    replace_errors: ReplaceErrorsOpt = False,
-    cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
+    vocab_size: VocabSizeOpt = _TOK.vocab_size,
+    replace_errors: ReplaceErrorsOpt = _D.replace_errors,
+    cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = _M.cell,
     nonlinearity: Annotated[
         Nonlinearity, typer.Option(help="Elman rnn cell only.", rich_help_panel=MODEL)
-    ] = Nonlinearity.tanh,
-    layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = 2,
-    hidden: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = 512,
-    embed: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = 128,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)] = 0.0,
+    ] = _M.nonlinearity,
+    layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = _M.layers,
+    hidden: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = _M.hidden,
+    embed: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = _M.embed,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)] = _M.dropout,
     tie_weights: Annotated[
         bool, typer.Option(help="Share input and output embeddings.", rich_help_panel=MODEL)
-    ] = False,
+    ] = _M.tie_weights,
     seq_len: Annotated[
         int, typer.Option(min=1, help="BPTT window.", rich_help_panel=TRAINING)
-    ] = 128,
+    ] = _T.seq_len,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Parallel streams.", rich_help_panel=TRAINING)
-    ] = 64,
-    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, rich_help_panel=TRAINING)] = 3e-3,
+    ] = _T.batch_size,
+    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, rich_help_panel=TRAINING)] = _T.lr,
     clip: Annotated[
         float, typer.Option(min=0.0, help="Gradient norm clip; 0 = off.", rich_help_panel=TRAINING)
-    ] = 1.0,
+    ] = _T.clip,
     max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
     time_budget: Annotated[
@@ -401,13 +412,13 @@ def train_cmd(
             help="Wall time for the whole command, e.g. 150s, 10m, 1h; 'none' = no limit.",
             rich_help_panel=TRAINING,
         ),
-    ] = "15m",
+    ] = format_duration(_T.time_budget),
     val_fraction: Annotated[
         float,
         typer.Option(
             min=0.0, max=1.0, help="Held-out tail of the corpus.", rich_help_panel=TRAINING
         ),
-    ] = 0.1,
+    ] = _T.val_fraction,
     patience: Annotated[
         int,
         typer.Option(
@@ -415,24 +426,24 @@ def train_cmd(
             help="Stop after this many evaluations without improvement; 0 = never.",
             rich_help_panel=TRAINING,
         ),
-    ] = 0,
+    ] = _T.patience,
     sample_every: Annotated[
         int,
         typer.Option(
             min=0, help="Print a sample every N steps; 0 = never.", rich_help_panel=TRAINING
         ),
-    ] = 250,
-    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING)] = 1337,
+    ] = _T.sample_every,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING)] = _T.seed,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)
-    ] = "auto",
+    ] = _T.device,
     skip_nonfinite: Annotated[
         bool,
         typer.Option(
             help="Skip a step whose loss is NaN or infinite instead of stopping.",
             rich_help_panel=TRAINING,
         ),
-    ] = False,
+    ] = _T.skip_nonfinite,
     run: Annotated[
         str | None, typer.Option(help="Run name; default: the corpus name.", rich_help_panel=RUN)
     ] = None,
@@ -523,7 +534,7 @@ def sample_cmd(
     temp: Annotated[
         float,
         typer.Option("--temp", "-t", help="Temperature; 0 = greedy.", rich_help_panel=SAMPLING),
-    ] = 1.0,
+    ] = _S.temperature,
     top_k: Annotated[
         int | None, typer.Option(help="Draw from the k likeliest tokens.", rich_help_panel=SAMPLING)
     ] = None,
@@ -541,12 +552,12 @@ def sample_cmd(
         typer.Option(
             help="Safety cap; the sample length in --stop none.", rich_help_panel=SAMPLING
         ),
-    ] = 2000,
+    ] = _S.max_tokens,
     n: Annotated[
         int, typer.Option("-n", "--num", min=1, max=100000, help="Number of samples.")
     ] = 1,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
-    stop: StopOpt = Stop.eos,
+    stop: StopOpt = _S.stop,
     length: Annotated[
         int | None,
         typer.Option(help="--stop length: exactly this many tokens.", rich_help_panel=SAMPLING),

@@ -65,7 +65,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient norm; 0 turns clipping off
     max_steps: int | None = None
     epochs: float | None = None
-    time_budget: float | None = None  # seconds, counted from the command's start
+    time_budget: float | None = 900.0  # seconds, counted from the command's start
     val_fraction: float = 0.1
     evals: int = 10  # evaluations per run when its end is known
     eval_every: int = 500  # steps between evaluations when it is not
