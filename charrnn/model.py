@@ -111,6 +111,11 @@ class RNNLM(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(c.vocab_size)) if c.tie_weights else None
         self.edges = bucket_edges(c.max_len)
         self.n_buckets = len(self.edges)
+        # The state a unit starts from when sampling or scoring: the mean state after <eos>
+        # in training text (fit_start_state), not zeros. Training streams carry their state
+        # across units, so <sos> is always read after an <eos>, never from h = 0.
+        n_state = 2 if c.cell is Cell.lstm else 1
+        self.register_buffer("start_h", torch.zeros(n_state, c.layers, 1, c.hidden))
         if c.stop_heads:
             self.len_embed = nn.Embedding(self.n_buckets + 1, c.embed)  # last row: unknown
             self.halt = nn.Linear(c.hidden, 1)
@@ -126,8 +131,12 @@ class RNNLM(nn.Module):
     def unknown_length(self) -> int:
         return self.n_buckets
 
+    def start_state(self, batch: int) -> State:
+        """The state a unit starts from, for ``batch`` rows."""
+        return tuple(s.expand(-1, batch, -1).contiguous() for s in self.start_h)
+
     def init_state(self, batch: int) -> State:
-        """Zero state on the parameters' device and dtype."""
+        """Zero state on the parameters' device and dtype (training streams start here)."""
         p = self.embed.weight
         n = 2 if self.config.cell is Cell.lstm else 1
         shape = (self.config.layers, batch, self.config.hidden)
@@ -138,7 +147,8 @@ class RNNLM(nn.Module):
     ) -> tuple[Tensor, State]:
         """Top-layer outputs (B, T, H) and the new state, for tokens (B, T).
 
-        ``remaining`` holds length-bucket ids (B, T); None means "unknown" everywhere.
+        ``state`` None means the start of a unit (``start_state``). ``remaining`` holds
+        length-bucket ids (B, T); None means "unknown" everywhere.
         """
         x = self.embed(tokens)  # (B, T, E)
         if self.config.stop_heads:
@@ -148,7 +158,7 @@ class RNNLM(nn.Module):
                 x = x + self.len_embed(remaining)
         x = self.drop(x)
         if state is None:
-            state = self.init_state(tokens.shape[0])
+            state = self.start_state(tokens.shape[0])
         packed = state if self.config.cell is Cell.lstm else state[0]
         out, new = self.rnn(x, packed)  # (B, T, H)
         new_state = new if isinstance(new, tuple) else (new,)
@@ -188,6 +198,25 @@ class RNNLM(nn.Module):
         widths = torch.as_tensor(bucket_widths(self.edges, self.config.max_len), device=h.device)
         per_length = log_q - widths.log()
         return per_length.repeat_interleave(widths, dim=-1)
+
+
+@torch.no_grad()
+def fit_start_state(
+    model: RNNLM, tokens: np.ndarray, eos_positions: np.ndarray, units: int = 128, context: int = 64
+) -> None:
+    """Set ``model.start_h`` to the mean state right after reading <eos>, over up to
+    ``units`` unit ends spread through ``tokens``, each read with ``context`` tokens before it."""
+    ends = eos_positions[eos_positions >= context - 1]
+    if len(ends) == 0:
+        return
+    ends = ends[np.linspace(0, len(ends) - 1, min(units, len(ends))).astype(np.int64)]
+    idx = ends[:, None] - context + 1 + np.arange(context)  # (U, context), each ending at <eos>
+    x = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64)).to(model.start_h.device)
+    was_training = model.training
+    model.eval()
+    _, state = model.features(x, model.init_state(len(ends)))
+    model.train(was_training)
+    model.start_h.copy_(torch.stack([s.mean(dim=1, keepdim=True) for s in state]))
 
 
 def detach_state(state: State) -> State:

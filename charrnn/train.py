@@ -48,7 +48,7 @@ from charrnn.checkpoint import (
 from charrnn.data import DataConfig, Dataset, LengthPlan, Split, StreamBatches, prepare
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import SampleConfig, Sampler, Stop
-from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state
+from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
 from charrnn.tokenizers import PAD
 
 LOG2 = math.log(2.0)
@@ -534,8 +534,13 @@ class _Trainer:
         per_token = (time.monotonic() - t0) / max(1, n)
         self.eval_cost = per_token * len(self.val) * 1.5 + 1.0
 
+    def _fit_start_state(self) -> None:
+        split = self.train_split
+        fit_start_state(self.model, split.tokens, split.unit_starts[1:] - 1)
+
     def _periodic_eval(self) -> None:
         c, loop = self.config, self.loop
+        self._fit_start_state()
         loss, n = evaluate(
             self.model, self.val, c.seq_len, max_tokens=c.eval_tokens, device=self.device
         )

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from charrnn.data import DataConfig
 from charrnn.model import Cell, ModelConfig
 from charrnn.tokenizers import Level, TokenizerConfig
 from charrnn.train import Job, TrainConfig, train
+
+# Tiny test models run fastest on one thread, and a busy machine does not stall them.
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 

@@ -1,11 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from charrnn.errors import ConfigError
-from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity, detach_state
+from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity, detach_state, fit_start_state
 
 
 def config(cell=Cell.lstm, **kw) -> ModelConfig:
@@ -91,3 +92,22 @@ def test_overfits_a_tiny_text():
         opt.step()
     assert loss.item() < 0.05
     assert math.isfinite(loss.item())
+
+
+def test_units_start_from_the_fitted_start_state():
+    torch.manual_seed(0)
+    model = RNNLM(config(Cell.lstm)).eval()
+    stream = torch.randint(4, 12, (200,))
+    stream[[30, 90, 150]] = 2  # <eos>
+    eos = np.array([30, 90, 150])
+    fit_start_state(model, stream.numpy(), eos, units=3, context=16)
+    windows = torch.stack([stream[e - 15 : e + 1] for e in eos])
+    _, (h, c) = model(windows, model.init_state(3))
+    assert torch.allclose(model.start_h[0], h.mean(1, keepdim=True), atol=1e-6)
+    assert torch.allclose(model.start_h[1], c.mean(1, keepdim=True), atol=1e-6)
+    # state=None starts a unit from it, not from zeros
+    tokens = torch.randint(4, 12, (2, 4))
+    from_none, _ = model(tokens)
+    from_start, _ = model(tokens, model.start_state(2))
+    from_zero, _ = model(tokens, model.init_state(2))
+    assert torch.equal(from_none, from_start) and not torch.allclose(from_none, from_zero)
