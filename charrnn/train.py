@@ -531,8 +531,12 @@ class _Trainer:
         _, n = evaluate(
             self.model, self.val, self.config.seq_len, max_tokens=4096, device=self.device
         )
-        per_token = (time.monotonic() - t0) / max(1, n)
-        self.eval_cost = per_token * len(self.val) * 1.5 + 1.0
+        self._update_eval_cost(time.monotonic() - t0, n, saving=1.0)
+
+    def _update_eval_cost(self, seconds: float, tokens: int, saving: float) -> None:
+        """Re-estimate the end-of-run work (a full evaluation and the last saves) from the
+        latest evaluation's speed: a machine that gets busier mid-run still ends on time."""
+        self.eval_cost = seconds / max(1, tokens) * len(self.val) * 1.5 + 2 * saving
 
     def _fit_start_state(self) -> None:
         split = self.train_split
@@ -540,10 +544,12 @@ class _Trainer:
 
     def _periodic_eval(self) -> None:
         c, loop = self.config, self.loop
+        t0 = time.monotonic()
         self._fit_start_state()
         loss, n = evaluate(
             self.model, self.val, c.seq_len, max_tokens=c.eval_tokens, device=self.device
         )
+        t_eval = time.monotonic()
         if not math.isfinite(loss):
             raise TrainingError(
                 f"validation loss became {loss} at step {loop.step}; the last good checkpoint "
@@ -560,6 +566,7 @@ class _Trainer:
         stats = EvalStats(loop.step, loss, bits_per_char(loss, self.val), n, best, full=False)
         self.log.append({"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc})
         self.save_last()
+        self._update_eval_cost(t_eval - t0, n, saving=time.monotonic() - t_eval)
         self.cb.on_eval(stats)
 
     def _final_eval(self) -> EvalStats:
