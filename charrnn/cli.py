@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from charrnn import __version__
 from charrnn.checkpoint import DEFAULT_ROOT, load_run
 from charrnn.data import DataConfig, describe, prepare
+from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import Cell, ModelConfig, Nonlinearity
@@ -485,6 +486,7 @@ def train_cmd(
         ),
         data=_data_config(level, unit, min_freq, max_vocab, vocab_size, replace_errors),
     )
+    main = is_main_process()  # under torchrun, rank 0 alone shows progress
     with Progress(
         TextColumn("[bold]step {task.fields[step]}[/]"),
         BarColumn(),
@@ -494,6 +496,7 @@ def train_cmd(
         TextColumn("{task.fields[speed]}"),
         TimeRemainingColumn(),
         console=out,
+        disable=not main,
     ) as bar:
         view = _TrainView(bar)
         data_task = bar.add_task(
@@ -514,10 +517,13 @@ def train_cmd(
                 started=started,
                 on_data=on_data,
             )
+    if not main:
+        raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)
     out.print(_summary(result, corpus))
     if result.stopped_by == "interrupted":
+        again = "torchrun [options] -m charrnn -- train" if world_size() > 1 else "charrnn train"
         err.print(
-            f"[yellow]interrupted at step {result.steps}; resume with:[/] charrnn train {corpus} "
+            f"[yellow]interrupted at step {result.steps}; resume with:[/] {again} {corpus} "
             f"--run {result.run.name} --resume"
             + (f" --checkpoints {checkpoints}" if checkpoints != DEFAULT_ROOT else "")
         )

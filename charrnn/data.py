@@ -335,13 +335,22 @@ class StreamBatches:
                   stream 1: g h i j k l                [g h i]            [j k l]
                   stream 2: m n o p q r                [m n o]            [p q r]
 
-    Targets are the same windows shifted by one token.
+    Targets are the same windows shifted by one token. ``rows`` keeps only some of the B
+    streams (one process's share in data-parallel training); windows then have that many rows.
     """
 
-    def __init__(self, split: Split, batch_size: int, seq_len: int, plan: LengthPlan | None = None):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        seq_len: int,
+        plan: LengthPlan | None = None,
+        rows: range | None = None,
+    ):
         self.split, self.B, self.T, self.plan = split, batch_size, seq_len, plan
         self.stream_len = (len(split.tokens) - 1) // batch_size
-        self.offsets = np.arange(batch_size, dtype=np.int64) * self.stream_len
+        rows = range(batch_size) if rows is None else rows
+        self.offsets = np.arange(rows.start, rows.stop, dtype=np.int64) * self.stream_len
         starts = split.unit_starts
         self.unit_ends = np.append(starts[1:] - 1, len(split.tokens) - 1)  # position of <eos>
 

@@ -9,10 +9,12 @@
 
 The run ends at --max-steps, --epochs or --time-budget (whichever comes first), by early
 stopping, or when a callback asks it to stop (Ctrl-C). Progress bars live in the CLI.
+Under torchrun, several processes train one model together (see charrnn.distributed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -45,7 +47,8 @@ from charrnn.checkpoint import (
     save_tensors,
     write_json_atomic,
 )
-from charrnn.data import DataConfig, Dataset, LengthPlan, Split, StreamBatches, prepare
+from charrnn.data import Batch, DataConfig, Dataset, LengthPlan, Split, StreamBatches, prepare
+from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
@@ -153,6 +156,23 @@ class Callbacks:
         return False
 
 
+class _Muted(Callbacks):
+    """A rank other than 0 reports nothing, but may still ask every rank to stop."""
+
+    def __init__(self, inner: Callbacks | None):
+        self.inner = inner
+
+    def stop_requested(self) -> bool:
+        return self.inner is not None and self.inner.stop_requested()
+
+
+class _NoLog(MetricsLog):
+    """Rank 0 alone keeps the metrics log."""
+
+    def append(self, record: dict[str, Any]) -> None: ...
+    def truncate_after(self, step: int) -> None: ...
+
+
 # -- devices and models -------------------------------------------------------------------
 
 
@@ -191,17 +211,20 @@ def evaluate(
     batch_size: int = 64,
     max_tokens: int = 0,
     device: torch.device | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
     """Mean token loss (nats) over a split, with the length unknown, and the tokens counted.
 
     ``max_tokens`` > 0 reads only the first windows of every stream (a spread-out sample).
+    ``part`` = (rank, world) reads only that rank's block of the streams.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     streams = max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
-    batches = StreamBatches(split, streams, seq_len)
-    n_windows = batches.n_windows(drop_last=False)
+    rows = share(streams, *part)
+    batches = StreamBatches(split, streams, seq_len, rows=rows)
+    n_windows = batches.n_windows(drop_last=False) if rows else 0
     if max_tokens:
         n_windows = min(n_windows, max(1, max_tokens // (streams * seq_len)))
     state = None
@@ -279,12 +302,15 @@ class _Trainer:
         callbacks: Callbacks,
         started: float,
         device: torch.device,
+        ranks: Ranks | None = None,
     ):
         self.model, self.ds, self.train_split, self.val = model, ds, train, val
         self.config, self.folder, self.cb, self.device = config, folder, callbacks, device
         self.started = started
-        self.log = MetricsLog(folder / METRICS)
+        self.ranks = ranks = ranks or Ranks(device)
+        self.log = MetricsLog(folder / METRICS) if ranks.is_main else _NoLog(folder / METRICS)
         c = config
+        self.rows = ranks.streams(c.batch_size)  # the streams this process trains
         self.batches = StreamBatches(
             train,
             c.batch_size,
@@ -292,12 +318,15 @@ class _Trainer:
             LengthPlan(model.edges, model.unknown_length, seed=c.seed)
             if model.config.stop_heads
             else None,
+            rows=self.rows,
         )
+        self.features = ranks.wrap(model)  # model.features, through DDP with several ranks
         self.opt = torch.optim.AdamW(
             model.parameters(), lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay
         )
         self.loop = LoopState()
-        self.state = model.init_state(c.batch_size)
+        self.state = model.init_state(len(self.rows))
+        self.now = 0.0  # training seconds, as all ranks agreed at the top of this step
         self.eval_cost = 0.0  # seconds one full evaluation is expected to take
         self.sampler = Sampler(model, ds.tokenizer)
 
@@ -313,18 +342,21 @@ class _Trainer:
         if c.epochs:
             parts.append(self.loop.step / (c.epochs * len(self.batches)))
         if c.time_budget:
-            parts.append((self.elapsed() + self.eval_cost) / c.time_budget)
+            parts.append((self.now + self.eval_cost) / c.time_budget)
         return max(parts) if parts else None
 
     # -- checkpoints --
 
     def save_last(self) -> None:
+        state = self.ranks.gather(self.state)  # (layers, B, H): every rank takes part
+        if not self.ranks.is_main:
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt = self.opt.state_dict()
         for pid, st in opt["state"].items():
             for k, v in st.items():
                 tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        for i, s in enumerate(self.state):
+        for i, s in enumerate(state):
             tensors[f"loop.state.{i}"] = s
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
@@ -336,6 +368,8 @@ class _Trainer:
         self.cb.on_checkpoint(self.folder / LAST)
 
     def save_best(self, loss: float) -> None:
+        if not self.ranks.is_main:
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         meta = {
             "kind": "best",
@@ -365,7 +399,8 @@ class _Trainer:
                 f"--batch-size {self.config.batch_size} differs from the run's "
                 f"{state[0].shape[1]}; resume with the same batch size"
             )
-        self.state = state or self.state
+        rows = slice(self.rows.start, self.rows.stop)  # this process's streams
+        self.state = tuple(s[:, rows].contiguous() for s in state) or self.state
         rng = load_tensors(path, "rng.")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
@@ -381,21 +416,28 @@ class _Trainer:
         if self.loop.window >= len(self.batches):
             self.loop.epoch += 1
             self.loop.window = 0
-            self.state = m.init_state(c.batch_size)
+            self.state = m.init_state(len(self.rows))
         b = self.batches.window(self.loop.window, self.loop.epoch)
         dev = self.device
         x = torch.from_numpy(b.x).to(dev, non_blocking=True)
         y = torch.from_numpy(b.y).to(dev, non_blocking=True)
         remaining = None if b.remaining is None else torch.from_numpy(b.remaining).to(dev)
-        h, state = m.features(x, self.state, remaining)  # (B, T, H)
+        h, state = self.features(x, self.state, remaining)  # (B, T, H), B of this rank
         logits = m.token_logits(h)  # (B, T, V)
-        token_loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=PAD)
+        # Sums over the targets divided by the whole batch's counts (over ranks): the same
+        # mean in one process or several (see charrnn.distributed).
+        norm = self.ranks.share_counts(_target_counts(b))
+        token_loss = F.cross_entropy(
+            logits.flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum"
+        ) / float(norm[0])
         loss = token_loss
         if b.halt is not None and b.length is not None:
-            loss = loss + self._stop_loss(h, b.halt, b.length)
+            loss = loss + self._stop_loss(h, b.halt, b.length, norm)
         for g in self.opt.param_groups:
             g["lr"] = lr_at(c, self.loop.step, self.progress())
-        if (self.device.type == "cpu" or c.skip_nonfinite) and not torch.isfinite(loss):
+        if (self.device.type == "cpu" or c.skip_nonfinite) and not self.ranks.all_true(
+            torch.isfinite(loss)
+        ):
             if not c.skip_nonfinite:
                 raise TrainingError(
                     f"loss became {float(loss)} at step {self.loop.step}; the last good "
@@ -413,17 +455,21 @@ class _Trainer:
         self.state = detach_state(state)
         self.loop.window += 1
         self.loop.step += 1
-        self.loop.tokens += x.numel()
+        self.loop.tokens += x.numel() * self.ranks.world
         return token_loss.detach()
 
-    def _stop_loss(self, h: torch.Tensor, halt: np.ndarray, length: np.ndarray) -> torch.Tensor:
+    def _stop_loss(
+        self, h: torch.Tensor, halt: np.ndarray, length: np.ndarray, norm: np.ndarray
+    ) -> torch.Tensor:
         """Halting and length losses. The heads read the state but do not shape it
         (unless --head-grad): they cost the language model nothing."""
         c, m, dev = self.config, self.model, self.device
         if not c.head_grad:
             h = h.detach()
-        halt_loss = _masked_bce(m.halt_logits(h), torch.from_numpy(halt).to(dev))
-        length_loss = _masked_ce(m.length_logits(h), torch.from_numpy(length).to(dev))
+        halt_loss = _masked_bce(m.halt_logits(h), torch.from_numpy(halt).to(dev), float(norm[1]))
+        length_loss = _masked_ce(
+            m.length_logits(h), torch.from_numpy(length).to(dev), float(norm[2])
+        )
         return c.halt_weight * halt_loss + c.length_weight * length_loss
 
     # -- the loop --
@@ -448,7 +494,7 @@ class _Trainer:
             loss_n += 1
             if loop.step % report_every == 0 or loop.step == 1:
                 now = time.monotonic()
-                last_loss = float(loss_sum) / loss_n
+                last_loss = float(self.ranks.average(loss_sum)) / loss_n
                 if not math.isfinite(last_loss):
                     raise TrainingError(
                         f"loss became {last_loss} by step {loop.step}; the last good checkpoint "
@@ -481,7 +527,7 @@ class _Trainer:
                 t0 = time.monotonic()
                 self._periodic_eval()
                 t_mark += time.monotonic() - t0
-            if c.sample_every and loop.step % c.sample_every == 0:
+            if c.sample_every and loop.step % c.sample_every == 0 and self.ranks.is_main:
                 t0 = time.monotonic()
                 self.cb.on_sample(loop.step, self._sample_text())
                 t_mark += time.monotonic() - t0
@@ -503,6 +549,11 @@ class _Trainer:
         )
 
     def _should_stop(self) -> str:
+        """Why to stop now, agreed by every rank (one stops, all stop), and the clock."""
+        code, self.now = self.ranks.agree(_STOPS.index(self._stop_reason()), self.elapsed())
+        return _STOPS[code]
+
+    def _stop_reason(self) -> str:
         c = self.config
         if self.cb.stop_requested():
             return "interrupted"
@@ -528,15 +579,28 @@ class _Trainer:
         if not self.config.time_budget:
             return
         t0 = time.monotonic()
-        _, n = evaluate(
-            self.model, self.val, self.config.seq_len, max_tokens=4096, device=self.device
-        )
+        _, n = self._evaluate(max_tokens=4096)
         self._update_eval_cost(time.monotonic() - t0, n, saving=1.0)
 
     def _update_eval_cost(self, seconds: float, tokens: int, saving: float) -> None:
         """Re-estimate the end-of-run work (a full evaluation and the last saves) from the
-        latest evaluation's speed: a machine that gets busier mid-run still ends on time."""
-        self.eval_cost = seconds / max(1, tokens) * len(self.val) * 1.5 + 2 * saving
+        latest evaluation's speed: a machine that gets busier mid-run still ends on time.
+        Every rank takes the slowest rank's figure: the learning rate follows it."""
+        cost = seconds / max(1, tokens) * len(self.val) * 1.5 + 2 * saving
+        self.eval_cost = self.ranks.maximum(cost)
+
+    def _evaluate(self, max_tokens: int = 0) -> tuple[float, int]:
+        """Validation loss and tokens; each rank reads its block of the streams."""
+        r = self.ranks
+        loss, n = evaluate(
+            self.model,
+            self.val,
+            self.config.seq_len,
+            max_tokens=max_tokens,
+            device=self.device,
+            part=(r.rank, r.world),
+        )
+        return r.pool(loss, n)
 
     def _fit_start_state(self) -> None:
         split = self.train_split
@@ -546,9 +610,7 @@ class _Trainer:
         c, loop = self.config, self.loop
         t0 = time.monotonic()
         self._fit_start_state()
-        loss, n = evaluate(
-            self.model, self.val, c.seq_len, max_tokens=c.eval_tokens, device=self.device
-        )
+        loss, n = self._evaluate(c.eval_tokens)
         t_eval = time.monotonic()
         if not math.isfinite(loss):
             raise TrainingError(
@@ -572,9 +634,11 @@ class _Trainer:
     def _final_eval(self) -> EvalStats:
         """The kept (best) weights on the whole validation split."""
         best_path = self.folder / BEST
-        if best_path.exists() and self.loop.best_step != self.loop.step:
-            load_weights(self.model, best_path)
-        loss, n = evaluate(self.model, self.val, self.config.seq_len, device=self.device)
+        if self.loop.best_step != self.loop.step:
+            if self.ranks.is_main and best_path.exists():
+                load_weights(self.model, best_path)
+            self.ranks.broadcast_module(self.model)  # every rank evaluates the same weights
+        loss, n = self._evaluate()
         stats = EvalStats(self.loop.best_step, loss, bits_per_char(loss, self.val), n, True, True)
         meta = {
             "kind": "best",
@@ -584,7 +648,8 @@ class _Trainer:
             "full": True,
         }
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        save_tensors(best_path, tensors, meta)
+        if self.ranks.is_main:
+            save_tensors(best_path, tensors, meta)
         self.log.append(
             {"step": self.loop.step, "final_val_loss": loss, "final_val_bpc": stats.bpc}
         )
@@ -605,19 +670,29 @@ class _Trainer:
         return text
 
 
-def _masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over positions whose target is not -1."""
+_STOPS = ("", "early-stopping", "max-steps", "epochs", "time-budget", "interrupted")
+
+
+def _target_counts(b: Batch) -> np.ndarray:
+    """Targets each loss averages over: tokens, halting decisions, lengths to predict."""
+    halt = 0 if b.halt is None else np.count_nonzero(b.halt >= 0)
+    length = 0 if b.length is None else np.count_nonzero(b.length >= 0)
+    return np.array([np.count_nonzero(b.y != PAD), halt, length], dtype=np.float64)
+
+
+def _masked_bce(logits: torch.Tensor, target: torch.Tensor, norm: float) -> torch.Tensor:
+    """Binary cross-entropy summed over positions whose target is not -1, over ``norm``."""
     mask = (target >= 0).to(logits.dtype)
     loss = F.binary_cross_entropy_with_logits(
         logits, target.clamp(min=0).to(logits.dtype), weight=mask, reduction="sum"
     )
-    return loss / mask.sum().clamp(min=1.0)
+    return loss / norm
 
 
-def _masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over positions whose target is not -1."""
+def _masked_ce(logits: torch.Tensor, target: torch.Tensor, norm: float) -> torch.Tensor:
+    """Cross-entropy summed over positions whose target is not -1, over ``norm``."""
     loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1, reduction="sum")
-    return loss / (target >= 0).sum().clamp(min=1)
+    return loss / norm
 
 
 def _json_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -648,13 +723,36 @@ def train(
 ) -> TrainResult:
     """Tokenize (or reuse) the corpus, then train a new run or resume one.
 
-    ``started`` is the monotonic time the time budget counts from (default: now).
+    ``started`` is the monotonic time the time budget counts from (default: now). Under
+    torchrun every process calls this and they train one model; rank 0 alone writes the run
+    and calls the callbacks (the others only ask theirs whether to stop).
     """
     started = time.monotonic() if started is None else started
+    with session(resolve_device(job.train.device)) as ranks:
+        if not ranks.is_main:
+            callbacks, on_data = _Muted(callbacks), None
+        return _train(corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks)
+
+
+def _train(
+    corpus: str | Path,
+    job: Job,
+    run: str | None,
+    root: Path,
+    resume: bool,
+    callbacks: Callbacks | None,
+    started: float,
+    on_data: Callable[[int, int], None] | None,
+    ranks: Ranks,
+) -> TrainResult:
     cb = callbacks or Callbacks()
-    root = Path(root)
-    folder, job, info = _open_run(corpus, job, run, root, resume)
-    ds, _cached = prepare(Path(corpus), job.data, progress=on_data)
+    main = ranks.is_main
+    folder, job, info = (
+        _open_run(corpus, job, run, root, resume) if main or resume else (root, job, {})
+    )
+    folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
+    ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
+    ds, _cached = ranks.main_first(lambda: prepare(Path(corpus), job.data, progress=on_data))
     if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
         raise ConfigError(
             f"the corpus has changed since run {folder.name!r} started; "
@@ -663,24 +761,29 @@ def train(
     train_split, val = ds.split(job.train.val_fraction)
     _check_sizes(train_split, val, job.train)
     model_config = job.model if resume else fit_model_config(job.model, ds, train_split)
-    device = resolve_device(job.train.device)
+    device = ranks.device
     torch.manual_seed(job.train.seed)
     np.random.seed(job.train.seed % 2**32)
     model = RNNLM(model_config).to(device)
-    folder.mkdir(parents=True, exist_ok=True)
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
     try:
-        with run_lock(folder):
-            trainer = _Trainer(model, ds, train_split, val, job.train, folder, cb, started, device)
+        with run_lock(folder) if main else contextlib.nullcontext():
+            trainer = _Trainer(
+                model, ds, train_split, val, job.train, folder, cb, started, device, ranks
+            )
             if resume:
                 trainer.restore()
             else:
-                ds.tokenizer.save(folder)
-                run_info = _run_json(model_config, job, ds, train_split, val, corpus)
-                write_json_atomic(folder / RUN_JSON, run_info)
+                if main:
+                    ds.tokenizer.save(folder)
+                    run_info = _run_json(model_config, job, ds, train_split, val, corpus)
+                    write_json_atomic(folder / RUN_JSON, run_info)
                 trainer.save_last()  # from here on, every moment of the run is resumable
+            ranks.reseed(job.train.seed, trainer.loop.step)
             return _start(trainer, cb, ds, resume)
     except BaseException:
-        if not resume and not (folder / LAST).exists():
+        if main and not resume and not (folder / LAST).exists():
             shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping was made
         raise
 
