@@ -1,6 +1,6 @@
 """Data-parallel training over several processes: torch.distributed, started by torchrun.
 
-    torchrun --nproc-per-node 4 -m charrnn train corpus.txt --batch-size 64
+    torchrun --nproc-per-node 4 -m charrnn -- train corpus.txt --batch-size 64
 
 Every process (a rank) runs the same ``train``. The B parallel streams are shared out in
 contiguous blocks, so no two ranks ever read the same window:
@@ -9,14 +9,15 @@ contiguous blocks, so no two ranks ever read the same window:
     rank         0         1          2          3
 
 DistributedDataParallel averages the gradients, and each rank divides its loss by its share
-of the *global* count of targets, so one step is exactly one optimizer step on the whole
-batch of B streams, as in one process. Rank 0 alone writes the run folder and reports; the
-hidden state of all B streams is gathered to it, so checkpoints are those of one process.
+of the *global* count of targets, so one step is one optimizer step on the whole batch of
+B streams, the update one process makes (up to float rounding). Rank 0 alone writes the
+run folder and reports; the hidden state of all B streams is gathered to it, so checkpoints
+are those of one process.
 What depends on a clock or a signal (time budget, Ctrl-C) is agreed every step with an
 all_reduce, so all ranks stop at the same step.
 
-Without torchrun in the environment (WORLD_SIZE unset or 1), ``session`` yields a single
-``Ranks()`` whose methods return their input: the one-process path does no communication.
+Without torchrun in the environment (WORLD_SIZE unset or 1), ``session`` yields
+``Ranks(device)``, whose methods return their input: one process does no communication.
 """
 
 from __future__ import annotations
