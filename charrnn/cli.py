@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,13 +23,18 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn import __version__
-from charrnn.checkpoint import DEFAULT_ROOT, load_run
+from charrnn.api import load
+from charrnn.charts import loss_chart, save_loss_plot
+from charrnn.checkpoint import DEFAULT_ROOT, find_run, list_runs, write_bytes_atomic
 from charrnn.data import DataConfig, describe, prepare
 from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
-from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.generate import Sample, SampleConfig, Stop
 from charrnn.model import Cell, ModelConfig, Nonlinearity
-from charrnn.score import SentenceScore, score
+from charrnn.runs import RULES as STOP_RULES
+from charrnn.runs import STOPFIT_HINT, RunDetails, RunSummary, details, summarize_all
+from charrnn.score import HeatCell, NextToken, SentenceScore, surprisal_map
+from charrnn.stream import SampleStream
 from charrnn.text import Unit
 from charrnn.tokenizers import UNK, Level, TokenizerConfig
 from charrnn.train import Callbacks, EvalStats, Job, StepStats, TrainConfig, TrainResult, train
@@ -159,9 +165,22 @@ ReplaceErrorsOpt = Annotated[
     bool,
     typer.Option(help="Replace invalid UTF-8 bytes instead of stopping.", rich_help_panel=DATA),
 ]
+
+
+def _complete_runs(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of run names, from --checkpoints if it is given."""
+    root = Path(ctx.params.get("checkpoints") or DEFAULT_ROOT)
+    return [r.name for r in list_runs(root) if r.name.startswith(incomplete)]
+
+
 CheckpointOpt = Annotated[
     str | None,
-    typer.Option("--checkpoint", "-c", help="Run name or folder; default: the latest trained run."),
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Run name or folder; default: the latest trained run.",
+        autocompletion=_complete_runs,
+    ),
 ]
 CheckpointsDirOpt = Annotated[
     Path, typer.Option("--checkpoints", help="Folder that holds the runs.", rich_help_panel=RUN)
@@ -569,9 +588,23 @@ def sample_cmd(
         typer.Option(help="--stop length: exactly this many tokens.", rich_help_panel=SAMPLING),
     ] = None,
     as_json: JsonOpt = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the samples to this file (whole, never half-written) instead of "
+            "streaming them; with --json, write the JSON.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
 ) -> None:
-    """Generate text from a trained model."""
+    """Generate text from a trained model, streamed to the terminal as it is drawn.
+
+    Several samples (-n) are drawn side by side as one batch and shown one after another:
+    the first as it is drawn, each next one from what it already has, then live.
+    """
     if prompt is not None and not prompt:
         fail("--prompt is empty; leave it out to start from the beginning of a unit")
     config = SampleConfig(
@@ -583,14 +616,25 @@ def sample_cmd(
         length=length,
         seed=seed,
     )
-    loaded = load_run(checkpoint, checkpoints)
-    sampler = Sampler(loaded.model, loaded.tokenizer)
-    prompt_ids = sampler.encode_prompt(prompt or "")[1:]
+    model = load(checkpoint, checkpoints)
+    prompt_ids = model.tokenizer.encode(prompt or "")
     if prompt_ids and all(t == UNK for t in prompt_ids):
         fail("--prompt has only symbols this model does not know")
-    samples = sampler.sample(n, config, prompt or "")
-    if as_json:
-        payload = [
+    if as_json or output is not None:
+        samples = model.samples(n, prompt or "", config=config)
+        _write_samples(samples, output, as_json)
+        return
+    if prompt_ids.count(UNK):
+        err.print(
+            f"[yellow]note:[/] {prompt_ids.count(UNK)} prompt symbol(s) unknown to the "
+            "model, read as <unk>"
+        )
+    _stream_samples(model.stream(prompt or "", n=n, config=config))
+
+
+def _sample_json(samples: list[Sample]) -> str:
+    return json.dumps(
+        [
             {
                 "text": s.text,
                 "log_prob": s.log_prob,
@@ -599,20 +643,48 @@ def sample_cmd(
                 **({"length": s.length} if s.length is not None else {}),
             }
             for s in samples
-        ]
-        out.print_json(json.dumps(payload))
+        ],
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def _write_samples(samples: list[Sample], output: Path | None, as_json: bool) -> None:
+    """--json prints (or writes) JSON; --output writes the texts, one blank line apart."""
+    if output is None:
+        out.print_json(_sample_json(samples))
         return
-    if samples and samples[0].unk_in_prompt:
-        err.print(
-            f"[yellow]note:[/] {samples[0].unk_in_prompt} prompt symbol(s) unknown to the "
-            "model, read as <unk>"
-        )
-    for i, s in enumerate(samples):
-        if i:
-            out.print(Text("─" * 20, style="dim"))
-        out.print(Text(s.text), soft_wrap=True)
-        if s.cut:
-            err.print(f"[yellow](cut at --max-tokens {max_tokens})[/]")
+    if as_json:
+        data = _sample_json(samples) + "\n"
+    else:
+        data = "\n".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in samples)
+    write_bytes_atomic(output, data.encode("utf-8"))
+    tokens = sum(len(s.tokens) for s in samples)
+    cut = sum(s.cut for s in samples)
+    note = f", {cut} cut at --max-tokens" if cut else ""
+    err.print(f"wrote {len(samples)} sample(s), {tokens:,} tokens{note}, to {_escape(str(output))}")
+
+
+def _stream_samples(stream: SampleStream) -> None:
+    """Samples are drawn side by side; the terminal shows them one after another, each as it
+    is drawn (the first live from the start, the next ones from what they already have)."""
+    sink = out.file
+    ends_line = True
+    for piece in stream:
+        if piece.text:
+            sink.write(piece.text)
+            sink.flush()
+            ends_line = piece.text.endswith("\n")
+        if piece.end:
+            if not ends_line:
+                sink.write("\n")
+                ends_line = True
+            if piece.index + 1 < stream.n:
+                out.print(Text("─" * 20, style="dim"))
+    cut = [i + 1 for i, s in enumerate(stream.samples) if s.cut]
+    if cut:
+        which = "" if stream.n == 1 else f"sample {', '.join(map(str, cut))} "
+        err.print(f"[yellow]({which}cut at --max-tokens {stream.config.max_tokens})[/]")
 
 
 # -- score --------------------------------------------------------------------------------
@@ -686,22 +758,48 @@ def score_cmd(
         Path | None, typer.Option("--file", "-f", help="One sentence a line; - reads stdin.")
     ] = None,
     per_token: Annotated[
-        bool, typer.Option(help="Show every term of each score.", rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(
+            help="Colour each token by its surprisal and show every term of each score.",
+            rich_help_panel=OUTPUT,
+        ),
     ] = False,
+    next_k: Annotated[
+        int | None,
+        typer.Option(
+            "--next",
+            min=1,
+            help="Also list the K likeliest next tokens after each sentence.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
 ) -> None:
     """Log-probability of each sentence as a unit <sos> ... <eos>; several are ranked."""
     lines = _read_sentences(sentences or [], file)
-    loaded = load_run(checkpoint, checkpoints)
-    results = score(loaded.model, loaded.tokenizer, lines, stop)
+    model = load(checkpoint, checkpoints)
+    results = model.score(lines, stop)
+    nexts = [model.next_tokens(line, next_k, stop) for line in lines] if next_k else []
     if as_json:
-        out.print_json(json.dumps([_score_json(r, per_token) for r in results]))
+        payload = [_score_json(r, per_token) for r in results]
+        for d, candidates in zip(payload, nexts):
+            d["next"] = [{"token": c.piece, "id": c.id, "prob": c.prob} for c in candidates]
+        out.print_json(json.dumps(payload))
         return
+    out.print(_score_table(results, f"scores under --stop {stop.value} ({model.name})"))
+    if per_token:
+        for r in results:
+            out.print()
+            out.print(_per_token_view(r, surprisal_map(model.tokenizer, r)))
+    for line, candidates in zip(lines, nexts):
+        out.print()
+        out.print(_next_view(line, candidates))
+
+
+def _score_table(results: list[SentenceScore], title: str) -> Table:
     ranked = sorted(results, key=lambda r: -r.log_prob)
-    table = Table(
-        title=f"scores under --stop {stop.value} ({loaded.folder.name})", title_justify="left"
-    )
+    table = Table(title=title, title_justify="left")
     for col, justify in (
         ("#", "right"),
         ("sentence", "left"),
@@ -721,20 +819,46 @@ def score_cmd(
             f"{r.perplexity:.2f}",
             f"{r.bits_per_char:.3f}",
         )
-    out.print(table)
-    if per_token:
-        for r in results:
-            out.print(_per_token_view(r))
+    return table
 
 
-def _per_token_view(r: SentenceScore) -> Table:
+# Surprisal heatmap: background from pale (expected) to dark red (surprising), as in Karpathy's
+# "visualizing predictions"; a fixed foreground keeps it readable on dark and light terminals.
+_HEAT = (
+    (1.0, "black on #fff5eb", "< 1"),
+    (2.0, "black on #fdd0a2", "1-2"),
+    (4.0, "black on #fd8d3c", "2-4"),
+    (8.0, "white on #d94801", "4-8"),
+    (math.inf, "white on #7f2704", "8+"),
+)
+
+
+def _heat_style(bits: float) -> str:
+    return next(style for limit, style, _ in _HEAT if bits < limit)
+
+
+def _heat_line(cells: list[HeatCell]) -> Text:
+    """The sentence, each token on its surprisal's colour; the end marker as ⏎."""
     line = Text()
-    for t in r.terms:
-        if t.kind == "token":
-            line.append(
-                t.piece, style=_surprisal_style(-t.log_prob) + (" underline" if t.unk else "")
-            )
-    t = Table(title=Text("") + line, title_justify="left", show_edge=False)
+    for c in cells:
+        text = "⏎" if c.kind == "eos" else c.text.replace("\n", "↵")
+        lead = text[: len(text) - len(text.lstrip(" "))] if len(text.strip()) else ""
+        line.append(lead)
+        style = _heat_style(c.bits) + (" underline" if c.unk else "")
+        line.append(text[len(lead) :], style=style)
+    return line
+
+
+def _heat_legend() -> Text:
+    legend = Text("surprisal (bits): ", style="dim")
+    for _, style, label in _HEAT:
+        legend.append(f" {label} ", style=style)
+    return legend
+
+
+def _per_token_view(r: SentenceScore, cells: list[HeatCell]) -> Table:
+    title = _heat_line(cells) + Text("\n") + _heat_legend()
+    t = Table(title=title, title_justify="left", show_edge=False)
     for col in ("term", "symbol", "log P", "P", "surprisal (bits)"):
         t.add_column(col, justify="left" if col in ("term", "symbol") else "right")
     for term in r.terms:
@@ -750,5 +874,307 @@ def _per_token_view(r: SentenceScore) -> Table:
     return t
 
 
+def _shown_piece(piece: str) -> str:
+    """A token as it reads in P(token | context): spaces and line breaks made visible."""
+    return piece.replace(" ", "␣").replace("\n", "⏎") or "''"
+
+
+def _next_view(context: str, candidates: list[NextToken]) -> Table:
+    ctx = context if len(context) <= 40 else "…" + context[-39:]
+    t = Table(box=None, show_header=False, padding=(0, 1))
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_column(justify="left", style="cyan")
+    top = candidates[0].prob if candidates else 1.0
+    for c in candidates:
+        t.add_row(
+            Text(f"P({_shown_piece(c.piece)} | {ctx})"),
+            f"= {c.prob:.4f}" if c.prob >= 1e-4 else f"= {c.prob:.1e}",
+            _bar(c.prob / top, 24),
+        )
+    return t
+
+
+def _bar(fraction: float, width: int) -> str:
+    """A horizontal bar in eighth-blocks."""
+    eighths = round(max(0.0, min(1.0, fraction)) * width * 8)
+    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+
+
+# -- runs and info ------------------------------------------------------------------------
+
+
+def _size_text(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _when_text(t: float, now: float | None = None) -> str:
+    """'3 min ago' for the last week, a date before that."""
+    if not t:
+        return "-"
+    ago = (time.time() if now is None else now) - t
+    if 0 <= ago < 7 * 86400:
+        for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+            if ago >= size:
+                return f"{int(ago // size)} {unit} ago"
+        return "just now"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, sec = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
+
+
+def _num(x: float | int | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _runs_table(rows: list[RunSummary], root: Path) -> Table:
+    t = Table(title=f"runs in {_escape(str(root))}/", title_justify="left")
+    t.add_column(
+        "run", overflow="fold", min_width=min(24, max((len(r.name) for r in rows), default=3))
+    )
+    for col, justify in (
+        ("level", "left"),
+        ("model", "left"),
+        ("steps", "right"),
+        ("val loss", "right"),
+        ("bits/char", "right"),
+        ("trained", "right"),
+        ("size", "right"),
+    ):
+        t.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for s in rows:
+        model = f"{s.cell} {s.layers}×{s.hidden}" if s.layers else "?"
+        name = Text(s.name) + (Text(f" ({s.problem})", style="yellow") if s.problem else Text())
+        t.add_row(
+            name,
+            s.level,
+            model,
+            _num(s.steps, ","),
+            _num(s.val_loss, ".4f"),
+            _num(s.val_bpc, ".3f"),
+            _when_text(s.trained),
+            _size_text(s.size_bytes),
+        )
+    return t
+
+
+@app.command("runs")
+@friendly
+def runs_cmd(
+    checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the trained runs, most recent first: model, steps, best validation loss, size."""
+    rows = summarize_all(checkpoints)
+    if as_json:
+        out.print_json(
+            json.dumps([{**asdict(s), "folder": str(s.folder)} for s in rows], default=str)
+        )
+        return
+    if not rows:
+        err.print(f"no runs in {_escape(str(checkpoints))}/; train one: charrnn train CORPUS.txt")
+        return
+    out.print(_runs_table(rows, checkpoints))
+    out.print(
+        Text("val loss: nats/token of the kept (best) model; info RUN shows more", style="dim")
+    )
+
+
+RunArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Run name or folder; default: the latest trained run.",
+        autocompletion=_complete_runs,
+        show_default=False,
+    ),
+]
+
+
+@app.command("info")
+@friendly
+def info_cmd(
+    run: RunArg = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Also write the loss curves to this image (.png, .svg or .pdf); needs "
+            "matplotlib: pip install 'charrnn[plot]'.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
+) -> None:
+    """Everything about one run: config, parameters, tokenizer, loss curves, stopping rules."""
+    d = details(find_run(run, checkpoints))
+    if plot is not None:
+        c = d.curves
+        save_loss_plot(
+            plot,
+            f"{d.summary.name}: loss",
+            c.train_steps,
+            c.train_loss,
+            c.val_steps,
+            c.val_loss,
+            d.best.get("step"),
+        )
+    if as_json:
+        out.print_json(json.dumps(d.to_json(), default=str))
+    else:
+        _print_info(d)
+    if plot is not None:
+        err.print(f"wrote the loss curves to {_escape(str(plot))}")
+
+
+def _print_info(d: RunDetails) -> None:
+    s, info = d.summary, d.info
+    out.print(f"[bold]{_escape(s.name)}[/]  [dim]{_escape(str(s.folder))}[/]")
+    out.print(
+        f"created {_escape(str(info.get('created', '?')))} by charrnn "
+        f"{_escape(str(info.get('charrnn_version', '?')))}; trained {_when_text(s.trained)}; "
+        f"{_size_text(s.size_bytes)} on disk"
+    )
+    out.print(f"corpus {_escape(str(info.get('corpus', '?')))}")
+    out.print()
+    out.print(_progress_table(d))
+    out.print(_config_table(d))
+    out.print(_tokenizer_text(d.tokenizer))
+    out.print()
+    _print_curves(d)
+    out.print()
+    _print_stopfit(d)
+
+
+def _progress_table(d: RunDetails) -> Table:
+    t = Table(title="training", title_justify="left", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    data, loop, best = d.info.get("data", {}), d.loop, d.best
+    rows = [
+        ("parameters", _num(d.parameters, ",")),
+        ("steps", _num(loop.get("step"), ",")),
+        ("tokens seen", _num(loop.get("tokens"), ",")),
+        ("training time", _duration_text(loop.get("elapsed"))),
+        (
+            "split",
+            f"{data.get('train_tokens', 0):,} train / {data.get('val_tokens', 0):,} val tokens",
+        ),
+    ]
+    if best:
+        scope = "whole validation split" if best.get("full") else "validation sample"
+        rows.append(
+            (
+                "kept model",
+                f"step {best.get('step', 0):,}: {best.get('val_loss', math.nan):.4f} nats/token, "
+                f"{best.get('val_bpc', math.nan):.3f} bits/char ({scope})",
+            )
+        )
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _config_table(d: RunDetails) -> Table:
+    """The three configs side by side, every field."""
+    configs = [
+        ("model", d.info.get("model", {})),
+        ("training", d.info.get("train", {})),
+        ("data", _flat(d.info.get("data", {}).get("config", {}))),
+    ]
+    t = Table(title="config", title_justify="left")
+    for name, _ in configs:
+        t.add_column(name)
+        t.add_column("", justify="right")
+    items = [sorted(c.items()) for _, c in configs]
+    for i in range(max(len(x) for x in items)):
+        row: list[str] = []
+        for x in items:
+            k, v = x[i] if i < len(x) else ("", "")
+            row += [k, _escape(str(v))]
+        t.add_row(*row)
+    return t
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out_: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out_.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out_[prefix + k] = v
+    return out_
+
+
+def _tokenizer_text(tok: dict[str, Any]) -> Text:
+    t = Text("tokenizer: ", style="bold")
+    t.append(f"{tok.get('level', '?')} level, {tok.get('vocab_size', 0):,} symbols")
+    t.append(" (<pad> <sos> <eos> <unk> and the corpus's own)", style="dim")
+    commonest = tok.get("commonest")
+    if commonest:
+        t.append("\ncommonest: ", style="bold")
+        t.append(" ".join(_shown_piece(p) for p in commonest))
+    return t
+
+
+def _print_curves(d: RunDetails) -> None:
+    c = d.curves
+    if not c.train_steps and not c.val_steps:
+        out.print("[dim]no loss records yet (metrics.jsonl)[/]")
+        return
+    width = max(20, min(72, out.width - 12))
+    rows = loss_chart(c.train_steps, c.train_loss, c.val_steps, c.val_loss, width, 10)
+    styles = {"train": "cyan", "val": "bold magenta", "val+train": "bold magenta on cyan"}
+    title = Text("loss (nats/token)   ", style="bold")
+    title.append("█ train", style="cyan")
+    title.append("   ● validation", style="bold magenta")
+    out.print(title)
+    for row in rows:
+        line = Text()
+        for text, tag in row:
+            line.append(text, style=styles.get(tag, "dim" if tag == "axis" else ""))
+        out.print(line, no_wrap=True, crop=False)
+    if c.final_loss is not None:
+        out.print(
+            f"kept model on the whole validation split: {c.final_loss:.4f} nats/token, "
+            f"{c.final_bpc:.3f} bits/char"
+        )
+
+
+def _print_stopfit(d: RunDetails) -> None:
+    f = d.stopfit
+    if d.stopfit_problem:
+        out.print(f"[yellow]stopping rules: {_escape(d.stopfit_problem)}[/]")
+        return
+    if f is None:
+        out.print(f"[dim]stopping rules: no fit for this run yet; {_escape(STOPFIT_HINT)}[/]")
+        return
+    t = Table(
+        title=f"stopping rules: sample lengths against the validation units "
+        f"({f.n:,} samples a rule at temperature {f.temperature:g}; validation mean "
+        f"{f.val_mean_length:.1f} tokens)",
+        title_justify="left",
+    )
+    for col in ("rule", "KS distance", "mean length"):
+        t.add_column(col, justify="left" if col == "rule" else "right")
+    for rule in [*[r for r in STOP_RULES if r in f.ks], *sorted(set(f.ks) - set(STOP_RULES))]:
+        mean = f.mean_length.get(rule)
+        t.add_row(rule, f"{f.ks[rule]:.3f}", "-" if mean is None else f"{mean:.1f}")
+    out.print(t)
+    out.print(Text("KS distance: 0 = the same length distribution, 1 = disjoint", style="dim"))
+
+
 def main() -> None:
-    app()
+    # One program name whether started as `charrnn` or `python -m charrnn`: shell completion
+    # registers for it and reads its _CHARRNN_COMPLETE variable.
+    app(prog_name="charrnn")

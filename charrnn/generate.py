@@ -118,32 +118,45 @@ class Sampler:
         ids = self.tokenizer.encode(prompt) if prompt else []
         return [SOS, *ids]
 
-    @torch.no_grad()
-    def sample(self, n: int, config: SampleConfig, prompt: str = "") -> list[Sample]:
-        """``n`` samples, drawn side by side."""
+    def check(self, config: SampleConfig) -> None:
+        """Refuse settings that only this model makes wrong."""
         if config.top_k is not None and config.top_k > self.tokenizer.vocab_size:
             raise ConfigError(
                 f"--top-k {config.top_k} is larger than the vocabulary "
                 f"({self.tokenizer.vocab_size} symbols)"
             )
+
+    @torch.no_grad()
+    def sample(self, n: int, config: SampleConfig, prompt: str = "") -> list[Sample]:
+        """``n`` samples, drawn side by side."""
+        self.check(config)
         ids = self.encode_prompt(prompt)
         results: list[list[int]] = [[] for _ in range(n)]
         info: dict[str, np.ndarray] = {}
         for step in self.iter_tokens(n, config, ids, info):
             for i, t in step:
                 results[i].append(t)
+        return self.finish(ids, results, info, config)
+
+    def finish(
+        self,
+        prompt_ids: list[int],
+        results: list[list[int]],
+        info: dict[str, np.ndarray],
+        config: SampleConfig,
+    ) -> list[Sample]:
+        """Samples from the tokens ``iter_tokens`` drew and the ``info`` it filled."""
         out = []
         for i, toks in enumerate(results):
-            text = self.tokenizer.decode(ids[1:] + toks)
             out.append(
                 Sample(
                     tokens=toks,
-                    text=text,
+                    text=self.tokenizer.decode(prompt_ids[1:] + toks),
                     log_prob=float(info["log_prob"][i]),
                     cut=bool(info["cut"][i]),
                     length=int(info["length"][i]) if config.stop is Stop.length else None,
-                    unk_in_prompt=ids.count(UNK),
-                    prompt_tokens=ids[1:],
+                    unk_in_prompt=prompt_ids.count(UNK),
+                    prompt_tokens=prompt_ids[1:],
                 )
             )
         return out

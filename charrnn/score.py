@@ -148,3 +148,67 @@ def _score_batch(
         total = math.fsum(t.log_prob for t in terms)
         out.append(SentenceScore("", stop, total, n, 0, terms))
     return out
+
+
+# -- pictures of a score ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeatCell:
+    """One term of a score placed in the sentence: the text its token adds to the decoded
+    sentence (a word keeps its leading space), and how surprising it was."""
+
+    kind: str  # "token", or "eos" for the end marker (whose text is "")
+    text: str
+    bits: float  # surprisal, -log2 P
+    unk: bool = False
+
+
+def surprisal_map(tokenizer: Tokenizer, s: SentenceScore) -> list[HeatCell]:
+    """The tokens of a scored sentence in reading order with their surprisal, then its end
+    (eos rule only), as in Karpathy's "visualizing predictions"."""
+    from charrnn.stream import IncrementalDecoder
+
+    ids = tokenizer.encode(s.text)
+    tokens = [t for t in s.terms if t.kind == "token"]
+    assert len(ids) == len(tokens), "a score's tokens are the sentence's encoding"
+    decoder = IncrementalDecoder(tokenizer)
+    cells = [
+        HeatCell("token", decoder.push(i), -t.log_prob / LOG2, t.unk) for i, t in zip(ids, tokens)
+    ]
+    rest = decoder.take(final=True)  # text a byte-level decoder held back, if any
+    if rest and cells:
+        last = cells[-1]
+        cells[-1] = HeatCell(last.kind, last.text + rest, last.bits, last.unk)
+    cells += [HeatCell("eos", "", -t.log_prob / LOG2) for t in s.terms if t.kind == "eos"]
+    return cells
+
+
+@dataclass(frozen=True)
+class NextToken:
+    id: int
+    piece: str
+    prob: float
+
+
+@torch.no_grad()
+def next_tokens(
+    model: RNNLM, tokenizer: Tokenizer, text: str, k: int = 10, stop: Stop = Stop.eos
+) -> list[NextToken]:
+    """The ``k`` likeliest tokens after ``<sos> text``, likeliest first: P(token | text).
+
+    Under ``eos`` the end marker competes with the tokens (its probability is that of the unit
+    ending here); under ``halt`` and ``length`` it is masked, as those rules draw tokens.
+    """
+    if k < 1:
+        raise ConfigError("--next must be at least 1")
+    ids = [SOS, *tokenizer.encode(text)]
+    dev = next(model.parameters()).device
+    h, _ = model.features(torch.tensor([ids], device=dev))  # (1, P, H)
+    logits = rule_logits(model.token_logits(h[:, -1]).float().cpu(), stop)  # (1, V)
+    probs = logits.softmax(-1)[0]  # (V,)
+    top = torch.topk(probs, min(k, int((probs > 0).sum())))
+    return [
+        NextToken(int(i), tokenizer.piece(int(i)), float(p))
+        for p, i in zip(top.values.tolist(), top.indices.tolist())
+    ]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -879,3 +881,21 @@ def _run_json(
             "val_unit_length_mean": float(val_lengths.mean()) if len(val_lengths) else 0.0,
         },
     }
+
+
+# -- charrnn.train(...) -------------------------------------------------------------------
+
+
+class _CallableModule(types.ModuleType):
+    """``charrnn.train`` names this module (``from charrnn.train import TrainConfig`` works as
+    usual), and calling it is the Python API's ``charrnn.api.train``: import machinery sets a
+    package's attribute to its submodule, so the function cannot simply take the name."""
+
+    def __call__(self, corpus: str | Path, **kwargs: Any) -> Any:
+        """Train a model on a text file and return it loaded; see ``charrnn.api.train``."""
+        from charrnn.api import train as api_train
+
+        return api_train(corpus, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

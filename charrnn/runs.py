@@ -1,0 +1,258 @@
+"""What a run did, read from its folder without loading its weights: for ``runs`` and ``info``.
+
+    run.json          configs, corpus figures           -> level, cell, sizes, tokens
+    best.safetensors  metadata: step, val_loss, val_bpc -> the kept model
+    last.safetensors  metadata: loop state              -> steps, tokens, training time
+    metrics.jsonl     train and validation records      -> loss curves
+    stopfit.json      how well each stopping rule's sample lengths fit the validation units
+
+A damaged or half-made run is summarised as far as it can be, with the problem named: one bad
+folder never hides the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+
+from charrnn.checkpoint import (
+    BEST,
+    DEFAULT_ROOT,
+    LAST,
+    META_KEY,
+    METRICS,
+    MetricsLog,
+    last_trained,
+    list_runs,
+    read_meta,
+    read_run_json,
+)
+from charrnn.errors import CharRNNError, CheckpointError
+
+STOPFIT = "stopfit.json"
+RULES = ("eos", "halt", "length")
+
+
+@dataclass
+class RunSummary:
+    """One row of ``charrnn runs``."""
+
+    name: str
+    folder: Path
+    level: str = "?"
+    cell: str = "?"
+    layers: int = 0
+    hidden: int = 0
+    steps: int | None = None  # steps trained (from the resumable checkpoint)
+    best_step: int | None = None
+    val_loss: float | None = None  # nats/token of the kept model
+    val_bpc: float | None = None
+    trained: float = 0.0  # time of the last write, seconds since the epoch
+    size_bytes: int = 0
+    problem: str | None = None  # why part of the summary is missing
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def summarize(folder: Path) -> RunSummary:
+    folder = Path(folder)
+    s = RunSummary(
+        folder.name, folder, trained=last_trained(folder), size_bytes=folder_size(folder)
+    )
+    try:
+        info = read_run_json(folder)
+        model = info.get("model", {})
+        s.level = str(info.get("data", {}).get("level", "?"))
+        s.cell, s.layers, s.hidden = str(model["cell"]), int(model["layers"]), int(model["hidden"])
+        if (folder / LAST).exists():
+            s.steps = int(read_meta(folder / LAST)["loop"]["step"])
+        if (folder / BEST).exists():
+            best = read_meta(folder / BEST)
+            s.best_step, s.val_loss, s.val_bpc = best["step"], best["val_loss"], best["val_bpc"]
+        elif s.steps is None:
+            s.problem = "no checkpoint yet"
+    except CharRNNError as e:
+        s.problem = str(e)
+    except (KeyError, TypeError, ValueError) as e:
+        s.problem = f"unexpected contents ({type(e).__name__}: {e})"
+    return s
+
+
+def summarize_all(root: Path = DEFAULT_ROOT) -> list[RunSummary]:
+    """Every run under ``root``, most recently trained first."""
+    return [summarize(f) for f in list_runs(root)]
+
+
+# -- one run in detail --------------------------------------------------------------------
+
+
+@dataclass
+class Curves:
+    """Loss curves from metrics.jsonl, in nats per token."""
+
+    train_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_bpc: list[float] = field(default_factory=list)
+    final_loss: float | None = None  # the kept model on the whole validation split
+    final_bpc: float | None = None
+
+
+def read_curves(folder: Path) -> Curves:
+    c = Curves()
+    for r in MetricsLog(Path(folder) / METRICS).read():
+        try:
+            if "loss" in r and _finite(r["loss"]):
+                c.train_steps.append(int(r["step"]))
+                c.train_loss.append(float(r["loss"]))
+            elif "val_loss" in r and _finite(r["val_loss"]):
+                c.val_steps.append(int(r["step"]))
+                c.val_loss.append(float(r["val_loss"]))
+                c.val_bpc.append(float(r.get("val_bpc", math.nan)))
+            elif "final_val_loss" in r:
+                c.final_loss = float(r["final_val_loss"])
+                c.final_bpc = float(r.get("final_val_bpc", math.nan))
+        except (KeyError, TypeError, ValueError):
+            continue  # a record this version does not understand
+    return c
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class StopFit:
+    """stopfit.json: Kolmogorov-Smirnov distance between the lengths of ``n`` samples drawn at
+    ``temperature`` under each rule and the lengths of the validation split's units."""
+
+    n: int
+    temperature: float
+    ks: dict[str, float]
+    val_mean_length: float
+    mean_length: dict[str, float]
+
+
+def read_stopfit(folder: Path) -> StopFit | None:
+    """The stopping-rule fit, or None when the run has none."""
+    path = Path(folder) / STOPFIT
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return StopFit(
+            n=int(d["n"]),
+            temperature=float(d["temperature"]),
+            ks={k: float(v) for k, v in d["ks"].items()},
+            val_mean_length=float(d["val_mean_length"]),
+            mean_length={k: float(v) for k, v in d.get("mean_length", {}).items()},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a valid stopping-rule fit ({e})") from None
+
+
+def checkpoint_parameters(path: Path) -> int:
+    """Parameters of the model in a checkpoint, from the tensor shapes in its header."""
+    total = 0
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if META_KEY not in (f.metadata() or {}):
+                raise CheckpointError(f"safetensors file has no charrnn metadata: {path}")
+            for name in f.keys():  # noqa: SIM118
+                if name.startswith("model."):
+                    total += math.prod(f.get_slice(name).get_shape())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path} ({e})") from None
+    return total
+
+
+STOPFIT_HINT = (
+    f"training writes {STOPFIT} when it ends (charrnn train); runs trained before that have none"
+)
+
+
+@dataclass
+class RunDetails:
+    """Everything ``charrnn info`` shows."""
+
+    summary: RunSummary
+    info: dict[str, Any]  # run.json
+    tokenizer: dict[str, Any]  # level, vocabulary size, settings, the commonest pieces
+    parameters: int | None
+    loop: dict[str, Any]  # the loop state of the resumable checkpoint (steps, tokens, time)
+    best: dict[str, Any]  # the kept checkpoint's metadata (step, validation loss)
+    curves: Curves
+    stopfit: StopFit | None
+    stopfit_problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "run": s.name,
+            "folder": str(s.folder),
+            "trained": s.trained,
+            "size_bytes": s.size_bytes,
+            "parameters": self.parameters,
+            "steps": s.steps,
+            "best": self.best,
+            "loop": self.loop,
+            "config": {k: self.info.get(k) for k in ("model", "train", "data")},
+            "created": self.info.get("created"),
+            "corpus": self.info.get("corpus"),
+            "charrnn_version": self.info.get("charrnn_version"),
+            "tokenizer": self.tokenizer,
+            "curves": asdict(self.curves),
+            "stopfit": asdict(self.stopfit) if self.stopfit else None,
+            "stopfit_problem": self.stopfit_problem,
+        }
+
+
+def details(folder: Path) -> RunDetails:
+    """Read a run folder for ``info``; a missing or damaged run.json is an error."""
+    folder = Path(folder)
+    info = read_run_json(folder)
+    summary = summarize(folder)
+    loop: dict[str, Any] = {}
+    best: dict[str, Any] = {}
+    parameters = None
+    for name, meta_out in ((LAST, loop), (BEST, best)):
+        if (folder / name).exists():
+            meta = read_meta(folder / name)
+            meta_out.update(meta.get("loop", meta) if name == LAST else meta)
+            parameters = checkpoint_parameters(folder / name)
+    loop.pop("history", None)
+    stopfit, problem = None, None
+    try:
+        stopfit = read_stopfit(folder)
+    except CheckpointError as e:
+        problem = str(e)
+    return RunDetails(
+        summary,
+        info,
+        tokenizer_summary(folder),
+        parameters,
+        loop,
+        best,
+        read_curves(folder),
+        stopfit,
+        problem,
+    )
+
+
+def tokenizer_summary(folder: Path, commonest: int = 24) -> dict[str, Any]:
+    from charrnn.tokenizers import N_SPECIALS, load_tokenizer
+
+    tok = load_tokenizer(folder)
+    d = {**tok.summary(), "config": tok.config.to_dict()}
+    pieces = getattr(tok, "pieces", None)
+    if isinstance(pieces, list):  # char and word vocabularies are ranked by frequency
+        d["commonest"] = pieces[N_SPECIALS : N_SPECIALS + commonest]
+    return d

@@ -1,0 +1,159 @@
+"""Text as tokens arrive: incremental decoding, and samples handed out in reading order.
+
+A sample is drawn token by token, but text is what a reader wants to see. ``IncrementalDecoder``
+turns a growing token sequence into the text each new token adds: the new suffix of
+``decode(tokens so far)``. At word level the detokenizer decides spacing from the words before,
+so decoding the new token alone would be wrong; decoding everything and handing out the suffix
+is always right.
+
+Several samples are drawn side by side as one batch, but a terminal shows one text at a time.
+``SampleStream`` hands them out in turn: sample 1 as it is drawn; when it ends, what sample 2
+has so far at once, then the rest of sample 2 as it comes, and so on. The batch is drawn once,
+so streaming costs no more time than drawing the samples silently, and the same seed gives the
+same samples either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn.generate import Sample, SampleConfig, Sampler
+from charrnn.tokenizers import Tokenizer
+
+_INCOMPLETE = "\ufffd"  # what a byte-level decoder shows for a character not yet complete
+
+
+class IncrementalDecoder:
+    """Hands out the text that new tokens add to ``decode(prefix + tokens so far)``.
+
+    For char and word levels decoding only ever appends, so the pieces join up to exactly the
+    decoded text. A decoder that rewrites earlier text (a byte-level subword piece completing a
+    character) is waited for: a trailing replacement character is held back until it resolves.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prefix: Sequence[int] = ()):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = list(prefix)
+        self.shown = ""  # the text handed out so far
+        self._dirty = True
+
+    def feed(self, token: int) -> None:
+        self.ids.append(token)
+        self._dirty = True
+
+    def take(self, final: bool = False) -> str:
+        """The text added since the last call ("" when nothing new is settled)."""
+        if not self._dirty and not final:
+            return ""
+        self._dirty = False
+        text = self.tokenizer.decode(self.ids)
+        if not final:
+            text = text.rstrip(_INCOMPLETE)
+        if not text.startswith(self.shown):
+            if not final:
+                return ""  # earlier text changed; wait until the decode extends it again
+            common = len(_common_prefix(text, self.shown))
+            self.shown = text
+            return text[common:]
+        new = text[len(self.shown) :]
+        self.shown = text
+        return new
+
+    def push(self, token: int) -> str:
+        """``feed`` then ``take``."""
+        self.feed(token)
+        return self.take()
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text one sample gained; ``end`` marks the last piece of that sample."""
+
+    index: int
+    text: str
+    end: bool = False
+
+
+class SampleStream:
+    """Iterate for ``Piece``s in reading order; afterwards ``samples`` holds the finished samples
+    (with their log-probabilities), exactly as ``Sampler.sample`` would have drawn them.
+
+    ``flush_every`` (seconds) batches the decoding of a fast stream: a terminal does not need
+    more than a few dozen updates a second, and decoding is what costs at word level.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        n: int,
+        config: SampleConfig,
+        prompt: str = "",
+        flush_every: float = 0.02,
+    ):
+        self.sampler, self.n, self.config, self.prompt = sampler, n, config, prompt
+        self.flush_every = flush_every
+        self.samples: list[Sample] = []
+        self.prompt_ids = sampler.encode_prompt(prompt)  # [<sos>, prompt tokens...]
+
+    def __iter__(self) -> Iterator[Piece]:
+        self.sampler.check(self.config)
+        n = self.n
+        turns = _Turns(
+            [IncrementalDecoder(self.sampler.tokenizer, self.prompt_ids[1:]) for _ in range(n)]
+        )
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        info: dict[str, np.ndarray] = {}
+        last_flush = 0.0
+        for step in self.sampler.iter_tokens(n, self.config, self.prompt_ids, info):
+            for i, t in step:
+                tokens[i].append(t)
+                turns.decoders[i].feed(t)
+            turns.still_drawing({i for i, _ in step})
+            now = time.monotonic()
+            if turns.current_done() or now - last_flush >= self.flush_every:
+                last_flush = now
+                yield from turns.flush()
+        turns.still_drawing(set())
+        yield from turns.flush()
+        self.samples = self.sampler.finish(self.prompt_ids, tokens, info, self.config)
+
+
+class _Turns:
+    """Which sample is being shown, and which have ended."""
+
+    def __init__(self, decoders: list[IncrementalDecoder]):
+        self.decoders = decoders
+        self.done = [False] * len(decoders)
+        self.current = 0
+
+    def still_drawing(self, alive: set[int]) -> None:
+        """A sample missing from a step has ended (one that drew nothing included)."""
+        for i in range(self.current, len(self.done)):
+            self.done[i] = self.done[i] or i not in alive
+
+    def current_done(self) -> bool:
+        return self.current < len(self.done) and self.done[self.current]
+
+    def flush(self) -> Iterator[Piece]:
+        """Pieces of the current sample, moving on to the next each time one is complete."""
+        while self.current < len(self.decoders):
+            i, end = self.current, self.done[self.current]
+            text = self.decoders[i].take(final=end)
+            if text or end:
+                yield Piece(i, text, end)
+            if not end:
+                return
+            self.current += 1
