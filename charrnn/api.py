@@ -49,7 +49,7 @@ class Model:
         c = self.config
         return (
             f"<charrnn.Model {self.name!r}: {self.level} level, {c.cell.value} "
-            f"{c.layers}x{c.hidden}, {self.parameters:,} parameters>"
+            f"{c.layers}x{c.hidden}, {self.n_parameters:,} parameters>"
         )
 
     # -- what it is --
@@ -80,7 +80,7 @@ class Model:
         return self.loaded.model
 
     @property
-    def parameters(self) -> int:
+    def n_parameters(self) -> int:
         return count_parameters(self.loaded.model)
 
     # -- sampling --

@@ -53,6 +53,12 @@ def test_import_is_light_and_version_needs_no_torch():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.stdout.split() == [charrnn.__version__, "False"]
+    code = (
+        "import sys; sys.argv = ['charrnn', '--version']; from charrnn.__main__ import main; "
+        "main(); print('torch' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.stdout.split() == ["charrnn", charrnn.__version__, "False"]
 
 
 def test_train_is_a_callable_module():

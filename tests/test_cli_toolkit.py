@@ -1,7 +1,6 @@
 """The command line as a person uses it: streaming samples, --output, the surprisal heatmap,
-next-token lists, shell completion, and docs that match --help."""
+next-token lists, shell completion."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -11,7 +10,6 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -74,7 +72,6 @@ def test_per_token_draws_the_heatmap(ck):
     assert "surprisal (bits)" in r.stdout and "8+" in r.stdout  # the legend
 
 
-
 def test_heatmap_colours_grow_with_surprisal():
     from charrnn.cli import _heat_line
     from charrnn.score import HeatCell
@@ -122,27 +119,3 @@ def test_completion_of_commands_choices_and_run_names(trained_run):
     assert _complete("charrnn sample --stop ", 3) == ["eos", "halt", "length", "none"]
     root = str(trained_run.parent)
     assert _complete(f"charrnn info --checkpoints {root} ve", 4) == [trained_run.name]
-
-
-# -- docs ---------------------------------------------------------------------------------
-
-
-def _docs_module():
-    spec = importlib.util.spec_from_file_location("docs_generate", ROOT / "docs" / "generate.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def test_docs_match_help():
-    docs = _docs_module()
-    assert docs.stale() == [], "docs/ is out of date: run python docs/generate.py"
-    pages = docs.pages()
-    assert set(pages) == {f"{c}.md" for c in docs.commands()} | {"README.md"}
-    assert "--per-token" in pages["score.md"] and "--plot" in pages["info.md"]
-
-
-def test_every_command_has_a_readme_example():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for command in _docs_module().commands():
-        assert f"### `charrnn {command}" in readme, command
