@@ -228,9 +228,7 @@ _NOT_OPTIONS = {"vocab_size", "max_len", "tokenizer"}
 def _with_options(job: Job, options: dict[str, Any]) -> Job:
     """``job`` with each option set on the one config that has a field of that name."""
     tok = {f.name for f in fields(TokenizerConfig)}
-    tokenizer_options = {k: v for k, v in options.items() if k in tok}
-    if "vocab_size" in options:  # a user's vocab_size is the subword vocabulary's
-        tokenizer_options["vocab_size"] = options["vocab_size"]
+    tokenizer_options = {k: v for k, v in options.items() if k in tok}  # vocab_size: subword
     rest = {k: v for k, v in options.items() if k not in tokenizer_options}
     parts: dict[str, Any] = {"model": job.model, "train": job.train, "data": job.data}
     for key, config in parts.items():

@@ -132,3 +132,16 @@ def test_find_run(trained_run, tmp_path):
         find_run(str(tmp_path), root)
     with pytest.raises(CheckpointError, match="no trained run"):
         find_run(None, tmp_path / "empty")
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from charrnn.checkpoint import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "f.txt", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
