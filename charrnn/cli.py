@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -629,7 +631,11 @@ def sample_cmd(
             f"[yellow]note:[/] {prompt_ids.count(UNK)} prompt symbol(s) unknown to the "
             "model, read as <unk>"
         )
-    _stream_samples(model.stream(prompt or "", n=n, config=config))
+    try:
+        _stream_samples(model.stream(prompt or "", n=n, config=config))
+    except BrokenPipeError:  # the reader went away (charrnn sample | head): stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _sample_json(samples: list[Sample]) -> str:
