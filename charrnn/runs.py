@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,19 +159,35 @@ def read_stopfit(folder: Path) -> StopFit | None:
         raise CheckpointError(f"{path} is not a valid stopping-rule fit ({e})") from None
 
 
-def checkpoint_parameters(path: Path) -> int:
-    """Parameters of the model in a checkpoint, from the tensor shapes in its header."""
+def checkpoint_parameters(path: Path, model: dict[str, Any]) -> int:
+    """Parameters of the model in a checkpoint, from the tensor shapes in its header (buffers,
+    such as the start state, are not parameters). ``model`` is run.json's model config."""
+    names = _parameter_names(model)
     total = 0
     try:
         with safe_open(str(path), framework="pt") as f:
             if META_KEY not in (f.metadata() or {}):
                 raise CheckpointError(f"safetensors file has no charrnn metadata: {path}")
-            for name in f.keys():  # noqa: SIM118
-                if name.startswith("model."):
-                    total += math.prod(f.get_slice(name).get_shape())
+            for key in f.keys():  # noqa: SIM118
+                if key.startswith("model.") and key[len("model.") :] in names:
+                    total += math.prod(f.get_slice(key).get_shape())
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path} ({e})") from None
     return total
+
+
+def _parameter_names(model: dict[str, Any]) -> set[str]:
+    """Which tensors of a model are parameters: they depend on the config's switches (cell,
+    layers, tied weights, stop heads), not on its sizes, so a tiny twin tells."""
+    from charrnn.model import RNNLM, ModelConfig
+
+    try:
+        config = ModelConfig.from_dict(model)
+        same = config.embed == config.hidden  # tied weights need a projection when they differ
+        tiny = replace(config, vocab_size=8, hidden=2, embed=2 if same else 3, max_len=4)
+        return {n for n, _ in RNNLM(tiny).named_parameters()}
+    except (KeyError, TypeError, ValueError, CharRNNError) as e:
+        raise CheckpointError(f"run.json has an invalid model config ({e})") from None
 
 
 STOPFIT_HINT = (
@@ -227,7 +243,7 @@ def details(folder: Path) -> RunDetails:
         if (folder / name).exists():
             meta = read_meta(folder / name)
             meta_out.update(meta.get("loop", meta) if name == LAST else meta)
-            parameters = checkpoint_parameters(folder / name)
+            parameters = checkpoint_parameters(folder / name, info.get("model", {}))
     loop.pop("history", None)
     stopfit, problem = None, None
     try:

@@ -180,3 +180,22 @@ def test_summarize_a_run_without_checkpoints(runs_root):
     for f in folder.glob("*.safetensors"):
         f.unlink()
     assert summarize(folder).problem == "no checkpoint yet"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"cell": "gru", "layers": 2}, {"tie_weights": True}, {"tie_weights": True, "embed": 32}],
+)
+def test_parameter_count_from_the_header_matches_the_model(tmp_path, overrides):
+    """Buffers (the start state) are in the checkpoint but are not parameters."""
+    from charrnn.checkpoint import save_tensors
+    from charrnn.model import RNNLM, ModelConfig
+    from charrnn.runs import checkpoint_parameters
+
+    config = ModelConfig(vocab_size=20, hidden=32, embed=16, layers=1, max_len=50)
+    config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    model = RNNLM(config)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    save_tensors(tmp_path / "best.safetensors", tensors, {"kind": "best"})
+    got = checkpoint_parameters(tmp_path / "best.safetensors", config.to_dict())
+    assert got == count_parameters(model)
