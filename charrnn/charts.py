@@ -61,15 +61,12 @@ def loss_chart(
         return []
     width, height = max(8, width), max(3, height)
     all_steps = [*train_steps, *val_steps]
-    all_values = np.asarray([*train_loss, *val_loss], dtype=float)
-    lo, hi = float(all_values.min()), float(all_values.max())
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
+    lo, hi, clipped = _y_range(all_steps, [*train_loss, *val_loss])
     xs = np.linspace(min(all_steps), max(all_steps), width)
     levels = height * 8
 
     def level(v: float) -> int:  # 1..levels: the lowest point still shows
-        return 1 + round((v - lo) / (hi - lo) * (levels - 1))
+        return 1 + round((min(v, hi) - lo) / (hi - lo) * (levels - 1))
 
     grid = [[(" ", "")] * width for _ in range(height)]
     if len(train_steps):
@@ -83,7 +80,22 @@ def loss_chart(
                 r = height - 1 - (level(v) - 1) // 8
                 under = grid[r][c][0] != " "
                 grid[r][c] = ("●" if c in exact else "·", "val+train" if under else "val")
-    return _frame(grid, lo, hi, min(all_steps), max(all_steps))
+    return _frame(grid, lo, hi, clipped, min(all_steps), max(all_steps))
+
+
+def _y_range(steps: Sequence[int], values: Sequence[float]) -> tuple[float, float, bool]:
+    """The loss range to draw, and whether its top is clipped: the first 5% of the steps (the
+    loss falls fast from ln V there) do not set the scale, or the rest of the run would be a
+    flat line at the bottom."""
+    s, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    lo, hi = float(v.min()), float(v.max())
+    later = v[s >= s.min() + 0.05 * (s.max() - s.min())]
+    clipped = len(later) >= 2 and float(later.max()) < hi and float(later.max()) - lo > 1e-9
+    if clipped:
+        hi = float(later.max())
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi, clipped
 
 
 def _positions(steps: Sequence[int], xs: np.ndarray) -> np.ndarray:
@@ -102,9 +114,11 @@ def _fill_column(grid: list[Row], c: int, lev: int) -> None:
             grid[r][c] = (_EIGHTHS[part], "train")
 
 
-def _frame(grid: list[Row], lo: float, hi: float, first: float, last: float) -> list[Row]:
+def _frame(
+    grid: list[Row], lo: float, hi: float, clipped: bool, first: float, last: float
+) -> list[Row]:
     height, width = len(grid), len(grid[0])
-    labels = {0: f"{hi:.2f}", height - 1: f"{lo:.2f}"}
+    labels = {0: f"{hi:.2f}" + ("+" if clipped else ""), height - 1: f"{lo:.2f}"}
     if height >= 5:
         labels[height // 2] = f"{hi - (hi - lo) * (height // 2) / (height - 1):.2f}"
     pad = max(len(x) for x in labels.values())

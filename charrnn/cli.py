@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -926,7 +927,7 @@ def _when_text(t: float, now: float | None = None) -> str:
     if 0 <= ago < 7 * 86400:
         for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
             if ago >= size:
-                return f"{int(ago // size)} {unit} ago"
+                return f"{int(ago // size)}{unit} ago"
         return "just now"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
@@ -944,10 +945,15 @@ def _num(x: float | int | None, fmt: str) -> str:
 
 
 def _runs_table(rows: list[RunSummary], root: Path) -> Table:
-    t = Table(title=f"runs in {_escape(str(root))}/", title_justify="left")
-    t.add_column(
-        "run", overflow="fold", min_width=min(24, max((len(r.name) for r in rows), default=3))
+    t = Table(
+        title=f"runs in {_escape(str(root))}/",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
+    t.add_column("run", overflow="fold")  # the one column that may wrap
     for col, justify in (
         ("level", "left"),
         ("model", "left"),
@@ -1054,6 +1060,7 @@ def _print_info(d: RunDetails) -> None:
     out.print(f"corpus {_escape(str(info.get('corpus', '?')))}")
     out.print()
     out.print(_progress_table(d))
+    out.print()
     out.print(_config_table(d))
     out.print(_tokenizer_text(d.tokenizer))
     out.print()
