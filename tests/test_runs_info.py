@@ -50,14 +50,20 @@ def test_loss_chart_draws_a_falling_curve_and_validation_marks():
     text = plain(rows)
     lines = text.splitlines()
     assert len(lines) == 8 + 2  # the plot, the axis, the step labels
-    assert lines[0].startswith("4.00 ┤█")  # the highest loss fills the first column
-    assert lines[7].startswith("1.52 ┤")  # the lowest, 4.0 - 2.5 * 0.99
+    # the first 5% of the steps (the steep start) do not set the scale: the top is clipped
+    assert lines[0].startswith("3.88+ ┤█")
+    assert lines[7].startswith(" 1.52 ┤")  # the lowest loss, 4.0 - 2.5 * 0.99
     assert "●" in text and "1,000 steps" in lines[-1]
     tags = {tag for row in rows for _, tag in row}
     assert {"train", "axis"} <= tags and tags & {"val", "val+train"}
-    first_column = [ln[6] for ln in lines[:8]]
+    first_column = [ln[7] for ln in lines[:8]]
     assert first_column == ["█"] * 8  # a full column at the start...
     assert lines[0].rstrip()[-1] != "█"  # ...and not at the end, where the loss is low
+
+
+def test_loss_chart_keeps_the_whole_range_without_a_steep_start():
+    rows = loss_chart([1, 2, 3, 4], [2.0, 3.0, 2.5, 1.0], width=8, height=4)
+    assert plain(rows).splitlines()[0].startswith("3.00 ┤")  # no "+": nothing clipped
 
 
 def test_loss_chart_of_nothing_is_empty_and_of_one_point_is_drawn():
