@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from safetensors.torch import save as safetensors_bytes
 from charrnn.errors import CheckpointError, TrainingError
 
 FORMAT_VERSION = 1
+OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 RUN_JSON = "run.json"
 BEST = "best.safetensors"
 LAST = "last.safetensors"
@@ -42,6 +43,12 @@ LOCK = ".lock"
 META_KEY = "charrnn"
 DEFAULT_ROOT = Path("checkpoints")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionError: deep nesting
+
+# Upgrades of run.json, keyed by the format version they upgrade from: MIGRATIONS[v] turns a
+# version-v run.json into a version v + 1 one (and says why not with a CheckpointError).
+# Loading applies them in turn, so a run of any version from OLDEST_FORMAT on still loads.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 # -- atomic writes ------------------------------------------------------------------------
@@ -87,6 +94,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """One safetensors file with our JSON metadata, written atomically."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {"format_version": FORMAT_VERSION, **meta}
     data = safetensors_bytes(flat, metadata={META_KEY: json.dumps(meta)})
     try:
         write_bytes_atomic(path, data)
@@ -109,10 +117,16 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"safetensors file has no charrnn metadata: {path}")
     try:
         meta = json.loads(raw)
-    except ValueError:
+    except _JSON_ERRORS:
         raise CheckpointError(f"checkpoint metadata is not valid JSON: {path}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint metadata is not a JSON object: {path}")
+    version = meta.get("format_version", 1)  # files of format 1 may predate the field
+    if type(version) is not int or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format version {version!r} is not one this charrnn reads "
+            f"(at most {FORMAT_VERSION}); upgrade charrnn: {path}"
+        )
     return meta
 
 
@@ -157,6 +171,23 @@ def is_run(folder: Path) -> bool:
     return (Path(folder) / RUN_JSON).is_file()
 
 
+def is_incomplete_run(folder: Path) -> bool:
+    """A run folder whose first start was cut short (killed before its first checkpoint):
+    it holds nothing but files a start writes, so starting the run again may replace it."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / LAST).exists():
+        return False
+    ours = {RUN_JSON, LOCK, METRICS, BEST}
+    return all(
+        p.name in ours or p.name.startswith("tokenizer.") or _is_temp(p) for p in folder.iterdir()
+    )
+
+
+def _is_temp(path: Path) -> bool:
+    """A file write_bytes_atomic was writing: never a checkpoint, whatever it holds."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def list_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
     """Run folders under ``root``, most recently trained first."""
     root = Path(root)
@@ -181,42 +212,84 @@ def find_run(ref: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
             )
         return runs[0]
     path = Path(ref)
-    for candidate in (path, Path(root) / path):
-        if candidate.is_dir():
-            if not is_run(candidate):
-                raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {candidate}")
+    candidates = (path, Path(root) / path)
+    for candidate in candidates:  # a run wins over a same-named folder of something else
+        if candidate.is_dir() and is_run(candidate):
             return candidate
         if candidate.is_file() and candidate.suffix == ".safetensors" and is_run(candidate.parent):
             return candidate.parent
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {candidate}")
+        if candidate.exists():
+            raise CheckpointError(
+                f"not a charrnn checkpoint (give a run folder or its .safetensors file): "
+                f"{candidate}"
+            )
     raise CheckpointError(f"no run named {str(ref)!r} (looked for {path} and {Path(root) / path})")
 
 
 def read_run_json(folder: Path) -> dict[str, Any]:
+    """run.json, upgraded to the current format version (or a CheckpointError saying why not)."""
     path = Path(folder) / RUN_JSON
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {folder}") from None
-    except (ValueError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a file") from None
+    except _JSON_ERRORS as e:
         raise CheckpointError(f"{path} is not valid JSON ({_first_line(e)})") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path} is not a JSON object")
+    return migrate(info, path)
+
+
+def migrate(info: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Bring a run.json of an older format version up to FORMAT_VERSION, step by step."""
     version = info.get("format_version")
-    if not isinstance(version, int):
+    if type(version) is not int:
         raise CheckpointError(f"{path} has no format version")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"run format version {version} is newer than this charrnn understands "
             f"({FORMAT_VERSION}); upgrade charrnn"
         )
+    if version < OLDEST_FORMAT:
+        raise CheckpointError(
+            f"run format version {version} is older than any this charrnn reads "
+            f"({OLDEST_FORMAT} to {FORMAT_VERSION}); train the run again"
+        )
+    while version < FORMAT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise CheckpointError(
+                f"run format version {version} cannot be upgraded to {FORMAT_VERSION} "
+                "(no migration); train the run again"
+            )
+        info = step(dict(info))
+        version += 1
+        info["format_version"] = version
     return info
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files a killed writer left behind; call it holding the run's lock."""
+    stale = [p for p in Path(folder).iterdir() if _is_temp(p) and p.is_file()]
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return stale
 
 
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """Hold the run's lock while training; a second trainer is refused, not interleaved."""
     path = Path(folder) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise TrainingError(f"cannot write in the run folder {folder}: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -256,8 +329,13 @@ class MetricsLog:
         return out
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (they belong to training a resume will redo)."""
-        kept = [r for r in self.read() if int(r.get("step", 0)) <= step]
+        """Drop records past ``step`` (they belong to training a resume will redo), and the
+        final evaluation, which the resumed run will make again."""
+        kept = [
+            r
+            for r in self.read()
+            if isinstance(r.get("step"), int) and r["step"] <= step and "final_val_loss" not in r
+        ]
         write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
@@ -282,15 +360,11 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild a trained model and its tokenizer from a run folder, checking that they agree."""
     from charrnn.errors import CharRNNError
-    from charrnn.model import RNNLM, ModelConfig
     from charrnn.tokenizers import load_tokenizer
 
     folder = find_run(ref, root)
     info = read_run_json(folder)
-    try:
-        config = ModelConfig.from_dict(info["model"])
-    except (KeyError, TypeError, ValueError, CharRNNError) as e:
-        raise CheckpointError(f"{folder / RUN_JSON} has an invalid model config ({e})") from None
+    config = model_config(info, folder)
     try:
         tokenizer = load_tokenizer(folder)
     except CharRNNError as e:
@@ -306,10 +380,66 @@ def load_run(
     if not path.exists():
         raise CheckpointError(f"run {folder.name!r} has no checkpoint yet ({BEST} or {LAST})")
     meta = read_meta(path)
-    model = RNNLM(config)
-    load_weights(model, path)
+    model = build_model(config, path)
     model.to(device).eval()
     return LoadedRun(folder, info, model, tokenizer, meta, which)
+
+
+def model_config(info: dict[str, Any], folder: Path) -> Any:
+    """The ModelConfig a run.json records."""
+    from charrnn.errors import CharRNNError
+    from charrnn.model import ModelConfig
+
+    try:
+        return ModelConfig.from_dict(info["model"])
+    except (KeyError, TypeError, ValueError, AttributeError, CharRNNError) as e:
+        raise CheckpointError(f"{folder / RUN_JSON} has an invalid model config ({e})") from None
+
+
+def build_model(config: Any, path: Path) -> Any:
+    """An RNNLM of ``config`` holding the weights of ``path``."""
+    from charrnn.model import RNNLM
+
+    check_shapes(config, path)
+    model = RNNLM(config)
+    load_weights(model, path)
+    return model
+
+
+def check_shapes(config: Any, path: Path) -> None:
+    """Refuse weights whose names or shapes disagree with ``config``.
+
+    The model is built on the meta device, so a config that disagrees with the weights (or
+    asks for an absurd size) is refused before any memory is allocated.
+    """
+    from charrnn.errors import CharRNNError
+    from charrnn.model import RNNLM
+
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in RNNLM(config).state_dict().items()}
+    except CharRNNError as e:
+        raise CheckpointError(f"invalid model config ({e}): {path.parent / RUN_JSON}") from None
+    have = tensor_shapes(path, prefix="model.")
+    if want != have:
+        diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        detail = ", ".join(f"{k} {have.get(k)} vs {want.get(k)}" for k in diff[:3])
+        raise CheckpointError(f"weights do not match the model config ({detail}): {path}")
+
+
+def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors whose names start with ``prefix``, read from the header only."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {
+                k[len(prefix) :]: tuple(f.get_slice(k).get_shape())
+                for k in f.keys()  # noqa: SIM118
+                if k.startswith(prefix)
+            }
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint file is damaged ({_first_line(e)}): {path}") from None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -317,12 +317,21 @@ def load_tokenizer(folder: Path) -> Tokenizer:
         config = TokenizerConfig.from_dict(payload["config"])
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file missing: {path}") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise TokenizerError(f"tokenizer file is invalid ({e}): {path}") from None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise TokenizerError(f"tokenizer format version {version!r} is newer than this charrnn")
-    cls = TOKENIZERS[config.level]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise TokenizerError(f"tokenizer file is invalid ({_one_line(e)}): {path}") from None
+    if type(version) is not int or version > FORMAT_VERSION:
+        raise TokenizerError(
+            f"tokenizer format version {version!r} is not one this charrnn reads "
+            f"(at most {FORMAT_VERSION}): {path}"
+        )
+    cls = TOKENIZERS.get(config.level)
+    if cls is None:
+        raise TokenizerError(f"tokenizer level {config.level.value!r} is not available: {path}")
     try:
         return cls.from_state(config, payload, Path(folder))
     except (KeyError, TypeError, ValueError) as e:
-        raise TokenizerError(f"tokenizer file is invalid ({e}): {path}") from None
+        raise TokenizerError(f"tokenizer file is invalid ({_one_line(e)}): {path}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,15 @@ from charrnn.checkpoint import (
     RUN_JSON,
     MetricsLog,
     check_run_name,
+    check_shapes,
     find_run,
+    is_incomplete_run,
     load_tensors,
     load_weights,
     new_run_name,
     read_meta,
     read_run_json,
+    remove_stale_temps,
     run_lock,
     save_tensors,
     write_json_atomic,
@@ -330,6 +333,8 @@ class _Trainer:
         self.state = model.init_state(len(self.rows))
         self.now = 0.0  # training seconds, as all ranks agreed at the top of this step
         self.eval_cost = 0.0  # seconds one full evaluation is expected to take
+        self.session: tuple[float, int] | None = None  # (clock, step) at this session's start
+        self.saved_step = 0  # the step of the newest last.safetensors
         self.sampler = Sampler(model, ds.tokenizer)
 
     # -- progress --
@@ -338,14 +343,32 @@ class _Trainer:
         return self.loop.elapsed + time.monotonic() - self.started
 
     def progress(self) -> float | None:
+        """How far the run is (0..1) towards whichever end comes first; None if none is set.
+
+        With --max-steps or --epochs, the time budget counts only once it is projected to end
+        the run first. So when the steps decide, the schedule never depends on the clock, and
+        a resumed run follows, bit for bit, the schedule of an unbroken one.
+        """
         c, parts = self.config, []
-        if c.max_steps:
-            parts.append(self.loop.step / c.max_steps)
-        if c.epochs:
-            parts.append(self.loop.step / (c.epochs * len(self.batches)))
-        if c.time_budget:
+        horizon = [h for h in (c.max_steps, c.epochs and c.epochs * len(self.batches)) if h]
+        if horizon:
+            parts.append(self.loop.step / min(horizon))
+        if c.time_budget and (not horizon or self._time_binds(min(horizon))):
             parts.append((self.now + self.eval_cost) / c.time_budget)
         return max(parts) if parts else None
+
+    def _time_binds(self, horizon: float) -> bool:
+        """Whether, at this session's pace, the time budget runs out before ``horizon`` steps.
+        It reads only the clock every rank agreed on, so all ranks decide alike."""
+        if self.session is None:
+            self.session = (self.now, self.loop.step)
+        now0, step0 = self.session
+        done = self.loop.step - step0
+        if done <= 0 or not self.config.time_budget:
+            return False
+        per_step = (self.now - now0) / done
+        finish = self.now + (horizon - self.loop.step) * per_step + self.eval_cost
+        return finish > self.config.time_budget
 
     # -- checkpoints --
 
@@ -367,6 +390,7 @@ class _Trainer:
         loop["elapsed"] = self.elapsed()
         meta = {"kind": "last", "loop": loop, "param_groups": _json_groups(opt["param_groups"])}
         save_tensors(self.folder / LAST, tensors, meta)
+        self.saved_step = self.loop.step
         self.cb.on_checkpoint(self.folder / LAST)
 
     def save_best(self, loss: float) -> None:
@@ -386,6 +410,18 @@ class _Trainer:
         path = self.folder / LAST
         meta = read_meta(path)
         load_weights(self.model, path)
+        try:
+            self._restore_state(path, meta)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
+            detail = " ".join(str(e).split())[:200] or type(e).__name__
+            raise CheckpointError(
+                f"{path} cannot be resumed: invalid saved state ({detail})"
+            ) from None
+        self.started = time.monotonic()
+        self.saved_step = self.loop.step
+        self.log.truncate_after(self.loop.step)
+
+    def _restore_state(self, path: Path, meta: dict[str, Any]) -> None:
         opt_state: dict[int, dict[str, Any]] = {}
         for name, t in load_tensors(path, "optim.").items():
             pid, key = name.split(".", 1)
@@ -408,8 +444,6 @@ class _Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.loop = LoopState.from_dict(meta["loop"])
-        self.started = time.monotonic()
-        self.log.truncate_after(self.loop.step)
 
     # -- one step --
 
@@ -442,8 +476,9 @@ class _Trainer:
         ):
             if not c.skip_nonfinite:
                 raise TrainingError(
-                    f"loss became {float(loss)} at step {self.loop.step}; the last good "
-                    "checkpoint is kept (try a lower --lr, or --skip-nonfinite)"
+                    f"loss became {float(loss)} at step {self.loop.step + 1}; the last good "
+                    f"checkpoint (step {self.saved_step}) is kept: try a lower --lr, or "
+                    "--skip-nonfinite"
                 )
             self.opt.zero_grad(set_to_none=True)
             self.state = detach_state(state)
@@ -500,7 +535,7 @@ class _Trainer:
                 if not math.isfinite(last_loss):
                     raise TrainingError(
                         f"loss became {last_loss} by step {loop.step}; the last good checkpoint "
-                        "is kept (try a lower --lr, or --skip-nonfinite)"
+                        f"(step {self.saved_step}) is kept: try a lower --lr, or --skip-nonfinite"
                     )
                 rate = (loop.tokens - tok_mark) / max(1e-9, now - t_mark)
                 stats = StepStats(
@@ -617,7 +652,7 @@ class _Trainer:
         if not math.isfinite(loss):
             raise TrainingError(
                 f"validation loss became {loss} at step {loop.step}; the last good checkpoint "
-                "is kept (try a lower --lr)"
+                f"(step {self.saved_step}) is kept: try a lower --lr"
             )
         loop.last_eval_step = loop.step
         loop.history.append(loss)
@@ -722,18 +757,23 @@ def train(
     callbacks: Callbacks | None = None,
     started: float | None = None,
     on_data: Callable[[int, int], None] | None = None,
+    overrides: Collection[str] | None = None,
 ) -> TrainResult:
     """Tokenize (or reuse) the corpus, then train a new run or resume one.
 
     ``started`` is the monotonic time the time budget counts from (default: now). Under
     torchrun every process calls this and they train one model; rank 0 alone writes the run
     and calls the callbacks (the others only ask theirs whether to stop).
+    ``overrides``: on a resume, the settings of ``job.train`` that replace the run's own
+    (the caller set them explicitly); None means all those a resume may change.
     """
     started = time.monotonic() if started is None else started
     with session(resolve_device(job.train.device)) as ranks:
         if not ranks.is_main:
             callbacks, on_data = _Muted(callbacks), None
-        return _train(corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks)
+        return _train(
+            corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
+        )
 
 
 def _train(
@@ -746,11 +786,12 @@ def _train(
     started: float,
     on_data: Callable[[int, int], None] | None,
     ranks: Ranks,
+    overrides: Collection[str] | None = None,
 ) -> TrainResult:
     cb = callbacks or Callbacks()
     main = ranks.is_main
     folder, job, info = (
-        _open_run(corpus, job, run, root, resume) if main or resume else (root, job, {})
+        _open_run(corpus, job, run, root, resume, overrides) if main or resume else (root, job, {})
     )
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
@@ -768,9 +809,18 @@ def _train(
     np.random.seed(job.train.seed % 2**32)
     model = RNNLM(model_config).to(device)
     if main:
-        folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with run_lock(folder) if main else contextlib.nullcontext():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainingError(
+                f"cannot create the run folder {folder}: {e.strerror or e}"
+            ) from None
+    with run_lock(folder) if main else contextlib.nullcontext():
+        try:
+            if main and not resume and (folder / LAST).exists():  # started meanwhile elsewhere
+                raise ConfigError(f"run {folder.name!r} already exists in {root}/")
+            if main:
+                remove_stale_temps(folder)  # left by a writer that was killed
             trainer = _Trainer(
                 model, ds, train_split, val, job.train, folder, cb, started, device, ranks
             )
@@ -784,10 +834,10 @@ def _train(
                 trainer.save_last()  # from here on, every moment of the run is resumable
             ranks.reseed(job.train.seed, trainer.loop.step)
             return _start(trainer, cb, ds, resume)
-    except BaseException:
-        if main and not resume and not (folder / LAST).exists():
-            shutil.rmtree(folder, ignore_errors=True)  # nothing worth keeping was made
-        raise
+        except BaseException:
+            if main and not resume and not (folder / LAST).exists():
+                shutil.rmtree(folder, ignore_errors=True)  # ours, and nothing worth keeping
+            raise
 
 
 def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
@@ -811,27 +861,38 @@ def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> Train
 
 
 def _open_run(
-    corpus: str | Path, job: Job, run: str | None, root: Path, resume: bool
+    corpus: str | Path,
+    job: Job,
+    run: str | None,
+    root: Path,
+    resume: bool,
+    overrides: Collection[str] | None = None,
 ) -> tuple[Path, Job, dict[str, Any]]:
     """The run folder, and for a resume the job as the run recorded it."""
     if resume:
+        if run is not None and is_incomplete_run(root / run):
+            raise CheckpointError(
+                f"run {run!r} has no checkpoint to resume from (its first start was cut "
+                "short); start it again without --resume"
+            )
         folder = find_run(run, root)
         info = read_run_json(folder)
+        if not (folder / LAST).exists():
+            raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from")
         try:
             saved = Job(
                 ModelConfig.from_dict(info["model"]),
-                TrainConfig(**{**info["train"], **_overridable(job.train)}),
+                TrainConfig(**{**info["train"], **_overridable(job.train, overrides)}),
                 DataConfig.from_dict(info["data"]["config"]),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{folder / RUN_JSON} cannot be resumed ({e})") from None
-        if not (folder / LAST).exists():
-            raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from")
+        check_shapes(saved.model, folder / LAST)
         return folder, saved, info
     if run is not None:
         check_run_name(run)
         folder = root / run
-        if folder.exists():
+        if folder.exists() and not is_incomplete_run(folder):
             raise ConfigError(
                 f"run {run!r} already exists in {root}/; pass --resume to continue it, "
                 "or choose another --run"
@@ -840,10 +901,10 @@ def _open_run(
     return root / new_run_name(root, Path(corpus).stem), job, {}
 
 
-def _overridable(train: TrainConfig) -> dict[str, Any]:
+def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[str, Any]:
     """Settings a resume may change: how long to go on, and where."""
     keys = ("max_steps", "epochs", "time_budget", "device", "patience", "sample_every")
-    return {k: getattr(train, k) for k in keys}
+    return {k: getattr(train, k) for k in keys if overrides is None or k in overrides}
 
 
 def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:

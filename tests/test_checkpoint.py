@@ -66,7 +66,7 @@ def test_checkpoint_write_failure_is_a_clear_error(tmp_path, monkeypatch):
     )
     with pytest.raises(TrainingError, match="No space left"):
         save_tensors(path, {"model.x": torch.zeros(2)}, {"kind": "best"})
-    assert read_meta(path) == {"kind": "best"}
+    assert read_meta(path) == {"format_version": 1, "kind": "best"}
 
 
 def _copy_run(src, dst):
