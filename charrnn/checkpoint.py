@@ -439,7 +439,7 @@ def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file missing: {path}") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint file is damaged ({_first_line(e)}): {path}") from None
+        raise CheckpointError(f"not a valid safetensors file ({_first_line(e)}): {path}") from None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

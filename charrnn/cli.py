@@ -371,6 +371,12 @@ def _interruptible(view: _TrainView) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was set by the user rather than left at its default."""
+    source = ctx.get_parameter_source(name)  # Typer's own click: compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
 def _summary(result: TrainResult, corpus: Path) -> Table:
     t = Table(title="training summary", show_header=False, title_justify="left")
     t.add_column(style="bold")
@@ -478,9 +484,12 @@ def train_cmd(
         ),
     ] = False,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Train a model on a corpus (tokenizing it first, or reusing the cached encoding)."""
     started = time.monotonic()
+    # A resume keeps the run's own settings except those given on this command line.
+    overrides = {k for k in ctx.params if _given(ctx, k)}
     job = Job(
         model=ModelConfig(
             cell=cell,
@@ -538,6 +547,7 @@ def train_cmd(
                 callbacks=view,
                 started=started,
                 on_data=on_data,
+                overrides=overrides,
             )
     if not main:
         raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)
@@ -547,7 +557,8 @@ def train_cmd(
         err.print(
             f"[yellow]interrupted at step {result.steps}; resume with:[/] {again} {corpus} "
             f"--run {result.run.name} --resume"
-            + (f" --checkpoints {checkpoints}" if checkpoints != DEFAULT_ROOT else "")
+            + (f" --checkpoints {checkpoints}" if checkpoints != DEFAULT_ROOT else ""),
+            soft_wrap=True,
         )
         raise typer.Exit(130)
 
@@ -736,23 +747,41 @@ def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
 
 def _read_sentences(sentences: list[str], file: Path | None) -> list[str]:
     lines = list(sentences)
+    for i, s in enumerate(lines, 1):
+        if not s.strip():
+            fail(f"cannot score an empty sentence (argument {i})")
     if file is not None:
-        if str(file) == "-":
-            try:
-                lines += [ln.rstrip("\n") for ln in sys.stdin]
-            except UnicodeDecodeError as e:
-                fail(f"standard input is not valid UTF-8 (byte {e.start})")
-        else:
-            if not file.is_file():
-                fail(f"sentence file not found: {file}")
-            try:
-                lines += file.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError as e:
-                fail(f"sentence file is not valid UTF-8 at byte offset {e.start}: {file}")
-        lines = [ln for ln in lines if ln.strip()] if file is not None else lines
+        lines += [ln for ln in _read_lines(file) if ln.strip()]
+        if not lines:
+            name = "standard input" if str(file) == "-" else str(file)
+            fail(f"nothing to score: {name} has no sentences")
     if not lines:
         fail("nothing to score: give sentences as arguments or --file")
     return lines
+
+
+def _read_lines(file: Path) -> list[str]:
+    """The lines of a UTF-8 file, or of standard input for ``-``; one error line otherwise."""
+    stdin = str(file) == "-"
+    name = "standard input" if stdin else f"sentence file {file}"
+    try:
+        if stdin:
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        elif file.is_dir():
+            fail(f"sentence file is a folder: {file}")
+        elif not file.is_file():
+            fail(f"sentence file not found: {file}")
+        else:
+            data = file.read_bytes()
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        fail(f"{name} is not valid UTF-8 at byte offset {e.start}")
+    except KeyboardInterrupt:
+        err.print(f"[red]error:[/] interrupted while reading {_escape(name)}", soft_wrap=True)
+        raise typer.Exit(130) from None
+    except OSError as e:
+        fail(f"cannot read {name}: {e.strerror or e}")
+    return text.removeprefix("\ufeff").splitlines()
 
 
 @app.command("score")

@@ -183,6 +183,10 @@ def build_dataset(
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32)
 
     out = Path(out)
+    if out.exists() and not _replaceable(out):
+        raise CorpusError(
+            f"{out} exists and is not a charrnn dataset folder; choose a new or empty folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -207,6 +211,11 @@ def build_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Dataset(out)
+
+
+def _replaceable(folder: Path) -> bool:
+    """Only an empty folder or an older dataset may be replaced: never a user's own files."""
+    return folder.is_dir() and ((folder / DATASET_JSON).is_file() or not any(folder.iterdir()))
 
 
 def _encode(

@@ -27,6 +27,8 @@ from charrnn.errors import ConfigError
 from charrnn.model import RNNLM, State
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
+MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
+
 
 class Stop(str, Enum):
     eos = "eos"
@@ -53,6 +55,7 @@ class SampleConfig:
             (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
             (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
             (self.max_tokens >= 1, "--max-tokens must be at least 1"),
+            (self.max_tokens <= MAX_TOKENS, f"--max-tokens must be at most {MAX_TOKENS:,}"),
             (self.length is None or self.length >= 1, "--length must be at least 1"),
             (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
         ]

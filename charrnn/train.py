@@ -476,8 +476,8 @@ class _Trainer:
         ):
             if not c.skip_nonfinite:
                 raise TrainingError(
-                    f"loss became {float(loss)} at step {self.loop.step + 1}; the last good "
-                    f"checkpoint (step {self.saved_step}) is kept: try a lower --lr, or "
+                    f"loss became {float(loss.detach())} at step {self.loop.step + 1}; the last "
+                    f"good checkpoint (step {self.saved_step}) is kept: try a lower --lr, or "
                     "--skip-nonfinite"
                 )
             self.opt.zero_grad(set_to_none=True)
@@ -828,9 +828,8 @@ def _train(
                 trainer.restore()
             else:
                 if main:
-                    ds.tokenizer.save(folder)
                     run_info = _run_json(model_config, job, ds, train_split, val, corpus)
-                    write_json_atomic(folder / RUN_JSON, run_info)
+                    _write_run_files(folder, ds, run_info)
                 trainer.save_last()  # from here on, every moment of the run is resumable
             ranks.reseed(job.train.seed, trainer.loop.step)
             return _start(trainer, cb, ds, resume)
@@ -838,6 +837,14 @@ def _train(
             if main and not resume and not (folder / LAST).exists():
                 shutil.rmtree(folder, ignore_errors=True)  # ours, and nothing worth keeping
             raise
+
+
+def _write_run_files(folder: Path, ds: Dataset, run_info: dict[str, Any]) -> None:
+    try:
+        ds.tokenizer.save(folder)
+        write_json_atomic(folder / RUN_JSON, run_info)
+    except OSError as e:
+        raise TrainingError(f"could not write the run folder {folder}: {e.strerror or e}") from None
 
 
 def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
