@@ -319,10 +319,12 @@ def load_tokenizer(folder: Path) -> Tokenizer:
         raise TokenizerError(f"tokenizer file missing: {path}") from None
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise TokenizerError(f"tokenizer file is invalid ({_one_line(e)}): {path}") from None
-    if type(version) is not int or version > FORMAT_VERSION:
+    if type(version) is not int:
+        raise TokenizerError(f"tokenizer file has no valid format version: {path}")
+    if version > FORMAT_VERSION:
         raise TokenizerError(
-            f"tokenizer format version {version!r} is not one this charrnn reads "
-            f"(at most {FORMAT_VERSION}): {path}"
+            f"tokenizer format version {version} is newer than this charrnn reads "
+            f"({FORMAT_VERSION}); upgrade charrnn: {path}"
         )
     cls = TOKENIZERS.get(config.level)
     if cls is None:

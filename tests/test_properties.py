@@ -1,5 +1,6 @@
 """Property-based tests: tokenizer round trips at every level, scores that are the sum of their
-terms, and seeded sampling that is reproducible and agrees with score."""
+terms, and seeded sampling that is reproducible. (That a sample's log-probability is its
+score is checked in test_generate_score.py.)"""
 
 from __future__ import annotations
 
@@ -151,17 +152,3 @@ def test_a_seeded_sample_is_reproducible(model_and_tokenizer, config, n, prompt)
     ]
     assert torch.equal(rng, torch.get_rng_state())  # the global random state is left alone
     assert all(len(s.tokens) <= config.max_tokens for s in a)
-
-
-@pytest.mark.parametrize("stop", [Stop.eos, Stop.halt, Stop.length], ids=lambda s: s.value)
-@FEWER
-@given(seed=st.integers(0, 2**31))
-def test_a_sample_log_prob_is_its_score(model_and_tokenizer, stop, seed):
-    """At temperature 1, untruncated, a sample's own log-probability is what score gives."""
-    model, tok = model_and_tokenizer
-    config = SampleConfig(temperature=1.0, max_tokens=100, stop=stop, seed=seed)
-    for s in Sampler(model, tok).sample(4, config):
-        text = s.text[:-1] if stop is Stop.eos else s.text  # the drawn <eos> reads as "\n"
-        if s.cut or not text.strip():
-            continue
-        assert score(model, tok, [text], stop)[0].log_prob == pytest.approx(s.log_prob, abs=1e-3)
