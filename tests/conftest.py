@@ -17,10 +17,6 @@ torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
-# One intra-op thread: the models here are tiny, and on a busy machine threads that wait for
-# each other cost ten times the work itself (a 20-step run: 17 s with two threads, 1.5 s).
-torch.set_num_threads(1)
-
 VERSES = """\
 The cat sat on the mat.
 The dog sat on the log.
