@@ -278,9 +278,18 @@ class LoopState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        """The loop state a checkpoint recorded; ValueError if a field has the wrong type."""
         d = dict(d)
         d["best_loss"] = math.inf if d.get("best_loss") is None else d["best_loss"]
-        return cls(**d)
+        loop = cls(**d)
+        counts = (loop.step, loop.epoch, loop.window, loop.tokens, loop.best_step)
+        counts += (loop.evals_since_best, loop.last_eval_step)
+        reals = (loop.elapsed, loop.best_loss, *loop.history)
+        if not all(type(n) is int and n >= 0 for n in counts) or not all(
+            type(x) in (int, float) for x in reals
+        ):
+            raise ValueError("loop state fields have the wrong types")
+        return loop
 
 
 def lr_at(config: TrainConfig, step: int, progress: float | None) -> float:
@@ -422,13 +431,20 @@ class _Trainer:
         self.log.truncate_after(self.loop.step)
 
     def _restore_state(self, path: Path, meta: dict[str, Any]) -> None:
+        """Optimizer moments, hidden state, RNG and loop state; ValueError (and kin) if the
+        file's state does not fit this model, so a tampered file cannot fail mid-run."""
+        params = list(self.model.parameters())
         opt_state: dict[int, dict[str, Any]] = {}
         for name, t in load_tensors(path, "optim.").items():
             pid, key = name.split(".", 1)
+            if not 0 <= int(pid) < len(params):
+                raise ValueError(f"optimizer state for a parameter #{pid} the model lacks")
+            if t.shape != (params[int(pid)].shape if key != "step" else ()):
+                raise ValueError(f"optimizer state {name} has shape {tuple(t.shape)}")
             opt_state.setdefault(int(pid), {})[key] = t
-        groups = meta["param_groups"]
-        for g in groups:
-            g["betas"] = tuple(g["betas"])
+        # The hyperparameters come from the run's config (the learning rate is set at every
+        # step), not from the file: its param_groups are a record, never an input.
+        groups = self.opt.state_dict()["param_groups"]
         self.opt.load_state_dict({"state": opt_state, "param_groups": groups})
         loop_t = load_tensors(path, "loop.state.")
         state = tuple(loop_t[str(i)].to(self.device) for i in range(len(loop_t)))
@@ -437,6 +453,9 @@ class _Trainer:
                 f"--batch-size {self.config.batch_size} differs from the run's "
                 f"{state[0].shape[1]}; resume with the same batch size"
             )
+        want = [s.shape for s in self.model.init_state(self.config.batch_size)]
+        if [s.shape for s in state] != want:
+            raise ValueError("the saved hidden state does not fit the model")
         rows = slice(self.rows.start, self.rows.stop)  # this process's streams
         self.state = tuple(s[:, rows].contiguous() for s in state) or self.state
         rng = load_tensors(path, "rng.")

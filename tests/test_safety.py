@@ -108,6 +108,20 @@ def _extra_tensor(run: Path) -> None:
     save_file(tensors, str(run / BEST), metadata={META_KEY: json.dumps(read_meta(run / BEST))})
 
 
+def _retensor(name: str, key: str, value: torch.Tensor) -> Callable[[Path], None]:
+    """Put ``value`` under ``key`` in a checkpoint, keeping its metadata."""
+
+    def tamper(run: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = load_tensors(run / name)
+        tensors[key] = value
+        meta = json.dumps(read_meta(run / name))
+        save_file(tensors, str(run / name), metadata={META_KEY: meta})
+
+    return tamper
+
+
 def _weights_folder(run: Path) -> None:
     (run / BEST).unlink()
     (run / BEST).mkdir()
@@ -234,11 +248,14 @@ RESUME_TAMPERED = [
         rewrite_meta(LAST, lambda m: m["loop"].update(evil=1)),
         "invalid saved state",
     ),
+    ("loop step a string", rewrite_meta(LAST, lambda m: m["loop"].update(step="9")), "invalid"),
+    ("optimizer moment reshaped", _retensor(LAST, "optim.0.exp_avg", torch.zeros(3)), "invalid"),
     (
-        "optimizer groups missing",
-        rewrite_meta(LAST, lambda m: m.pop("param_groups")),
-        "invalid saved state",
+        "optimizer state for no parameter",
+        _retensor(LAST, "optim.99.exp_avg", torch.zeros(3)),
+        "invalid",
     ),
+    ("hidden state reshaped", _retensor(LAST, "loop.state.0", torch.zeros(1, 4, 7)), "invalid"),
     ("last from the future", rewrite_meta(LAST, _set("format_version", 7)), "format version 7"),
     ("last shapes disagree", edit_json(RUN_JSON, _set_model("hidden", 48)), "do not match"),
 ]
