@@ -33,7 +33,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from charrnn.errors import CheckpointError, TrainingError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the weights hold the state a unit starts from (model.start_h)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 RUN_JSON = "run.json"
 BEST = "best.safetensors"
@@ -48,7 +48,13 @@ _JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionErro
 # Upgrades of run.json, keyed by the format version they upgrade from: MIGRATIONS[v] turns a
 # version-v run.json into a version v + 1 one (and says why not with a CheckpointError).
 # Loading applies them in turn, so a run of any version from OLDEST_FORMAT on still loads.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: lambda info: info,  # 1 -> 2 changed the weights only: see ADDED_IN
+}
+# Model tensors a newer format added, and the version that added them. A file of an older
+# format loads without them; they keep the value that format implied (zeros: a unit started
+# from h = 0 before start_h existed), so the model computes what it computed then.
+ADDED_IN = {"start_h": 2}
 
 
 # -- atomic writes ------------------------------------------------------------------------
@@ -421,10 +427,18 @@ def check_shapes(config: Any, path: Path) -> None:
     except CharRNNError as e:
         raise CheckpointError(f"invalid model config ({e}): {path.parent / RUN_JSON}") from None
     have = tensor_shapes(path, prefix="model.")
+    for name in _implied(path, want.keys() - have.keys()):
+        have[name] = want[name]
     if want != have:
         diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         detail = ", ".join(f"{k} {have.get(k)} vs {want.get(k)}" for k in diff[:3])
         raise CheckpointError(f"weights do not match the model config ({detail}): {path}")
+
+
+def _implied(path: Path, missing: Any) -> set[str]:
+    """Of the ``missing`` tensor names, those the file's format predates (see ADDED_IN)."""
+    version = read_meta(path).get("format_version", 1)
+    return {n for n in missing if version < ADDED_IN.get(n, 0)}
 
 
 def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
@@ -445,6 +459,9 @@ def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load ``model.*`` tensors strictly: every name and shape must match the config."""
     weights = load_tensors(path, prefix="model.")
+    expected = model.state_dict()
+    for name in _implied(path, expected.keys() - weights.keys()):
+        weights[name] = torch.zeros_like(expected[name])
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:

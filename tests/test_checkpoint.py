@@ -6,6 +6,7 @@ import torch
 
 from charrnn.checkpoint import (
     BEST,
+    FORMAT_VERSION,
     LAST,
     RUN_JSON,
     find_run,
@@ -66,7 +67,7 @@ def test_checkpoint_write_failure_is_a_clear_error(tmp_path, monkeypatch):
     )
     with pytest.raises(TrainingError, match="No space left"):
         save_tensors(path, {"model.x": torch.zeros(2)}, {"kind": "best"})
-    assert read_meta(path) == {"format_version": 1, "kind": "best"}
+    assert read_meta(path) == {"format_version": FORMAT_VERSION, "kind": "best"}
 
 
 def _copy_run(src, dst):

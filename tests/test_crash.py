@@ -34,6 +34,7 @@ from charrnn.checkpoint import (
     read_meta,
 )
 from charrnn.errors import CheckpointError
+from charrnn.runs import STOPFIT
 from charrnn.tokenizers import TOKENIZER_JSON
 from tests.conftest import VERSES
 from tests.forkserver import ForkServer, cli_env
@@ -44,7 +45,7 @@ TINY = [
     *("--layers", "1", "--hidden", "32", "--embed", "16"),
     *("--batch-size", "4", "--seq-len", "16", "--sample-every", "0", "--device", "cpu"),
 ]
-RUN_FILES = {RUN_JSON, TOKENIZER_JSON, BEST, LAST, METRICS, LOCK}
+RUN_FILES = {RUN_JSON, TOKENIZER_JSON, BEST, LAST, METRICS, LOCK, STOPFIT}
 
 
 @pytest.fixture(scope="module")

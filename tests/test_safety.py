@@ -325,26 +325,66 @@ def test_the_package_has_no_way_to_unpickle(path):
 
 
 def test_an_older_format_is_migrated_or_refused_saying_why(trained_run, tmp_path, monkeypatch):
-    """Pretend this charrnn writes format 2 and reads format 1 through a migration."""
+    """Pretend this charrnn writes the next format and reads this one through a migration."""
     run = copy_run(trained_run, tmp_path / "run")
-    monkeypatch.setattr(ckpt, "FORMAT_VERSION", 2)
-    with pytest.raises(CheckpointError, match="version 1 cannot be upgraded to 2"):
+    now = ckpt.FORMAT_VERSION
+    monkeypatch.setattr(ckpt, "FORMAT_VERSION", now + 1)
+    with pytest.raises(CheckpointError, match=f"version {now} cannot be upgraded to {now + 1}"):
         load_run(run)
 
-    def v1_to_v2(info: dict) -> dict:
+    def upgrade(info: dict) -> dict:
         info["migrated_from"] = info["format_version"]
         return info
 
-    monkeypatch.setattr(ckpt, "MIGRATIONS", {1: v1_to_v2})
+    monkeypatch.setattr(ckpt, "MIGRATIONS", {**ckpt.MIGRATIONS, now: upgrade})
     loaded = load_run(run)
-    assert loaded.info["format_version"] == 2 and loaded.info["migrated_from"] == 1
-    assert json.loads((run / RUN_JSON).read_text())["format_version"] == 1  # file untouched
+    assert loaded.info["format_version"] == now + 1 and loaded.info["migrated_from"] == now
+    assert json.loads((run / RUN_JSON).read_text())["format_version"] == now  # file untouched
+
+
+def _as_format_1(run: Path) -> None:
+    """Make a run what format 1 wrote: no start state in the weights."""
+    from safetensors.torch import save_file
+
+    for name in (BEST, LAST):
+        tensors = load_tensors(run / name)
+        del tensors["model.start_h"]
+        meta = {**read_meta(run / name), "format_version": 1}
+        save_file(tensors, str(run / name), metadata={META_KEY: json.dumps(meta)})
+    edit_json(RUN_JSON, _set("format_version", 1))(run)
+
+
+def test_a_format_1_run_loads_and_resumes_as_it_was(trained_run, corpus, tmp_path):
+    """Format 1 had no start state: units started from zeros. Such a run still loads, and
+    computes exactly what it computed then."""
+    run = copy_run(trained_run, tmp_path / "ck" / "r")
+    _as_format_1(run)
+    old = load_run(run)
+    assert old.info["format_version"] == ckpt.FORMAT_VERSION
+    assert not old.model.start_h.any()
+    new = load_run(trained_run)
+    with torch.no_grad():
+        new.model.start_h.zero_()
+        tokens = torch.tensor([[1, 5, 6, 7, 8]])
+        assert torch.equal(old.model(tokens)[0], new.model(tokens)[0])
+    resumed = train(corpus, tiny_job(max_steps=44), run="r", root=tmp_path / "ck", resume=True)
+    assert resumed.steps == 44 and read_meta(run / LAST)["format_version"] == ckpt.FORMAT_VERSION
+
+
+def test_a_current_run_without_its_start_state_is_refused(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    _as_format_1(run)
+    edit_json(RUN_JSON, _set("format_version", ckpt.FORMAT_VERSION))(run)
+    rewrite_meta(BEST, _set("format_version", ckpt.FORMAT_VERSION))(run)
+    with pytest.raises(CheckpointError, match="start_h"):
+        load_run(run)
 
 
 def test_checkpoints_carry_their_format_version(trained_run):
-    assert json.loads((trained_run / RUN_JSON).read_text())["format_version"] == 1
+    version = json.loads((trained_run / RUN_JSON).read_text())["format_version"]
+    assert version == ckpt.FORMAT_VERSION
     for name in (BEST, LAST):
-        assert read_meta(trained_run / name)["format_version"] == 1
+        assert read_meta(trained_run / name)["format_version"] == version
 
 
 # -- a full or unwritable disk ------------------------------------------------------------
