@@ -397,6 +397,14 @@ def _summary(result: TrainResult, corpus: Path) -> Table:
             ("val perplexity", f"{result.val.perplexity:.2f}"),
             ("val bits/char", f"{result.val.bpc:.4f}"),
         ]
+    if result.stop_fit is not None:
+        f = result.stop_fit
+        rows.append(
+            (
+                f"stop rules vs val lengths (KS, {f.n} samples)",
+                "  ".join(f"{rule} {ks:.3f}" for rule, ks in f.ks.items()),
+            )
+        )
     for k, v in rows:
         t.add_row(k, v)
     return t
@@ -473,6 +481,15 @@ def train_cmd(
             rich_help_panel=TRAINING,
         ),
     ] = _T.skip_nonfinite,
+    stop_fit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Samples per stopping rule whose lengths are compared with the validation "
+            "units at the end (stopfit.json); 0 = skip.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.stop_fit,
     run: Annotated[
         str | None, typer.Option(help="Run name; default: the corpus name.", rich_help_panel=RUN)
     ] = None,
@@ -514,6 +531,7 @@ def train_cmd(
             seed=seed,
             device=device,
             skip_nonfinite=skip_nonfinite,
+            stop_fit=stop_fit,
         ),
         data=_data_config(level, unit, min_freq, max_vocab, vocab_size, replace_errors),
     )

@@ -309,15 +309,27 @@ class LengthPlan:
 
     For each unit, independently and afresh each epoch: hidden throughout with probability
     ``p_hidden``; otherwise shown from its first token (probability ``p_from_start``) or from
-    a random position, as after a prompt. The length head learns wherever the state has not
-    yet seen the length.
+    a point reached as after a prompt. The length head learns wherever the state has not yet
+    seen the length.
+
+    Where it is unknown, the input is ``unknown`` plus the bucket of the token's offset in
+    its unit (0 = <sos>).
+
+    Where the length is revealed never depends on the unit's own length: the "prompt" is a
+    random prefix of another unit, picked at random, and may outlast this one. Were it drawn
+    inside the unit (say uniformly over its length), "not shown yet" would hint "a long unit"
+    (long units stay unshown for more tokens), and the rules that read the unknown-length
+    state (eos, halt, and the length head itself) would learn lengths that are too long.
     """
 
     edges: np.ndarray
-    unknown: int
+    unknown: int  # the first "unknown" input id (then + the bucket of the offset in the unit)
     p_hidden: float = 0.5
     p_from_start: float = 0.5
     seed: int = 0
+
+
+NEVER = np.iinfo(np.int64).max
 
 
 def _unit_random(seed: int, epoch: int, unit_ids: np.ndarray, salt: int) -> np.ndarray:
@@ -331,6 +343,19 @@ def _unit_random(seed: int, epoch: int, unit_ids: np.ndarray, salt: int) -> np.n
         z *= np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def reveal_points(plan: LengthPlan, epoch: int, lengths: np.ndarray) -> np.ndarray:
+    """For each unit, the offset (1 = its first token) from which its remaining length is
+    shown in this epoch, or NEVER. A pure function of (seed, epoch, unit)."""
+    ids = np.arange(len(lengths), dtype=np.int64)
+    r_hide = _unit_random(plan.seed, epoch, ids, 1)
+    r_start = _unit_random(plan.seed, epoch, ids, 2)
+    r_pos = _unit_random(plan.seed, epoch, ids, 3)
+    other = (_unit_random(plan.seed, epoch, ids, 4) * len(lengths)).astype(np.int64)
+    prompt = 1 + np.floor(r_pos * lengths[other]).astype(np.int64)  # a prefix of another unit
+    k = np.where(r_start < plan.p_from_start, 1, prompt)
+    return np.where(r_hide < plan.p_hidden, NEVER, k)
 
 
 class StreamBatches:
@@ -362,6 +387,11 @@ class StreamBatches:
         self.offsets = np.arange(rows.start, rows.stop, dtype=np.int64) * self.stream_len
         starts = split.unit_starts
         self.unit_ends = np.append(starts[1:] - 1, len(split.tokens) - 1)  # position of <eos>
+        self.unit_lengths = self.unit_ends - starts - 1  # tokens in each unit
+        self._reveal: tuple[int, np.ndarray] | None = None  # (epoch, reveal point per unit)
+        if plan is not None:
+            # a remaining length or an offset (up to <eos>'s) -> bucket, by table lookup
+            self.bucket_of = bucketize(np.arange(int(self.unit_lengths.max()) + 2), plan.edges)
 
     def __len__(self) -> int:
         """Full windows per pass."""
@@ -381,29 +411,32 @@ class StreamBatches:
             return Batch(x, y, None, None, None)
         return Batch(x, y, *self._stop_targets(pos[:, :-1], x, y, epoch))
 
+    def reveal(self, epoch: int) -> np.ndarray:
+        """Reveal points of every unit for ``epoch`` (computed once per epoch)."""
+        assert self.plan is not None
+        if self._reveal is None or self._reveal[0] != epoch:
+            self._reveal = (epoch, reveal_points(self.plan, epoch, self.unit_lengths))
+        return self._reveal[1]
+
     def _stop_targets(
         self, pos: np.ndarray, x: np.ndarray, y: np.ndarray, epoch: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         plan = self.plan
         assert plan is not None
         starts = self.split.unit_starts
-        u = np.searchsorted(starts, pos, side="right") - 1  # unit of each position
+        # the unit of each position: that of the row's first one, plus the units begun since
+        # (every <sos> in a split starts a unit); cheaper than a search per position
+        is_sos = x == SOS
+        first = np.searchsorted(starts, pos[:, 0], side="right") - 1  # (B,)
+        u = first[:, None] + np.cumsum(is_sos, axis=1) - is_sos[:, :1]  # (B, T)
         j = pos - starts[u]  # offset in the unit: 0 is <sos>
-        length = self.unit_ends[u] - starts[u] - 1  # tokens in the unit
-        remaining = length - j  # tokens still to come after x
-        # where the length becomes visible: k in 1..L, or never
-        r_hide = _unit_random(plan.seed, epoch, u, 1)
-        r_start = _unit_random(plan.seed, epoch, u, 2)
-        r_pos = _unit_random(plan.seed, epoch, u, 3)
-        k = np.where(r_start < plan.p_from_start, 1, 1 + np.floor(r_pos * length).astype(np.int64))
-        k = np.where(r_hide < plan.p_hidden, np.iinfo(np.int64).max, k)
         in_unit = x != EOS
-        buckets = bucketize(remaining, plan.edges)
-        shown = in_unit & (j >= k)
-        remaining_in = np.where(shown, buckets, plan.unknown)
-        length_target = np.where(in_unit & (j < k), buckets, -1)
-        decides = in_unit & (x != SOS)
-        halt = np.where(decides, (y == EOS).astype(np.int64), -1)
+        remaining = np.maximum(self.unit_lengths[u] - j, 0)  # tokens still to come after x
+        buckets = self.bucket_of[remaining]
+        shown = j >= self.reveal(epoch)[u]
+        remaining_in = np.where(in_unit & shown, buckets, plan.unknown + self.bucket_of[j])
+        length_target = np.where(in_unit & ~shown, buckets, -1)
+        halt = np.where(in_unit & ~is_sos, y == EOS, -1)
         return remaining_in, halt, length_target
 
 

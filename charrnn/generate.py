@@ -169,7 +169,11 @@ class Sampler:
         self, n: int, config: SampleConfig, prompt_ids: list[int], info: dict[str, np.ndarray]
     ) -> Iterator[list[tuple[int, int]]]:
         """Yield, at each step, the (sample index, token) pairs drawn; fills ``info`` with
-        per-sample log_prob, cut and length when done."""
+        per-sample log_prob, cut and length when done.
+
+        A sample that has ended leaves the batch, so a batch costs the sum of its samples'
+        lengths rather than n times the longest one.
+        """
         model, dev = self.model, self.device
         gen = torch.Generator(device="cpu")
         gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
@@ -178,66 +182,80 @@ class Sampler:
         h, state = model.features(prompt)  # (n, P, H)
         h = h[:, -1]  # (n, H)
         log_prob = torch.zeros(n, dtype=torch.float64)
-        alive = torch.ones(n, dtype=torch.bool)
         cut = torch.zeros(n, dtype=torch.bool)
-        remaining = torch.full((n,), -1, dtype=torch.long)
         tau = torch.zeros(n, dtype=torch.long)
+        rows = torch.arange(n)  # the samples still being drawn, in batch order
+        remaining = torch.full((n,), -1, dtype=torch.long)
+        offset = torch.full((n,), len(prompt_ids), dtype=torch.long)  # of the next token fed
         if stop is Stop.length:
             tau, lp = self._draw_length(h, n, config, gen)
             remaining = tau.clone()
             log_prob += lp
-            alive &= remaining > 0
+            rows, remaining, offset, h, state = _keep(
+                remaining > 0, rows, remaining, offset, h, state
+            )
         drawn = 0
-        while bool(alive.any()):
+        while len(rows):
             if drawn >= config.max_tokens:
-                cut |= alive
+                cut[rows] = True
                 break
-            logits = rule_logits(model.token_logits(h).cpu(), stop)  # (n, V)
-            tok = draw(logits, config, gen)  # (n,)
+            logits = rule_logits(model.token_logits(h).cpu(), stop)  # (k, V)
+            tok = draw(logits, config, gen)  # (k,)
             lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
-            log_prob += torch.where(alive, lp.double(), 0.0)
-            yield [(i, int(t)) for i, t in enumerate(tok.tolist()) if alive[i]]
+            log_prob[rows] += lp.double()
+            yield list(zip(rows.tolist(), tok.tolist()))
             drawn += 1
             if stop is Stop.eos:
-                alive &= tok != EOS
+                rows, tok, offset, state = _keep(tok != EOS, rows, tok, offset, state)
             elif stop is Stop.length:
-                remaining -= 1
-                alive &= remaining > 0
-            if not bool(alive.any()):
-                break
-            h, state = self._feed(tok, state, remaining if stop is Stop.length else None)
-            if stop is Stop.none:
-                h, state = self._restart_units(tok, h, state)
-            elif stop is Stop.halt:
-                h_logit = model.halt_logits(h).cpu().double()
-                halt = self._draw_halt(h_logit, config, gen)
-                log_prob += torch.where(
-                    alive, torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit)), 0.0
+                remaining = remaining - 1
+                rows, tok, remaining, offset, state = _keep(
+                    remaining > 0, rows, tok, remaining, offset, state
                 )
-                alive &= ~halt
+            if not len(rows):
+                break
+            h, state = self._feed(tok, state, self._length_input(stop, remaining, offset))
+            offset = offset + 1
+            if stop is Stop.none:
+                h, state, offset = self._restart_units(tok, h, state, offset)
+            elif stop is Stop.halt:
+                h_logit = model.halt_logits(h).cpu().double()  # (k,)
+                halt = self._draw_halt(h_logit, config, gen)
+                log_prob[rows] += torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit))
+                rows, h, offset, state = _keep(~halt, rows, h, offset, state)
         info["log_prob"] = log_prob.numpy()
         info["cut"] = cut.numpy()
         info["length"] = tau.numpy()
 
-    def _feed(self, tok: Tensor, state: State, remaining: Tensor | None) -> tuple[Tensor, State]:
+    def _length_input(self, stop: Stop, remaining: Tensor, offset: Tensor) -> np.ndarray | None:
+        """The length input ids of the tokens about to be fed (n,): the remaining length in
+        length mode, else "unknown" at their offsets in the unit; None for a plain model."""
+        model = self.model
+        if not model.config.stop_heads:
+            return None
+        if stop is Stop.length:
+            return model.length_buckets(remaining.clamp(min=0).numpy())
+        return model.unknown_at(offset.numpy())
+
+    def _feed(self, tok: Tensor, state: State, ids: np.ndarray | None) -> tuple[Tensor, State]:
         x = tok.to(self.device)[:, None]  # (n, 1)
-        r = None
-        if remaining is not None:
-            r = torch.as_tensor(self.model.length_buckets(remaining.clamp(min=0).numpy()))
-            r = r.to(self.device)[:, None]
+        r = None if ids is None else torch.as_tensor(ids).to(self.device)[:, None]  # (n, 1)
         h, state = self.model.features(x, state, r)
         return h[:, 0], state
 
-    def _restart_units(self, tok: Tensor, h: Tensor, state: State) -> tuple[Tensor, State]:
+    def _restart_units(
+        self, tok: Tensor, h: Tensor, state: State, offset: Tensor
+    ) -> tuple[Tensor, State, Tensor]:
         """In "none" mode a drawn <eos> is followed by <sos>, as in training."""
         ended = tok == EOS
         if not bool(ended.any()):
-            return h, state
-        h2, state2 = self._feed(torch.full_like(tok, SOS), state, None)
+            return h, state, offset
+        sos = torch.full_like(tok, SOS)
+        h2, state2 = self._feed(sos, state, self._length_input(Stop.none, tok, 0 * offset))
         mask = ended.to(self.device)
         h = torch.where(mask[:, None], h2, h)
         state = tuple(torch.where(mask[None, :, None], s2, s) for s, s2 in zip(state, state2))
-        return h, state
+        return h, state, torch.where(ended, 1, offset)
 
     def _draw_length(
         self, h: Tensor, n: int, config: SampleConfig, gen: torch.Generator
@@ -263,3 +281,18 @@ class Sampler:
         if config.temperature == 0:
             return p >= 0.5
         return torch.rand(p.shape, generator=gen, dtype=torch.float64) < p
+
+
+def _keep(go_on: Tensor, rows: Tensor, *batch: Tensor | State) -> tuple:
+    """``rows`` and each batch tensor (rows first) or state ((layers, k, H) tensors) cut down
+    to the samples that go on; unchanged when all do."""
+    if bool(go_on.all()):
+        return (rows, *batch)
+    sel = go_on.nonzero().squeeze(1)  # (k',)
+    out: list[Tensor | State] = []
+    for b in batch:
+        if isinstance(b, tuple):
+            out.append(tuple(s[:, sel.to(s.device)] for s in b))
+        else:
+            out.append(b[sel.to(b.device)])
+    return (rows[sel], *out)

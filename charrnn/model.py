@@ -1,6 +1,7 @@
 """RNNLM: an embedding, a fused recurrent stack, and three output heads.
 
-    x(t) = E[token(t)] + R[bucket(remaining(t))]        R's last row means "length unknown"
+    x(t) = E[token(t)] + R[length input(t)]             the remaining length, by bucket, or
+                                                         "unknown, j tokens of the unit read"
     h(t) = cell(h(t-1), x(t))                            nn.RNN / nn.GRU / nn.LSTM, stacked
     token head:   y^(t) = softmax(W_yh h(t) + b_y)       next token
     halt head:    p(t)  = sigmoid(w_h . h(t) + b_h)      "the unit ends after this token"
@@ -8,6 +9,13 @@
 
 The halt and length heads and the remaining-length input make the three stopping rules of
 ``generate`` possible from one model; ``stop_heads=False`` builds a plain language model.
+Where the remaining length is unknown, the input says how far into its unit a token is: the
+eos and halt rules must judge when a unit has gone on long enough, and counting hundreds of
+tokens in the recurrent state is what a small or young network does worst.
+
+    length input ids:   0 .. n-1     n remaining tokens shown, by bucket
+                        n .. 2n-1    remaining unknown; the bucket of the token's offset in
+                                     its unit (0 = <sos>)
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from torch import Tensor, nn
 
 from charrnn.errors import ConfigError
 from charrnn.lengths import bucket_edges, bucket_widths, bucketize
+from charrnn.tokenizers import EOS, SOS
+
+LENGTH_INPUT_SCALE = 10.0  # the length input learns this many times faster (see _init_weights)
 
 State = tuple[Tensor, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (layers, B, H)
 
@@ -117,19 +128,42 @@ class RNNLM(nn.Module):
         n_state = 2 if c.cell is Cell.lstm else 1
         self.register_buffer("start_h", torch.zeros(n_state, c.layers, 1, c.hidden))
         if c.stop_heads:
-            self.len_embed = nn.Embedding(self.n_buckets + 1, c.embed)  # last row: unknown
+            # Shifts of the <eos> logit and of the halt logit that make the chance of ending,
+            # with the remaining length unknown, match training text (fit_end_bias): a model
+            # trained for minutes ends units too rarely, and the eos and halt rules run long.
+            self.register_buffer("end_bias", torch.zeros(2))
+            self.len_embed = nn.Embedding(2 * self.n_buckets, c.embed)  # length input ids
+            edges = torch.as_tensor(self.edges)
+            self.register_buffer("edges_t", edges, persistent=False)  # rebuilt from the config
             self.halt = nn.Linear(c.hidden, 1)
             self.length = nn.Linear(c.hidden, self.n_buckets)
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.config.stop_heads:
-            # start as a plain language model: the length input adds nothing until it is learned
-            nn.init.normal_(self.len_embed.weight, std=0.02)
+            # Quiet at first (the model starts as a plain language model), then learned fast:
+            # read through LENGTH_INPUT_SCALE, each optimizer step moves it that many times
+            # further. Learned at the plain rate, the rows for remaining lengths above 20 had
+            # barely moved after a 5-minute run; started loud (std 1), they cost the language
+            # model ~0.03 nats/char at equal steps.
+            nn.init.normal_(self.len_embed.weight, std=0.02 / LENGTH_INPUT_SCALE)
 
     @property
     def unknown_length(self) -> int:
+        """The first length input id meaning "remaining length unknown" (see the top)."""
         return self.n_buckets
+
+    def unknown_at(self, offsets: np.ndarray | int) -> np.ndarray:
+        """Length input ids for "remaining unknown" at these offsets in the unit (0 = <sos>)."""
+        return self.n_buckets + self.length_buckets(offsets)
+
+    def unknown_ids(self, tokens: Tensor) -> Tensor:
+        """Length input ids for "remaining unknown" for tokens (B, T) that start a unit, or
+        continue one from the row's start: offsets count from the last <sos>. (B, T)"""
+        t = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)  # (B, T)
+        last_sos = torch.where(tokens == SOS, t, -1).cummax(dim=1).values
+        offsets = torch.where(last_sos >= 0, t - last_sos, t).clamp(max=self.config.max_len)
+        return self.n_buckets + torch.bucketize(offsets, self.edges_t, right=True) - 1
 
     def start_state(self, batch: int) -> State:
         """The state a unit starts from, for ``batch`` rows."""
@@ -142,20 +176,23 @@ class RNNLM(nn.Module):
         shape = (self.config.layers, batch, self.config.hidden)
         return tuple(torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(n))
 
+    def length_input(self, ids: Tensor) -> Tensor:
+        """What the length input adds to the token embedding, for length input ids (...)."""
+        return LENGTH_INPUT_SCALE * self.len_embed(ids)  # (..., E)
+
     def features(
         self, tokens: Tensor, state: State | None = None, remaining: Tensor | None = None
     ) -> tuple[Tensor, State]:
         """Top-layer outputs (B, T, H) and the new state, for tokens (B, T).
 
         ``state`` None means the start of a unit (``start_state``). ``remaining`` holds
-        length-bucket ids (B, T); None means "unknown" everywhere.
+        length input ids (B, T); None means "unknown" everywhere, offsets counted from the
+        last <sos> (``unknown_ids``).
         """
         x = self.embed(tokens)  # (B, T, E)
         if self.config.stop_heads:
-            if remaining is None:
-                x = x + self.len_embed.weight[self.unknown_length]
-            else:
-                x = x + self.len_embed(remaining)
+            ids = self.unknown_ids(tokens) if remaining is None else remaining
+            x = x + self.length_input(ids)
         x = self.drop(x)
         if state is None:
             state = self.start_state(tokens.shape[0])
@@ -167,14 +204,17 @@ class RNNLM(nn.Module):
     def token_logits(self, h: Tensor) -> Tensor:
         """Next-token logits (..., V) from features (..., H)."""
         if self.head is not None:
-            return self.head(h)
-        if self.proj is not None:
-            h = self.proj(h)
-        return F.linear(h, self.embed.weight, self.head_bias)
+            logits = self.head(h)
+        else:
+            h = h if self.proj is None else self.proj(h)
+            logits = F.linear(h, self.embed.weight, self.head_bias)
+        if self.config.stop_heads:
+            logits[..., EOS] += self.end_bias[0]
+        return logits
 
     def halt_logits(self, h: Tensor) -> Tensor:
         """Logit of "the unit ends after this token" (...,)."""
-        return self.halt(h).squeeze(-1)
+        return self.halt(h).squeeze(-1) + self.end_bias[1]
 
     def length_logits(self, h: Tensor) -> Tensor:
         """Logits over remaining-length buckets (..., n_buckets)."""
@@ -212,9 +252,14 @@ def fit_start_state(
     ends = ends[np.linspace(0, len(ends) - 1, min(units, len(ends))).astype(np.int64)]
     idx = ends[:, None] - context + 1 + np.arange(context)  # (U, context), each ending at <eos>
     x = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64)).to(model.start_h.device)
+    remaining = None
+    if model.config.stop_heads:  # each token's offset in its unit, as in training
+        prev_eos = np.searchsorted(eos_positions, idx, side="left") - 1
+        offsets = idx - np.where(prev_eos >= 0, eos_positions[prev_eos] + 1, 0)
+        remaining = torch.from_numpy(model.unknown_at(offsets)).to(x.device)
     was_training = model.training
     model.eval()
-    _, state = model.features(x, model.init_state(len(ends)))
+    _, state = model.features(x, model.init_state(len(ends)), remaining)
     model.train(was_training)
     model.start_h.copy_(torch.stack([s.mean(dim=1, keepdim=True) for s in state]))
 

@@ -116,7 +116,7 @@ def _score_batch(
         t = torch.arange(width)
         left = (lengths[:, None] - t).clamp(min=0)
         remaining = torch.as_tensor(model.length_buckets(left.numpy()))
-        remaining[:, 0] = model.unknown_length
+        remaining[:, 0] = int(model.unknown_at(0))
         remaining = remaining.to(dev)
     h, _ = model.features(x.to(dev), None, remaining)  # (S, L+1, H)
     logits = model.token_logits(h).float().cpu()  # (S, L+1, V)

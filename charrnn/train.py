@@ -57,6 +57,7 @@ from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
+from charrnn.stopfit import StopFit, estimate_seconds, fit_end_bias, fit_lengths, write_stopfit
 from charrnn.tokenizers import PAD
 
 LOG2 = math.log(2.0)
@@ -87,6 +88,7 @@ class TrainConfig:
     length_weight: float = 1.0
     head_grad: bool = False  # let the halt and length losses shape the recurrent state
     skip_nonfinite: bool = False  # skip a step whose loss is NaN/inf instead of stopping
+    stop_fit: int = 100  # samples per stopping rule compared with the validation lengths at the end
 
     def __post_init__(self) -> None:
         checks = [
@@ -99,6 +101,7 @@ class TrainConfig:
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
             (self.patience >= 0, "--patience must be >= 0"),
+            (self.stop_fit >= 0, "--stop-fit must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -147,6 +150,7 @@ class TrainResult:
     best_step: int
     val: EvalStats | None  # the kept model on the whole validation split
     train_loss: float
+    stop_fit: StopFit | None = None  # sample lengths per stopping rule vs the validation units
 
 
 class Callbacks:
@@ -228,7 +232,10 @@ def evaluate(
     model.eval()
     streams = max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
     rows = share(streams, *part)
-    batches = StreamBatches(split, streams, seq_len, rows=rows)
+    hidden = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)  # offsets, no lengths
+    batches = StreamBatches(
+        split, streams, seq_len, hidden if model.config.stop_heads else None, rows=rows
+    )
     n_windows = batches.n_windows(drop_last=False) if rows else 0
     if max_tokens:
         n_windows = min(n_windows, max(1, max_tokens // (streams * seq_len)))
@@ -239,7 +246,8 @@ def evaluate(
         b = batches.window(k)
         x = torch.from_numpy(b.x).to(device)
         y = torch.from_numpy(b.y).to(device)
-        logits, state = model(x, state)
+        remaining = None if b.remaining is None else torch.from_numpy(b.remaining).to(device)
+        logits, state = model(x, state, remaining)
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
         )
@@ -344,6 +352,7 @@ class _Trainer:
         self.eval_cost = 0.0  # seconds one full evaluation is expected to take
         self.session: tuple[float, int] | None = None  # (clock, step) at this session's start
         self.saved_step = 0  # the step of the newest last.safetensors
+        self.stop_fit_cost = 0.0  # seconds the stop fit at the end is expected to take
         self.sampler = Sampler(model, ds.tokenizer)
 
     # -- progress --
@@ -591,6 +600,7 @@ class _Trainer:
             self._periodic_eval()
         self.save_last()
         final = self._final_eval() if stopped_by != "interrupted" else None
+        fit = self._stop_fit() if final is not None else None
         tokens_per_s = loop.tokens / max(1e-9, self.elapsed())
         return TrainResult(
             self.folder,
@@ -602,6 +612,7 @@ class _Trainer:
             loop.best_step,
             final,
             last_loss,
+            fit,
         )
 
     def _should_stop(self) -> str:
@@ -617,7 +628,7 @@ class _Trainer:
             return "max-steps"
         if c.epochs and self.loop.step >= c.epochs * len(self.batches):
             return "epochs"
-        if c.time_budget and self.elapsed() + self.eval_cost >= c.time_budget:
+        if c.time_budget and self.elapsed() + self.eval_cost + self.stop_fit_cost >= c.time_budget:
             return "time-budget"
         if c.patience and self.loop.evals_since_best >= c.patience:
             return "early-stopping"
@@ -634,6 +645,11 @@ class _Trainer:
         """Time the final full evaluation will take, so a time budget leaves room for it."""
         if not self.config.time_budget:
             return
+        cost = 0.0
+        if self._stop_fit_samples():  # rank 0 draws the stop fit; every rank keeps time for it
+            mean = float(self.val.unit_lengths().mean())
+            cost = estimate_seconds(self.model, self.config.stop_fit, mean)
+        self.stop_fit_cost = self.ranks.maximum(cost)
         t0 = time.monotonic()
         _, n = self._evaluate(max_tokens=4096)
         self._update_eval_cost(time.monotonic() - t0, n, saving=1.0)
@@ -658,6 +674,12 @@ class _Trainer:
         )
         return r.pool(loss, n)
 
+    def _fit_end_bias(self) -> None:
+        """How often the eos and halt rules end, matched to training text (model.end_bias)."""
+        if self.model.config.stop_heads:
+            c = self.config
+            fit_end_bias(self.model, self.train_split, c.seq_len, c.eval_tokens, device=self.device)
+
     def _fit_start_state(self) -> None:
         split = self.train_split
         fit_start_state(self.model, split.tokens, split.unit_starts[1:] - 1)
@@ -666,6 +688,7 @@ class _Trainer:
         c, loop = self.config, self.loop
         t0 = time.monotonic()
         self._fit_start_state()
+        self._fit_end_bias()
         loss, n = self._evaluate(c.eval_tokens)
         t_eval = time.monotonic()
         if not math.isfinite(loss):
@@ -711,6 +734,22 @@ class _Trainer:
         )
         self.cb.on_eval(stats)
         return stats
+
+    def _stop_fit_samples(self) -> int:
+        """Samples per rule for the stop fit: rank 0 draws them, for a model with stop heads."""
+        wanted = self.model.config.stop_heads and len(self.val.unit_starts) and self.ranks.is_main
+        return self.config.stop_fit if wanted else 0
+
+    def _stop_fit(self) -> StopFit | None:
+        """Lengths drawn under each stopping rule against the validation units (stopfit.json),
+        for the kept model."""
+        n = self._stop_fit_samples()
+        if not n:
+            return None
+        lengths = self.val.unit_lengths()
+        fit = fit_lengths(self.model, self.ds.tokenizer, lengths, n, seed=self.config.seed)
+        write_stopfit(self.folder, fit)
+        return fit
 
     def _sample_text(self) -> str:
         was = self.model.training

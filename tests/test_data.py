@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
-from charrnn.data import DataConfig, Dataset, LengthPlan, StreamBatches, prepare
+from charrnn.data import (
+    NEVER,
+    DataConfig,
+    Dataset,
+    LengthPlan,
+    StreamBatches,
+    prepare,
+    reveal_points,
+)
 from charrnn.errors import CorpusError
-from charrnn.lengths import bucket_edges, bucketize
+from charrnn.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import Unit, read_text, split_units
 from charrnn.tokenizers import EOS, PAD, SOS, Level, TokenizerConfig
 from tests.conftest import VERSES
@@ -102,5 +110,49 @@ def test_hidden_lengths_are_unknown_and_trained_everywhere(corpus):
     edges = bucket_edges(512)
     plan = LengthPlan(edges, unknown=len(edges), p_hidden=1.0)
     b = StreamBatches(train, 2, 64, plan).window(0)
-    assert np.all(b.remaining == len(edges))
+    assert np.all(b.remaining >= len(edges))  # "unknown", by offset in the unit
     assert np.all((b.length >= 0) == (b.x != EOS))
+    # the offset: 0 on <sos>, then one more each token (exact below EXACT)
+    assert np.all(b.remaining[b.x == SOS] == len(edges))
+    after_sos = np.roll(b.x == SOS, 1, axis=1)
+    after_sos[:, 0] = False
+    assert np.all(b.remaining[after_sos] == len(edges) + 1)
+
+
+def test_reveal_points_do_not_depend_on_a_units_own_length():
+    # short and long units alternate; "not shown yet at offset j" must be as likely for both,
+    # or an unknown length would hint "a long unit" and the rules would learn long lengths
+    lengths = np.tile([5, 60], 20_000)
+    plan = LengthPlan(bucket_edges(128), unknown=64, p_hidden=0.3, p_from_start=0.4, seed=7)
+    k = reveal_points(plan, 0, lengths)
+    for j in (1, 3, 5):
+        short, long = (np.mean(k[i::2] > j) for i in (0, 1))
+        assert abs(short - long) < 0.015
+    assert np.mean(k == NEVER) == pytest.approx(0.3, abs=0.01)
+    assert np.mean(k == 1) >= 0.7 * 0.4
+    # a pure function of (seed, epoch, unit): the same again, another epoch differs
+    assert np.array_equal(k, reveal_points(plan, 0, lengths))
+    assert not np.array_equal(k, reveal_points(plan, 1, lengths))
+
+
+def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    train, _ = ds.split(0.1)
+    edges = bucket_edges(512)
+    plan = LengthPlan(edges, unknown=len(edges), p_hidden=0.5, p_from_start=0.5, seed=3)
+    batches = StreamBatches(train, 2, 64, plan)
+    for epoch in (0, 1):
+        b = batches.window(1, epoch)
+        shown = b.remaining < len(edges)
+        assert shown.any() and (~shown & (b.x != EOS)).any()
+        # once shown, a unit's length stays shown and counts down (buckets are exact below
+        # EXACT), reaching 0 before its <eos>
+        for row in range(2):
+            for t in range(1, 64):
+                if shown[row, t - 1] and b.x[row, t] != EOS:
+                    before, now = b.remaining[row, t - 1], b.remaining[row, t]
+                    assert shown[row, t] and now <= before
+                    assert before >= EXACT or now == before - 1
+        assert np.all(b.remaining[shown & (b.y == EOS)] == 0)
+        # the length head learns exactly where the length is not shown (inside a unit)
+        assert np.array_equal(b.length >= 0, ~shown & (b.x != EOS))

@@ -1,13 +1,15 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from charrnn.checkpoint import load_run
 from charrnn.errors import ConfigError
 from charrnn.generate import SampleConfig, Sampler, Stop, filter_logits, rule_logits
 from charrnn.score import score
-from charrnn.tokenizers import EOS
+from charrnn.tokenizers import EOS, SOS
 
 
 @pytest.fixture(scope="module")
@@ -76,25 +78,74 @@ def test_score_is_the_sum_of_its_terms(loaded):
         assert r.bits_per_char == pytest.approx(-r.log_prob / math.log(2) / len("The cat sat.\n"))
 
 
-def test_the_three_rules_differ_by_their_own_terms(loaded):
+def _states(model, ids, remaining=None):
+    """Top-layer features for <sos> x1..xn from the model's start state. (n+1, H)"""
+    h, _ = model.features(torch.tensor([[SOS, *ids]]), model.start_state(1), remaining)
+    return h[0]
+
+
+def _token_log_probs(model, h, stop):
+    return rule_logits(model.token_logits(h), stop).log_softmax(-1).double()  # (n+1, V)
+
+
+def test_the_three_scores_differ_by_exactly_their_own_terms(loaded):
+    model, tok = loaded.model, loaded.tokenizer
     text = "The dog sat."
-    n = len(text)
+    ids = tok.encode(text)
+    n = len(ids)
     eos, halt, length = (
-        score(loaded.model, loaded.tokenizer, [text], s)[0]
-        for s in (Stop.eos, Stop.halt, Stop.length)
+        score(model, tok, [text], s)[0] for s in (Stop.eos, Stop.halt, Stop.length)
     )
     assert [t.kind for t in eos.terms] == ["token"] * n + ["eos"]
-    assert [t.kind for t in halt.terms].count("continue") == n - 1
-    assert halt.terms[-1].kind == "halt"
+    assert [t.kind for t in halt.terms] == ["token", "continue"] * (n - 1) + ["token", "halt"]
     assert [t.kind for t in length.terms] == ["length"] + ["token"] * n
-    # eos and halt read the same states: the token terms differ only by renormalising
-    # without <eos>, i.e. by log(1 - P(<eos>)) at each step
-    logits, _ = loaded.model(torch.tensor([[1, *loaded.tokenizer.encode(text)]]))
-    p_eos = rule_logits(logits, Stop.eos).softmax(-1)[0, :-1, EOS].double()
-    eos_tokens = [t.log_prob for t in eos.terms if t.kind == "token"]
-    halt_tokens = [t.log_prob for t in halt.terms if t.kind == "token"]
-    for a, b, p in zip(eos_tokens, halt_tokens, p_eos.tolist()):
-        assert b == pytest.approx(a - math.log1p(-p), abs=1e-5)
+    with torch.no_grad():
+        h = _states(model, ids)  # the plain states, read by eos and halt alike
+        lp = _token_log_probs(model, h, Stop.eos)  # (n+1, V)
+        z = model.halt_logits(h).double()  # (n+1,)
+        # length mode: x(t) is fed with n - t tokens still to come, <sos> with "unknown"
+        buckets = model.length_buckets(np.arange(n, -1, -1))
+        buckets[0] = model.unknown_length
+        h_len = _states(model, ids, torch.as_tensor(buckets)[None])
+        lp_len = _token_log_probs(model, h_len, Stop.eos)  # eos mode's, told the length
+        log_tau = model.length_log_probs(h_len[0]).double()[n]
+    targets = torch.tensor([*ids, EOS])
+    token = lp[torch.arange(n), targets[:n]]  # log P(x(t)), eos mode
+    token_len = lp_len[torch.arange(n), targets[:n]]
+    log_eos = lp[n, EOS]
+    renorm = -torch.log1p(-lp[:n, EOS].exp())  # log P' - log P: <eos> masked out
+    renorm_len = -torch.log1p(-lp_len[:n, EOS].exp())
+    halt_terms = F.logsigmoid(-z[1:n]).sum() + F.logsigmoid(z[n])  # continue..., halt
+
+    def terms(r, kind):
+        return torch.tensor([t.log_prob for t in r.terms if t.kind == kind], dtype=torch.float64)
+
+    close = {"abs": 1e-4}
+    # each rule's terms are exactly these quantities
+    assert terms(eos, "token").tolist() == pytest.approx(token.tolist(), **close)
+    assert terms(eos, "eos").item() == pytest.approx(float(log_eos), **close)
+    assert terms(halt, "token").tolist() == pytest.approx((token + renorm).tolist(), **close)
+    assert terms(halt, "continue").tolist() == pytest.approx(
+        F.logsigmoid(-z[1:n]).tolist(), **close
+    )
+    assert terms(halt, "halt").item() == pytest.approx(float(F.logsigmoid(z[n])), **close)
+    assert terms(length, "length").item() == pytest.approx(float(log_tau), **close)
+    assert terms(length, "token").tolist() == pytest.approx(
+        (token_len + renorm_len).tolist(), **close
+    )
+    # so the totals differ by exactly the terms each rule adds or removes
+    assert halt.log_prob - eos.log_prob == pytest.approx(
+        float(renorm.sum() + halt_terms - log_eos), **close
+    )
+    assert length.log_prob - eos.log_prob == pytest.approx(
+        float(log_tau + (token_len + renorm_len - token).sum() - log_eos), **close
+    )
+    # <sos> is read without the length in length mode too: the first token is the same as halt's
+    assert terms(length, "token")[0].item() == pytest.approx(
+        terms(halt, "token")[0].item(), **close
+    )
+    # telling the length changes the later token terms (the input is not ignored)
+    assert not torch.allclose(token_len[1:], token[1:], atol=1e-6)
 
 
 def test_batched_scores_equal_one_at_a_time(loaded):

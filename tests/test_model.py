@@ -40,10 +40,15 @@ def test_state_is_detached_between_windows():
 def test_carried_state_equals_one_long_pass():
     model = RNNLM(config(Cell.gru)).eval()
     tokens = torch.randint(4, 12, (2, 10))
-    whole, _ = model(tokens)
-    first, state = model(tokens[:, :6])
-    second, _ = model(tokens[:, 6:], detach_state(state))
+    # the length input says how far into the unit each token is, as training windows do
+    ids = torch.as_tensor(model.unknown_at(np.arange(10))).expand(2, -1)  # (2, 10)
+    whole, _ = model(tokens, None, ids)
+    first, state = model(tokens[:, :6], None, ids[:, :6])
+    second, _ = model(tokens[:, 6:], detach_state(state), ids[:, 6:])
     assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-6)
+    # without it, offsets count from each row's start: a window read on its own is a new unit
+    alone, _ = model(tokens[:, 6:], detach_state(state))
+    assert not torch.allclose(alone, second, atol=1e-6)
 
 
 def test_init_state_follows_parameters():
@@ -102,7 +107,9 @@ def test_units_start_from_the_fitted_start_state():
     eos = np.array([30, 90, 150])
     fit_start_state(model, stream.numpy(), eos, units=3, context=16)
     windows = torch.stack([stream[e - 15 : e + 1] for e in eos])
-    _, (h, c) = model(windows, model.init_state(3))
+    # read as in training: each token knows its offset in its unit (the units start at 0, 31, 91)
+    offsets = np.stack([np.arange(e - 15, e + 1) - s for e, s in zip(eos, [0, 31, 91])])
+    _, (h, c) = model(windows, model.init_state(3), torch.as_tensor(model.unknown_at(offsets)))
     assert torch.allclose(model.start_h[0], h.mean(1, keepdim=True), atol=1e-6)
     assert torch.allclose(model.start_h[1], c.mean(1, keepdim=True), atol=1e-6)
     # state=None starts a unit from it, not from zeros

@@ -1,0 +1,241 @@
+"""How well each stopping rule reproduces the lengths of real units.
+
+For each rule (eos, halt, length), draw n samples from the start of a unit and compare their
+lengths (tokens, the end marker excluded) with the lengths of the validation split's units by
+the two-sample Kolmogorov–Smirnov distance:
+
+    KS = max_x |F_samples(x) - F_val(x)|        F: empirical CDF; 0 = the same, 1 = disjoint
+
+A sample that reaches the safety cap (the model's ``max_len``, twice the longest training
+unit) counts as that long: the KS distance stays exact while no validation unit is longer.
+The result is written to ``checkpoints/<run>/stopfit.json``:
+
+    {"n": 500, "temperature": 1.0, "ks": {"eos": .., "halt": .., "length": ..},
+     "val_mean_length": 152.4, "mean_length": {"eos": .., "halt": .., "length": ..}}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run, write_json_atomic
+from charrnn.data import DataConfig, Dataset, LengthPlan, Split, StreamBatches, file_hash, prepare
+from charrnn.errors import CheckpointError, ConfigError, CorpusError
+from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
+from charrnn.model import RNNLM
+from charrnn.runs import STOPFIT, StopFit
+from charrnn.tokenizers import EOS, SOS, Tokenizer
+
+RULES = (Stop.eos, Stop.halt, Stop.length)
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov–Smirnov statistic: the largest gap between the empirical CDFs."""
+    a, b = np.sort(np.asarray(a)), np.sort(np.asarray(b))
+    if not len(a) or not len(b):
+        raise ConfigError("the KS distance needs at least one value on each side")
+    x = np.concatenate([a, b])
+    fa = np.searchsorted(a, x, side="right") / len(a)
+    fb = np.searchsorted(b, x, side="right") / len(b)
+    return float(np.abs(fa - fb).max())
+
+
+def sample_lengths(
+    model: RNNLM,
+    tokenizer: Tokenizer,
+    stop: Stop,
+    n: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """Lengths in tokens (the end marker excluded) of ``n`` samples drawn under ``stop``."""
+    cap = max_tokens or model.config.max_len
+    config = SampleConfig(temperature=temperature, max_tokens=cap, stop=stop, seed=seed)
+    samples = Sampler(model, tokenizer).sample(n, config)
+    ends = [1 if s.tokens and s.tokens[-1] == EOS and not s.cut else 0 for s in samples]
+    return np.array([len(s.tokens) - e for s, e in zip(samples, ends)], dtype=np.int64)
+
+
+def draw_lengths(
+    model: RNNLM, tokenizer: Tokenizer, n: int, temperature: float = 1.0, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Lengths of ``n`` samples under each rule (eos, halt, length)."""
+    if not model.config.stop_heads:
+        raise ConfigError("this model was trained without halt and length heads")
+    was_training = model.training
+    model.eval()
+    lengths = {
+        stop.value: sample_lengths(model, tokenizer, stop, n, temperature, seed + i)
+        for i, stop in enumerate(RULES)
+    }
+    model.train(was_training)
+    return lengths
+
+
+def summarize(lengths: dict[str, np.ndarray], reference: np.ndarray, temperature: float) -> StopFit:
+    """KS distance to ``reference`` and mean length of each rule's sample lengths."""
+    n = len(next(iter(lengths.values())))
+    ks = {rule: round(ks_distance(v, reference), 4) for rule, v in lengths.items()}
+    means = {rule: round(float(v.mean()), 2) for rule, v in lengths.items()}
+    return StopFit(n, temperature, ks, round(float(np.mean(reference)), 2), means)
+
+
+def fit_lengths(
+    model: RNNLM,
+    tokenizer: Tokenizer,
+    reference: np.ndarray,
+    n: int = 500,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> StopFit:
+    """KS distance and mean length of ``n`` samples per rule against ``reference`` lengths."""
+    return summarize(draw_lengths(model, tokenizer, n, temperature, seed), reference, temperature)
+
+
+@torch.no_grad()
+def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
+    """A rough time for ``fit_lengths``: per rule, about twice the mean length in one-token
+    steps of n samples (finished samples leave the batch; a few run long)."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    x = torch.full((n, 1), SOS, dtype=torch.long, device=dev)  # (n, 1)
+    state = model.start_state(n)
+    t0 = time.monotonic()
+    for _ in range(3):
+        h, state = model.features(x, state)  # (n, 1, H)
+        model.token_logits(h)
+    per_step = (time.monotonic() - t0) / 3
+    model.train(was_training)
+    return len(RULES) * per_step * 2 * mean_length
+
+
+@torch.no_grad()
+def end_logits(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    max_tokens: int = 32768,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a unit may end in the first windows of ``batch_size`` streams over ``split``, read
+    with the remaining length unknown (as the eos and halt rules read it): the logit of <eos>
+    against the other tokens eos mode may draw, the halt logit, and whether the unit ends
+    there. Three (N,) tensors."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    streams = max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
+    plan = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)
+    batches = StreamBatches(split, streams, seq_len, plan)
+    n_windows = min(batches.n_windows(drop_last=False), max(1, max_tokens // (streams * seq_len)))
+    eos_logit, halt_logit, ends = [], [], []
+    state = None
+    for k in range(n_windows):
+        b = batches.window(k)
+        remaining = torch.from_numpy(b.remaining).to(device)
+        h, state = model.features(torch.from_numpy(b.x).to(device), state, remaining)
+        z = rule_logits(model.token_logits(h), Stop.eos)  # (B, T, V)
+        others = z.clone()
+        others[..., EOS] = -math.inf
+        decides = torch.from_numpy(b.halt >= 0).to(device)  # inside a unit, past its <sos>
+        eos_logit.append((z[..., EOS] - others.logsumexp(-1))[decides])
+        halt_logit.append(model.halt_logits(h).float()[decides])
+        ends.append(torch.from_numpy(b.halt == 1).to(device)[decides])
+    model.train(was_training)
+    return torch.cat(eos_logit), torch.cat(halt_logit), torch.cat(ends)
+
+
+def fit_end_bias(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    max_tokens: int = 32768,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[float, float]:
+    """Refit ``model.end_bias`` on ``split`` (training text): the shifts of the <eos> logit and
+    of the halt logit that make the model's chance of ending (see ``end_logits``) match how
+    often units end there. Each is a one-number maximum-likelihood fit (a logistic regression
+    with the model's own logits as offsets), after which the model's end probabilities over
+    that text add up to its number of ends. Returns the shifts added."""
+    eos_logit, halt_logit, ends = end_logits(model, split, seq_len, max_tokens, batch_size, device)
+    y = ends.double()
+    shifts = (_logistic_shift(eos_logit, y), _logistic_shift(halt_logit, y))
+    model.end_bias += torch.tensor(shifts, device=model.end_bias.device)
+    return shifts
+
+
+def _logistic_shift(a: torch.Tensor, y: torch.Tensor, bound: float = 20.0) -> float:
+    """The b that maximises sum log P(y | sigmoid(a + b)): the root of the increasing
+    sum sigmoid(a + b) - sum y, by bisection (Newton's steps overshoot from a poor start);
+    0 when y has a single class (nothing to fit)."""
+    a, target = a.double(), float(y.sum())
+    if not 0 < target < len(y):
+        return 0.0
+    lo, hi = -bound, bound
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float(torch.sigmoid(a + mid).sum()) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def open_dataset(info: dict[str, Any]) -> Dataset:
+    """A run's dataset, from run.json: its cached folder, or rebuilt from the corpus when the
+    folder is gone but the corpus is unchanged."""
+    try:
+        folder = Path(info["data"]["dataset"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"run.json does not say where its dataset is ({e})") from None
+    try:
+        return Dataset(folder)
+    except (CorpusError, OSError):
+        pass
+    corpus = Path(info.get("corpus", ""))
+    if not corpus.is_file() or file_hash(corpus) != info["data"].get("hash"):
+        raise CorpusError(
+            f"the run's dataset {folder} is missing and its corpus {corpus} is gone or has "
+            "changed; the validation lengths cannot be recomputed"
+        )
+    ds, _ = prepare(corpus, DataConfig.from_dict(info["data"]["config"]))
+    return ds
+
+
+def val_lengths(info: dict[str, Any]) -> np.ndarray:
+    """Unit lengths (tokens) of a run's validation split."""
+    try:
+        val_fraction = float(info["train"]["val_fraction"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"run.json has no validation fraction ({e})") from None
+    _, val = open_dataset(info).split(val_fraction)
+    return val.unit_lengths()
+
+
+def measure_run(
+    ref: str | Path | None = None,
+    root: Path = DEFAULT_ROOT,
+    n: int = 500,
+    temperature: float = 1.0,
+    seed: int = 0,
+    loaded: LoadedRun | None = None,
+) -> StopFit:
+    """Fit the stopping rules of a run against its validation split; writes stopfit.json."""
+    run = loaded or load_run(ref, root)
+    fit = fit_lengths(run.model, run.tokenizer, val_lengths(run.info), n, temperature, seed)
+    write_stopfit(run.folder, fit)
+    return fit
+
+
+def write_stopfit(folder: Path, fit: StopFit) -> None:
+    """checkpoints/<run>/stopfit.json, written aside and renamed in (``runs.read_stopfit``
+    reads it back)."""
+    write_json_atomic(Path(folder) / STOPFIT, asdict(fit))
