@@ -33,7 +33,9 @@ from safetensors.torch import save as safetensors_bytes
 
 from charrnn.errors import CheckpointError, TrainingError
 
-FORMAT_VERSION = 2  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 3  # 2: the weights hold the state a unit starts from (model.start_h)
+# 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
+#    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 RUN_JSON = "run.json"
 BEST = "best.safetensors"
@@ -50,11 +52,12 @@ _JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionErro
 # Loading applies them in turn, so a run of any version from OLDEST_FORMAT on still loads.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: lambda info: info,  # 1 -> 2 changed the weights only: see ADDED_IN
+    2: lambda info: info,  # 2 -> 3 changed the weights only: see ADDED_IN and _upgrade_weights
 }
 # Model tensors a newer format added, and the version that added them. A file of an older
 # format loads without them; they keep the value that format implied (zeros: a unit started
 # from h = 0 before start_h existed), so the model computes what it computed then.
-ADDED_IN = {"start_h": 2}
+ADDED_IN = {"start_h": 2, "end_bias": 3}
 
 
 # -- atomic writes ------------------------------------------------------------------------
@@ -429,10 +432,30 @@ def check_shapes(config: Any, path: Path) -> None:
     have = tensor_shapes(path, prefix="model.")
     for name in _implied(path, want.keys() - have.keys()):
         have[name] = want[name]
+    old, new = have.get("len_embed.weight"), want.get("len_embed.weight")
+    if old and new and old == (new[0] // 2 + 1, new[1]):  # format 2's, see _upgrade_weights
+        have["len_embed.weight"] = new
     if want != have:
         diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         detail = ", ".join(f"{k} {have.get(k)} vs {want.get(k)}" for k in diff[:3])
         raise CheckpointError(f"weights do not match the model config ({detail}): {path}")
+
+
+def _upgrade_weights(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, Any]:
+    """Tensors of an older format in today's shape, computing what they computed then.
+
+    Format 2's length input had one "unknown" row (the last) and was read as it is; format 3
+    has an "unknown" row per offset bucket and reads the input times LENGTH_INPUT_SCALE. The
+    old unknown row is repeated for every offset and everything is divided by the scale, so
+    an old model's inputs are unchanged (up to float rounding)."""
+    from charrnn.model import LENGTH_INPUT_SCALE
+
+    old = weights.get("len_embed.weight")
+    n = getattr(model, "n_buckets", None)
+    if old is not None and n is not None and old.shape[0] == n + 1:
+        rows = torch.cat([old[:n], old[n:].expand(n, -1)])  # (2n, E)
+        weights["len_embed.weight"] = rows / LENGTH_INPUT_SCALE
+    return weights
 
 
 def _implied(path: Path, missing: Any) -> set[str]:
@@ -458,7 +481,7 @@ def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load ``model.*`` tensors strictly: every name and shape must match the config."""
-    weights = load_tensors(path, prefix="model.")
+    weights = _upgrade_weights(load_tensors(path, prefix="model."), model)
     expected = model.state_dict()
     for name in _implied(path, expected.keys() - weights.keys()):
         weights[name] = torch.zeros_like(expected[name])

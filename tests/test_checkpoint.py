@@ -146,3 +146,35 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_a_format_2_model_loads_and_computes_what_it_computed_then(trained_run, tmp_path):
+    """Format 2 had one "unknown" length-input row, read without a scale, and no end
+    calibration; such a run loads into today's model and gives the same logits."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from charrnn.checkpoint import META_KEY, load_tensors
+    from charrnn.model import LENGTH_INPUT_SCALE
+
+    run = tmp_path / "old"
+    shutil.copytree(trained_run, run)
+    new = load_run(trained_run)
+    n = new.model.n_buckets
+    with torch.no_grad():  # a model whose unknown rows are all alike: format 2 could hold it
+        new.model.len_embed.weight[n:] = new.model.len_embed.weight[n]
+        new.model.end_bias.zero_()
+    tensors = load_tensors(run / "best.safetensors")
+    rows = new.model.len_embed.weight.detach() * LENGTH_INPUT_SCALE
+    tensors["model.len_embed.weight"] = torch.cat([rows[:n], rows[n : n + 1]]).contiguous()
+    del tensors["model.end_bias"]
+    meta = {**read_meta(run / "best.safetensors"), "format_version": 2}
+    save_file(tensors, str(run / "best.safetensors"), metadata={META_KEY: json.dumps(meta)})
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "format_version": 2}))
+    old = load_run(run)
+    assert old.model.len_embed.weight.shape == (2 * n, new.model.config.embed)
+    tokens = torch.tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(old.model(tokens)[0], new.model(tokens)[0], atol=1e-5)

@@ -86,7 +86,7 @@ def stepwise_log_prob(model, ids: list[int], stop: Stop) -> float:
     """log P(<sos> ids <eos>) under ``stop``, feeding one token at a time: an independent
     implementation of the sum that score computes in one batched pass."""
     n, total, state = len(ids), 0.0, None
-    rem = None if stop is not Stop.length else torch.tensor([[model.unknown_length]])
+    rem = torch.as_tensor(model.unknown_at(0)).reshape(1, 1)  # <sos>: length unknown
     with torch.no_grad():
         h, state = model.features(torch.tensor([[SOS]]), state, rem)
         if stop is Stop.length:
@@ -105,6 +105,8 @@ def stepwise_log_prob(model, ids: list[int], stop: Stop) -> float:
                 break
             if stop is Stop.length:
                 rem = torch.as_tensor(model.length_buckets(n - k)).reshape(1, 1)
+            else:  # unknown, k tokens into the unit
+                rem = torch.as_tensor(model.unknown_at(k)).reshape(1, 1)
             h, state = model.features(torch.tensor([[target]]), state, rem)
             if stop is Stop.halt:
                 z = float(model.halt_logits(h[0, -1]))

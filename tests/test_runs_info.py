@@ -131,6 +131,8 @@ def test_info_shows_config_parameters_tokenizer_curves(runs_root):
     from charrnn.checkpoint import load_run
 
     params = count_parameters(load_run(runs_root / "verses").model)
+    assert (runs_root / "verses" / STOPFIT).exists()  # training measured the stopping rules
+    (runs_root / "verses" / STOPFIT).unlink()  # as for a run trained before it did
     r = run("info", "verses", "--checkpoints", runs_root)
     assert r.exit_code == 0, r.output
     out = r.stdout
