@@ -356,7 +356,7 @@ class StreamBatches:
 def describe(ds: Dataset) -> dict[str, Any]:
     """The numbers ``tokenize`` prints."""
     m = ds.meta
-    lengths = np.diff(np.append(ds.units[:, 0], m["n_tokens"])) - 2
+    n_units = max(1, m["n_units"])
     return {
         "characters": m["n_chars"],
         "bytes": m["n_bytes"],
@@ -365,8 +365,19 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "tokens": m["n_tokens"],
         "vocabulary": m["vocab_size"],
         "unk_rate": m["n_unk"] / max(1, m["n_tokens"] - 2 * m["n_units"]),
-        "mean_unit_length": float(lengths.mean()) if len(lengths) else 0.0,
-        "max_unit_length": int(lengths.max()) if len(lengths) else 0,
+        "mean_unit_length": (m["n_tokens"] - 2 * m["n_units"]) / n_units,
+        "max_unit_length": _longest_unit(ds),
         "level": m["config"]["tokenizer"]["level"],
         "sample_chars": m.get("tokenizer_sample_chars"),
     }
+
+
+def _longest_unit(ds: Dataset, step: int = 1 << 20) -> int:
+    """Tokens in the longest unit, <sos> and <eos> excluded (the index read in steps)."""
+    starts, longest = ds.units[:, 0], 0
+    for lo in range(0, len(starts), step):
+        ends = starts[lo + 1 : lo + step + 1]
+        if len(ends) < len(starts[lo : lo + step]):
+            ends = np.append(ends, ds.meta["n_tokens"])
+        longest = max(longest, int((ends - starts[lo : lo + step]).max()) - 2)
+    return longest

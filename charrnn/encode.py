@@ -16,6 +16,7 @@ How each level gets its vocabulary:
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,6 +28,7 @@ from charrnn.tokenizers import (
     SOS,
     UNK,
     CharTokenizer,
+    Level,
     SentencePieceTokenizer,
     Tokenizer,
     TokenizerConfig,
@@ -38,7 +40,7 @@ from charrnn.tokenizers import (
 TOKENS_BIN = "tokens.bin"
 UNITS_NPY = "units.npy"
 ENCODE_CHUNK = 1 << 22  # bytes of text at a time: arrays stay small and cache-friendly
-REMAP_CHUNK = 1 << 24  # ids rewritten at a time in the word level's second step
+REMAP_CHUNK = 1 << 22  # ids rewritten at a time in the word level's second step
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 _END = np.array([0, 1, 1])  # a unit's row counts its end too: one character, one byte
@@ -101,17 +103,14 @@ class _UnitIndex:
         self.n_bytes += int(rows[:, 2].sum())
 
     def finish(self) -> None:
+        """Write units.npy: the .npy header, then the rows as they are (no memory map, whose
+        pages would count as this process's memory)."""
         assert self.pending is None, "the last unit was finished"
         self.file.close()
-        out = np.lib.format.open_memmap(
-            self.path, mode="w+", dtype=np.int64, shape=(self.n_rows, 3)
-        )
-        step = REMAP_CHUNK // 3
-        for lo in range(0, self.n_rows, step):
-            n = min(step, self.n_rows - lo)
-            out[lo : lo + n] = np.fromfile(self.raw, np.int64, n * 3, offset=lo * 24).reshape(n, 3)
-        out.flush()
-        del out
+        header = {"descr": "<i8", "fortran_order": False, "shape": (self.n_rows, 3)}
+        with self.path.open("wb") as out, self.raw.open("rb") as rows:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(rows, out, 1 << 22)
         self.raw.unlink()
 
 
@@ -155,7 +154,7 @@ def encode_corpus(
         return iter_unit_blocks(chunks, unit, max_open=chunk_bytes)
 
     extra: dict[str, Any] = {}
-    if config.level.value == "word":
+    if config.level is Level.word:
         phases = _Phases(progress, size, 1.1)
         tokenizer, stats = _encode_words(config, blocks(phases), folder, index, phases)
     else:
