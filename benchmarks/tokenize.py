@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,10 +151,8 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{load}"
 
 
-def row(name: str, r: dict, size: int, ref: dict | None = None) -> str:
-    mbs = size / r["wall"] / 1e6
-    ratio = f"{mbs / (size / ref['wall'] / 1e6):.2f}" if ref else ""
-    return f"| {name} | {mbs:,.1f} | {r['rss'] / 2**20:,.0f} | {ratio} |"
+def mbs(r: dict, size: int) -> float:
+    return size / r["wall"] / 1e6
 
 
 def main() -> None:
@@ -173,7 +170,7 @@ def main() -> None:
         corpus = build_corpus(args.corpus, args.mb, folder)
         size = corpus.stat().st_size
         print(f"{size / 1e6:,.0f} MB corpus ({args.corpus.name} repeated) on {machine()}\n")
-        print("| encoder | MB/s | peak RSS (MiB) | ratio |")
+        print("| encoder | MB/s | peak RSS (MiB) | charrnn / this |")
         print("| --- | ---: | ---: | ---: |")
         for level in args.levels.split(","):
             _bench_level(level, corpus, folder, size, args.vocab_size)
@@ -183,37 +180,31 @@ def main() -> None:
 
 def _bench_level(level: str, corpus: Path, folder: Path, size: int, vocab: int) -> None:
     out = folder / f"ds-{level}"
-    t = time.perf_counter()
     ours = run_child(_OURS, corpus, out, level, str(vocab))
     refs: list[tuple[str, dict]] = []
+    scratch = folder / "reference.bin"
     if level == "char":
-        refs.append(
-            ("python list comprehension", run_child(_LISTCOMP, corpus, folder / "r", level))
-        )
-        refs.append(("numpy lookup table", run_child(_NUMPY_LUT, corpus, folder / "r", level)))
+        refs.append(("python list comprehension", run_child(_LISTCOMP, corpus, scratch, level)))
+        refs.append(("numpy lookup table", run_child(_NUMPY_LUT, corpus, scratch, level)))
     elif level == "word":
-        refs.append(
-            ("regex word split alone", run_child(_REGEX_WORDS, corpus, folder / "r", level))
-        )
+        refs.append(("regex word split alone", run_child(_REGEX_WORDS, corpus, scratch, level)))
     else:
-        model = str(out / "tokenizer.model")
+        model = str(out / "tokenizer.model")  # the model charrnn trained, on the same text
         refs.append(
             ("sentencepiece batched encode", run_child(_SP_BATCHED, corpus, out, level, model))
         )
     shutil.rmtree(out, ignore_errors=True)
-    (folder / "r").unlink(missing_ok=True)
+    scratch.unlink(missing_ok=True)
     note = f"{ours['tokens']:,} tokens, vocabulary {ours['vocab']:,}"
     if ours.get("sample"):
-        note += f", trained on {ours['sample'] / 1e6:.0f}M characters"
+        note += f", tokenizer trained on {ours['sample'] / 1e6:.0f}M characters"
     print(
-        f"| **{level}** ({note}) | {size / ours['wall'] / 1e6:,.1f} | "
-        f"{ours['rss'] / 2**20:,.0f} | |"
+        f"| {level}: **charrnn** ({note}) | {mbs(ours, size):,.1f} | {ours['rss'] / 2**20:,.0f} | |"
     )
     for name, r in refs:
-        print(row(f"{level}: {name}", r, size))
-    print(f"| {level}: ours / {refs[-1][0]} | | | {refs[-1][1]['wall'] / ours['wall']:.2f} |")
+        ratio = mbs(ours, size) / mbs(r, size)
+        print(f"| {level}: {name} | {mbs(r, size):,.1f} | {r['rss'] / 2**20:,.0f} | {ratio:.2f} |")
     sys.stdout.flush()
-    del t
 
 
 if __name__ == "__main__":
