@@ -164,6 +164,14 @@ MaxVocabOpt = Annotated[
 VocabSizeOpt = Annotated[
     int, typer.Option(min=8, help="Subword vocabulary size (bpe, unigram).", rich_help_panel=DATA)
 ]
+SampleCharsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Subword levels: characters of the corpus (spread over it) that train the tokenizer.",
+        rich_help_panel=DATA,
+    ),
+]
 ReplaceErrorsOpt = Annotated[
     bool,
     typer.Option(help="Replace invalid UTF-8 bytes instead of stopping.", rich_help_panel=DATA),
@@ -199,9 +207,14 @@ def _data_config(
     max_vocab: int | None,
     vocab_size: int,
     replace_errors: bool,
+    sample_chars: int = _TOK.sample_chars,
 ) -> DataConfig:
     tok = TokenizerConfig(
-        level=level, min_freq=min_freq, max_vocab=max_vocab, vocab_size=vocab_size
+        level=level,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
+        vocab_size=vocab_size,
+        sample_chars=sample_chars,
     )
     return DataConfig(tokenizer=tok, unit=unit, replace_errors=replace_errors)
 
@@ -266,13 +279,16 @@ def tokenize_cmd(
     min_freq: MinFreqOpt = _TOK.min_freq,
     max_vocab: MaxVocabOpt = None,
     vocab_size: VocabSizeOpt = _TOK.vocab_size,
+    sample_chars: SampleCharsOpt = _TOK.sample_chars,
     replace_errors: ReplaceErrorsOpt = _D.replace_errors,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="Dataset folder; default: the shared cache.")
     ] = None,
 ) -> None:
     """Build the vocabulary and the encoded corpus that train would use."""
-    config = _data_config(level, unit, min_freq, max_vocab, vocab_size, replace_errors)
+    config = _data_config(
+        level, unit, min_freq, max_vocab, vocab_size, replace_errors, sample_chars
+    )
     t0 = time.monotonic()
     with _data_progress() as progress:
         ds, cached = prepare(corpus, config, progress=progress, out=output)
@@ -284,12 +300,13 @@ def tokenize_cmd(
     rows = [
         ("level", d["level"]),
         ("unit", d["unit"]),
-        ("characters", f"{d['characters']:,}"),
+        ("characters", f"{d['characters']:,} ({d['bytes']:,} bytes)"),
         ("units", f"{d['units']:,}"),
         ("tokens", f"{d['tokens']:,}"),
         ("vocabulary", f"{d['vocabulary']:,}"),
         ("<unk> rate", f"{d['unk_rate']:.3%}"),
         ("mean unit length", f"{d['mean_unit_length']:.1f} tokens"),
+        *([("tokenizer sample", f"{d['sample_chars']:,} characters")] if d["sample_chars"] else []),
         ("dataset", str(ds.folder)),
         ("", "reused from cache" if cached else f"encoded in {seconds:.1f}s"),
     ]
@@ -337,7 +354,7 @@ class _TrainView(Callbacks):
         what = "validation (whole split)" if e.full else "validation"
         self.bar.console.print(
             f"step {e.step:>6}  {what}: {e.loss:.4f} nats/token, {e.bpc:.3f} bits/char, "
-            f"ppl {e.perplexity:.2f}{mark}"
+            f"{e.bpb:.3f} bits/byte, ppl {e.perplexity:.2f}{mark}"
         )
 
     def on_sample(self, step: int, text: str) -> None:
@@ -396,6 +413,7 @@ def _summary(result: TrainResult, corpus: Path) -> Table:
             ("val loss", f"{result.val.loss:.4f} nats/token"),
             ("val perplexity", f"{result.val.perplexity:.2f}"),
             ("val bits/char", f"{result.val.bpc:.4f}"),
+            ("val bits/byte", f"{result.val.bpb:.4f}"),
         ]
     if result.stop_fit is not None:
         f = result.stop_fit
@@ -419,6 +437,7 @@ def train_cmd(
     min_freq: MinFreqOpt = _TOK.min_freq,
     max_vocab: MaxVocabOpt = None,
     vocab_size: VocabSizeOpt = _TOK.vocab_size,
+    sample_chars: SampleCharsOpt = _TOK.sample_chars,
     replace_errors: ReplaceErrorsOpt = _D.replace_errors,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = _M.cell,
     nonlinearity: Annotated[
@@ -533,7 +552,9 @@ def train_cmd(
             skip_nonfinite=skip_nonfinite,
             stop_fit=stop_fit,
         ),
-        data=_data_config(level, unit, min_freq, max_vocab, vocab_size, replace_errors),
+        data=_data_config(
+            level, unit, min_freq, max_vocab, vocab_size, replace_errors, sample_chars
+        ),
     )
     main = is_main_process()  # under torchrun, rank 0 alone shows progress
     with Progress(
@@ -753,6 +774,7 @@ def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
         "tokens": s.n_tokens,
         "perplexity": s.perplexity,
         "bits_per_char": s.bits_per_char,
+        "bits_per_byte": s.bits_per_byte,
         "unknown": s.n_unk,
     }
     if per_token:
@@ -861,6 +883,7 @@ def _score_table(results: list[SentenceScore], title: str) -> Table:
         ("P", "right"),
         ("ppl", "right"),
         ("bits/char", "right"),
+        ("bits/byte", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for rank, r in enumerate(ranked, 1):
@@ -872,6 +895,7 @@ def _score_table(results: list[SentenceScore], title: str) -> Table:
             _prob_text(r.log_prob),
             f"{r.perplexity:.2f}",
             f"{r.bits_per_char:.3f}",
+            f"{r.bits_per_byte:.3f}",
         )
     return table
 

@@ -18,33 +18,20 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from charrnn.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import bucketize
-from charrnn.text import Unit, check_corpus_path, iter_text, iter_units, resolve_unit
-from charrnn.tokenizers import (
-    EOS,
-    PAD,
-    SOS,
-    UNK,
-    Tokenizer,
-    TokenizerConfig,
-    fit_tokenizer,
-    load_tokenizer,
-)
+from charrnn.text import Unit, check_corpus_path, iter_text, resolve_unit
+from charrnn.tokenizers import EOS, PAD, SOS, TokenizerConfig, load_tokenizer
 
 DATASET_JSON = "dataset.json"
-TOKENS_BIN = "tokens.bin"
-UNITS_NPY = "units.npy"
 FORMAT_VERSION = 1
-
-Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 @dataclass(frozen=True)
@@ -64,6 +51,10 @@ class DataConfig:
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
         return cls(TokenizerConfig.from_dict(d["tokenizer"]), Unit(d["unit"]), d["replace_errors"])
 
+    def key(self) -> dict[str, Any]:
+        """The settings an encoding depends on (those unused at its level left out)."""
+        return {**self.to_dict(), "tokenizer": self.tokenizer.key()}
+
 
 def cache_root() -> Path:
     """Where encoded corpora are cached: $CHARRNN_CACHE, else the XDG cache folder."""
@@ -82,7 +73,7 @@ def file_hash(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def cache_key(content_hash: str, config: DataConfig) -> str:
-    settings = json.dumps([FORMAT_VERSION, content_hash, config.to_dict()], sort_keys=True)
+    settings = json.dumps([FORMAT_VERSION, content_hash, config.key()], sort_keys=True)
     return hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
 
 
@@ -123,7 +114,7 @@ class Dataset:
         self.tokenizer = load_tokenizer(self.folder)
         n = self.meta["n_tokens"]
         self.tokens = np.memmap(self.folder / TOKENS_BIN, dtype=dtype, mode="r", shape=(n,))
-        self.units = np.load(self.folder / UNITS_NPY, allow_pickle=False)
+        self.units = np.load(self.folder / UNITS_NPY, mmap_mode="r", allow_pickle=False)
         self.config = DataConfig.from_dict(self.meta["config"])
 
     @property
@@ -133,13 +124,17 @@ class Dataset:
     def split(self, val_fraction: float) -> tuple[Split, Split]:
         """Train on the head, validate on the tail, cut at a unit boundary.
 
-        The cut is the first unit start at or after (1 - val_fraction) of the tokens; a corpus
-        of one unit is cut mid-unit, so both sides still have tokens.
+        The cut is the first unit that starts at or after (1 - val_fraction) of the text's
+        characters, so that models of every level are validated on the same text. When no
+        unit starts there (a corpus of one unit), the cut is by tokens, mid-unit, so both
+        sides still have tokens.
         """
         n = len(self.tokens)
         target = int(round(n * (1.0 - val_fraction)))
         starts = self.units[:, 0]
-        i = int(np.searchsorted(starts, target))
+        i = _unit_at_char(self.units, (1.0 - val_fraction) * self.meta["n_chars"])
+        if not 0 < i < len(starts):
+            i = int(np.searchsorted(starts, target))
         cut = int(starts[i]) if i < len(starts) else target
         if cut <= 0 or cut >= n:
             cut = target
@@ -155,6 +150,19 @@ class Dataset:
             train.n_chars, val.n_chars = _share(self.meta["n_chars"], frac)
             train.n_bytes, val.n_bytes = _share(self.meta["n_bytes"], frac)
         return train, val
+
+
+def _unit_at_char(units: np.ndarray, target: float, step: int = 1 << 20) -> int:
+    """The first unit that starts at or after ``target`` characters into the text (read in
+    steps, so a memory-mapped index is never copied whole)."""
+    before = 0  # characters before units[lo]
+    for lo in range(0, len(units), step):
+        ends = before + np.cumsum(units[lo : lo + step, 1])  # characters up to each unit's end
+        k = int(np.searchsorted(ends, target))  # the unit holding the target, or past it
+        if k < len(ends):
+            return lo + k + (1 if ends[k] - units[lo + k, 1] < target else 0)
+        before = int(ends[-1])
+    return len(units)
 
 
 def _share(total: int, frac: float) -> tuple[int, int]:
@@ -179,9 +187,6 @@ def build_dataset(
     first = next(iter_text(corpus, errors, chunk_bytes=1 << 20), "")
     unit = resolve_unit(config.unit, first)
 
-    tokenizer = fit_tokenizer(config.tokenizer, iter_text(corpus, errors))
-    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32)
-
     out = Path(out)
     if out.exists() and not _replaceable(out):
         raise CorpusError(
@@ -190,7 +195,7 @@ def build_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        stats = _encode(corpus, errors, unit, tokenizer, dtype, tmp, size, progress)
+        tokenizer, stats = encode_corpus(corpus, config.tokenizer, unit, errors, tmp, progress)
         if stats["n_tokens"] == 0:
             raise CorpusError(f"corpus has no text to train on: {corpus}")
         tokenizer.save(tmp)
@@ -199,7 +204,6 @@ def build_dataset(
             "source": {"path": str(corpus.resolve()), "size": size, "hash": content_hash},
             "config": config.to_dict(),
             "unit": unit.value,
-            "dtype": dtype.name,
             "vocab_size": tokenizer.vocab_size,
             **stats,
         }
@@ -216,55 +220,6 @@ def build_dataset(
 def _replaceable(folder: Path) -> bool:
     """Only an empty folder or an older dataset may be replaced: never a user's own files."""
     return folder.is_dir() and ((folder / DATASET_JSON).is_file() or not any(folder.iterdir()))
-
-
-def _encode(
-    corpus: Path,
-    errors: str,
-    unit: Unit,
-    tokenizer: Tokenizer,
-    dtype: np.dtype,
-    folder: Path,
-    size: int,
-    progress: Progress | None,
-) -> dict[str, Any]:
-    n_tokens = n_unk = 0
-    unit_rows: list[np.ndarray] = []
-    with (folder / TOKENS_BIN).open("wb") as f:
-        for units in iter_units(_counting(iter_text(corpus, errors), progress, size), unit):
-            stream = tokenizer.encode_units(units)  # (n,) int64
-            starts = np.flatnonzero(stream == SOS) + n_tokens
-            chars = np.fromiter(map(len, units), dtype=np.int64, count=len(units)) + 1
-            nbytes = (
-                np.fromiter(
-                    (len(u.encode("utf-8", "surrogatepass")) for u in units),
-                    dtype=np.int64,
-                    count=len(units),
-                )
-                + 1
-            )
-            unit_rows.append(np.stack([starts, chars, nbytes], axis=1))
-            n_unk += int(np.count_nonzero(stream == UNK))
-            f.write(stream.astype(dtype).tobytes())
-            n_tokens += len(stream)
-    rows = np.concatenate(unit_rows) if unit_rows else np.zeros((0, 3), dtype=np.int64)
-    np.save(folder / UNITS_NPY, rows, allow_pickle=False)
-    return {
-        "n_tokens": n_tokens,
-        "n_units": len(rows),
-        "n_chars": int(rows[:, 1].sum()),
-        "n_bytes": int(rows[:, 2].sum()),
-        "n_unk": n_unk,
-    }
-
-
-def _counting(chunks: Iterator[str], progress: Progress | None, size: int) -> Iterator[str]:
-    done = 0
-    for chunk in chunks:
-        yield chunk
-        done += len(chunk)
-        if progress:
-            progress(min(done, size), size)
 
 
 def prepare(
@@ -284,7 +239,7 @@ def prepare(
     if (folder / DATASET_JSON).exists():
         try:
             ds = Dataset(folder)
-            if ds.meta["source"]["hash"] == digest and ds.meta["config"] == config.to_dict():
+            if ds.meta["source"]["hash"] == digest and ds.config.key() == config.key():
                 return ds, True
         except CorpusError:
             pass  # a stale or damaged cache entry is rebuilt below
@@ -443,7 +398,7 @@ class StreamBatches:
 def describe(ds: Dataset) -> dict[str, Any]:
     """The numbers ``tokenize`` prints."""
     m = ds.meta
-    lengths = np.diff(np.append(ds.units[:, 0], m["n_tokens"])) - 2
+    n_units = max(1, m["n_units"])
     return {
         "characters": m["n_chars"],
         "bytes": m["n_bytes"],
@@ -452,7 +407,19 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "tokens": m["n_tokens"],
         "vocabulary": m["vocab_size"],
         "unk_rate": m["n_unk"] / max(1, m["n_tokens"] - 2 * m["n_units"]),
-        "mean_unit_length": float(lengths.mean()) if len(lengths) else 0.0,
-        "max_unit_length": int(lengths.max()) if len(lengths) else 0,
+        "mean_unit_length": (m["n_tokens"] - 2 * m["n_units"]) / n_units,
+        "max_unit_length": _longest_unit(ds),
         "level": m["config"]["tokenizer"]["level"],
+        "sample_chars": m.get("tokenizer_sample_chars"),
     }
+
+
+def _longest_unit(ds: Dataset, step: int = 1 << 20) -> int:
+    """Tokens in the longest unit, <sos> and <eos> excluded (the index read in steps)."""
+    starts, longest = ds.units[:, 0], 0
+    for lo in range(0, len(starts), step):
+        ends = starts[lo + 1 : lo + step + 1]
+        if len(ends) < len(starts[lo : lo + step]):
+            ends = np.append(ends, ds.meta["n_tokens"])
+        longest = max(longest, int((ends - starts[lo : lo + step]).max()) - 2)
+    return longest

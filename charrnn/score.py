@@ -47,6 +47,7 @@ class SentenceScore:
     n_tokens: int
     n_chars: int  # the sentence's characters plus one for its end
     terms: list[Term] = field(default_factory=list)
+    n_bytes: int = 0  # its UTF-8 bytes plus one for its end
 
     @property
     def prob(self) -> float:
@@ -64,6 +65,10 @@ class SentenceScore:
     @property
     def bits_per_char(self) -> float:
         return -self.log_prob / LOG2 / self.n_chars
+
+    @property
+    def bits_per_byte(self) -> float:
+        return -self.log_prob / LOG2 / self.n_bytes
 
 
 @torch.no_grad()
@@ -95,6 +100,7 @@ def score(
         for k, res in zip(group, _score_batch(model, tokenizer, [encoded[g] for g in group], stop)):
             res.text = sentences[k]
             res.n_chars = len(sentences[k]) + 1
+            res.n_bytes = len(sentences[k].encode("utf-8", "surrogatepass")) + 1
             results[k] = res
         i = j
     return [r for r in results if r is not None]

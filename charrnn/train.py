@@ -133,6 +133,7 @@ class EvalStats:
     tokens: int
     best: bool
     full: bool  # the whole validation split, not a sample of it
+    bpb: float = math.nan  # bits per UTF-8 byte
 
     @property
     def perplexity(self) -> float:
@@ -261,6 +262,11 @@ def bits_per_char(loss: float, split: Split) -> float:
     """Nats per token -> bits per character of the split's text."""
     targets = len(split) - len(split.unit_starts)  # <sos> targets are not counted
     return loss * targets / max(1, split.n_chars) / LOG2
+
+
+def bits_per_byte(loss: float, split: Split) -> float:
+    """Nats per token -> bits per UTF-8 byte of the split's text."""
+    return bits_per_char(loss, split) * split.n_chars / max(1, split.n_bytes)
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -420,6 +426,7 @@ class _Trainer:
             "step": self.loop.step,
             "val_loss": loss,
             "val_bpc": bits_per_char(loss, self.val),
+            "val_bpb": bits_per_byte(loss, self.val),
         }
         save_tensors(self.folder / BEST, tensors, meta)
 
@@ -704,8 +711,12 @@ class _Trainer:
             self.save_best(loss)
         else:
             loop.evals_since_best += 1
-        stats = EvalStats(loop.step, loss, bits_per_char(loss, self.val), n, best, full=False)
-        self.log.append({"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc})
+        stats = EvalStats(
+            loop.step, loss, bits_per_char(loss, self.val), n, best, False, self._bpb(loss)
+        )
+        self.log.append(
+            {"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc, "val_bpb": stats.bpb}
+        )
         self.save_last()
         self._update_eval_cost(t_eval - t0, n, saving=time.monotonic() - t_eval)
         self.cb.on_eval(stats)
@@ -718,19 +729,26 @@ class _Trainer:
                 load_weights(self.model, best_path)
             self.ranks.broadcast_module(self.model)  # every rank evaluates the same weights
         loss, n = self._evaluate()
-        stats = EvalStats(self.loop.best_step, loss, bits_per_char(loss, self.val), n, True, True)
+        bpc = bits_per_char(loss, self.val)
+        stats = EvalStats(self.loop.best_step, loss, bpc, n, True, True, self._bpb(loss))
         meta = {
             "kind": "best",
             "step": self.loop.best_step,
             "val_loss": loss,
             "val_bpc": stats.bpc,
+            "val_bpb": stats.bpb,
             "full": True,
         }
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.ranks.is_main:
             save_tensors(best_path, tensors, meta)
         self.log.append(
-            {"step": self.loop.step, "final_val_loss": loss, "final_val_bpc": stats.bpc}
+            {
+                "step": self.loop.step,
+                "final_val_loss": loss,
+                "final_val_bpc": stats.bpc,
+                "final_val_bpb": stats.bpb,
+            }
         )
         self.cb.on_eval(stats)
         return stats
@@ -750,6 +768,9 @@ class _Trainer:
         fit = fit_lengths(self.model, self.ds.tokenizer, lengths, n, seed=self.config.seed)
         write_stopfit(self.folder, fit)
         return fit
+
+    def _bpb(self, loss: float) -> float:
+        return bits_per_byte(loss, self.val)
 
     def _sample_text(self) -> str:
         was = self.model.training
@@ -1003,6 +1024,7 @@ def _run_json(
             "train_tokens": len(train),
             "val_tokens": len(val),
             "val_chars": val.n_chars,
+            "val_bytes": val.n_bytes,
             "val_units": len(val.unit_starts),
             "val_unit_length_mean": float(val_lengths.mean()) if len(val_lengths) else 0.0,
         },

@@ -117,6 +117,12 @@ CASES = [
         ("not a charrnn dataset folder",),
         setup=lambda p: (text("c.txt", VERSES)(p), folder("mine", "notes.txt")(p)),
     ),
+    Case(
+        "tokenize: --vocab-size too small for the text",
+        "tokenize {p}/c.txt --level bpe --vocab-size 100",
+        ("--vocab-size 100 is too small",),
+        setup=text("c.txt", VERSES),
+    ),
     Case("tokenize: --min-freq 0", "tokenize x.txt --min-freq 0", ("--min-freq",), USAGE),
     Case("tokenize: unknown --unit", "tokenize x.txt --unit sentence", ("--unit",), USAGE),
     Case("tokenize: --max-vocab 3", "tokenize x.txt --max-vocab 3", ("--max-vocab",), USAGE),

@@ -41,8 +41,10 @@ def test_last_checkpoint_holds_resume_state(trained_run):
 def test_checkpoints_are_not_pickles(trained_run):
     for name in (BEST, LAST):
         head = (trained_run / name).read_bytes()[:16]
-        assert not head.startswith(b"\x80")  # a pickle's protocol opcode
-        assert int.from_bytes(head[:8], "little") < 10_000_000  # safetensors header length
+        # safetensors: an 8-byte header length, then the JSON header (a pickle starts with
+        # its protocol opcode, 0x80, which is also a header length's first byte now and then)
+        assert int.from_bytes(head[:8], "little") < 10_000_000
+        assert head[8:9] == b"{"
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from charrnn.cli import app, parse_duration
@@ -67,11 +68,22 @@ def test_tokenize_train_sample_score(corpus: Path, tmp_path: Path):
     scores = json.loads(r.stdout)
     assert [s["text"] for s in scores] == ["The cat sat.", "The cta sat."]
     assert all(s["log_prob"] < 0 and s["bits_per_char"] > 0 for s in scores)
+    assert all(s["bits_per_byte"] == pytest.approx(s["bits_per_char"]) for s in scores)  # ASCII
 
     r = run("score", "The cat sat.", "日本", "--checkpoints", ck, "--per-token")
     assert (
         r.exit_code == 0 and "log P" in r.stdout and "<unk>" in r.stdout and "surprisal" in r.stdout
     )
+
+
+def test_tokenize_a_subword_level(corpus: Path, tmp_path: Path):
+    args = ("tokenize", corpus, "--level", "unigram", "--vocab-size", "320")
+    r = run(*args, "--sample-chars", "2000", "-o", tmp_path / "ds")
+    assert r.exit_code == 0, r.output
+    assert "unigram" in r.output and "tokenizer sample" in r.output and "bytes" in r.output
+    assert (tmp_path / "ds" / "tokenizer.model").exists()
+    sampled = json.loads((tmp_path / "ds" / "dataset.json").read_text())["tokenizer_sample_chars"]
+    assert 0 < sampled <= 2000 and f"{sampled:,} characters" in r.output
 
 
 def test_score_reads_a_file(corpus: Path, tmp_path: Path):

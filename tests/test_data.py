@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -10,16 +12,22 @@ from charrnn.data import (
     prepare,
     reveal_points,
 )
+from charrnn.encode import TOKENS_BIN, UNITS_NPY, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import Unit, read_text, split_units
-from charrnn.tokenizers import EOS, PAD, SOS, Level, TokenizerConfig
+from charrnn.tokenizers import EOS, PAD, SOS, UNK, Level, TokenizerConfig
+from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES
 
 
+def tokenizer_config(level: Level) -> TokenizerConfig:
+    return TokenizerConfig(level=level, vocab_size=320)  # small: sentencepiece trains fast
+
+
 def test_memory_mapped_tokens_equal_an_in_memory_encode(corpus):
-    for level in (Level.char, Level.word):
-        ds, _ = prepare(corpus, DataConfig(TokenizerConfig(level=level)))
+    for level in Level:
+        ds, _ = prepare(corpus, DataConfig(tokenizer_config(level)))
         units = split_units(read_text(corpus), ds.unit)
         expected = ds.tokenizer.encode_units(units)
         assert isinstance(ds.tokens, np.memmap)
@@ -28,6 +36,85 @@ def test_memory_mapped_tokens_equal_an_in_memory_encode(corpus):
         assert ds.meta["n_units"] == len(units) == len(ds.units)
         assert ds.meta["n_chars"] == sum(len(u) + 1 for u in units)
         assert np.array_equal(ds.units[:, 0], np.flatnonzero(expected == SOS))
+        assert (ds.folder / "tokenizer.model").exists() == (level in (Level.bpe, Level.unigram))
+
+
+TRICKY = (
+    "Première ligne, naïve <unk> café.\nSecond line of it\n\n"
+    "日本語の段落 🙂\n<unk><unk>\n   \n\t\n"
+    + "a long paragraph line\n" * 12
+    + "\n\n\nthe end <unk>"
+)
+
+
+@pytest.mark.parametrize(
+    ("level", "unit"),
+    [
+        (Level.char, Unit.paragraph),
+        (Level.char, Unit.document),
+        (Level.word, Unit.paragraph),
+        (Level.word, Unit.document),
+        (Level.bpe, Unit.paragraph),
+        (Level.unigram, Unit.line),
+    ],
+)
+def test_streamed_encoding_in_small_chunks_equals_an_in_memory_encode(tmp_path, level, unit):
+    path = tmp_path / "tricky.txt"
+    path.write_text(TRICKY * 3, encoding="utf-8")
+    for chunk in (7, 50, 1 << 20):  # units cut into pieces; whole units; one chunk
+        folder = tmp_path / f"{level.value}-{chunk}"
+        folder.mkdir()
+        tok, stats = encode_corpus(
+            path, tokenizer_config(level), unit, "strict", folder, None, chunk
+        )
+        tokens = np.fromfile(folder / TOKENS_BIN, dtype=stats["dtype"]).astype(np.int64)
+        units = split_units(read_text(path), unit)
+        assert tokens.tolist() == tok.encode_units(units).tolist()
+        rows = np.load(folder / UNITS_NPY)
+        assert rows[:, 1].tolist() == [len(u) + 1 for u in units]
+        assert rows[:, 2].tolist() == [len(u.encode()) + 1 for u in units]
+        assert np.array_equal(rows[:, 0], np.flatnonzero(tokens == SOS))
+        assert stats["n_unk"] == int(np.count_nonzero(tokens == UNK))
+
+
+def test_char_level_with_a_large_alphabet(tmp_path):
+    # more than 256 symbols: ids no longer fit a byte, Latin-1 and other text take other paths
+    text = "".join(chr(c) for c in range(0x20, 0x200)) + "\n\nÀ <unk> b\n\n" + "日本\n"
+    path = tmp_path / "big.txt"
+    path.write_text(text * 2, encoding="utf-8")
+    ds, _ = prepare(path, DataConfig(TokenizerConfig(level=Level.char)))
+    assert ds.meta["vocab_size"] > 256
+    expected = ds.tokenizer.encode_units(split_units(read_text(path), ds.unit))
+    assert np.array_equal(np.asarray(ds.tokens, dtype=np.int64), expected)
+
+
+def test_same_text_same_characters_at_every_level(corpus):
+    """Bits per character compare across levels: every level sees the same units, characters
+    and bytes, and validates on the same text."""
+    # units of long words, then units of punctuation: tokens per character differ by level
+    text = "Extraordinarily incomprehensible circumstances.\n\n" * 30
+    text += "Ça va? Oui, oui; non: « 日本 »!\n\n" * 8
+    corpus.write_text(text, encoding="utf-8")
+    seen = {}
+    for level in Level:
+        ds, _ = prepare(corpus, DataConfig(tokenizer_config(level)))
+        _, val = ds.split(0.1)
+        seen[level] = (np.asarray(ds.units[:, 1:]).tolist(), val.n_chars, val.n_bytes)
+        if level is not Level.word:  # these decode exactly
+            seen[level] += (ds.tokenizer.decode(val.tokens),)
+    first = seen[Level.char]
+    assert first[2] > first[1]  # the text is not all ASCII: bytes and characters differ
+    for level in Level:
+        assert seen[level][:3] == first[:3], level
+        assert seen[level][3:] in ((), first[3:])
+
+
+def test_bits_per_char_and_per_byte_share_the_same_total(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    _, val = ds.split(0.1)
+    bits = bits_per_char(1.0, val) * val.n_chars
+    assert bits == pytest.approx(bits_per_byte(1.0, val) * val.n_bytes)
+    assert bits == pytest.approx((len(val) - len(val.unit_starts)) / np.log(2))
 
 
 def test_cache_hit_and_invalidation(corpus):
@@ -44,6 +131,28 @@ def test_cache_hit_and_invalidation(corpus):
     ds4, cached4 = prepare(corpus, config)
     assert not cached4 and ds4.folder != ds1.folder
     assert ds4.meta["n_tokens"] != ds1.meta["n_tokens"]
+
+
+def test_subword_cache_hit_and_invalidation(corpus):
+    config = DataConfig(tokenizer_config(Level.bpe))
+    ds1, cached1 = prepare(corpus, config)
+    _, cached2 = prepare(corpus, config)
+    assert (cached1, cached2) == (False, True)
+    assert ds1.meta["tokenizer_sample_chars"] == len(read_text(corpus))  # small: all of it
+    # settings a subword level does not use change nothing
+    same = DataConfig(replace(config.tokenizer, min_freq=3, max_vocab=50))
+    assert prepare(corpus, same)[1]
+    for changed in (
+        replace(config.tokenizer, vocab_size=330),
+        replace(config.tokenizer, sample_chars=500),
+        replace(config.tokenizer, level=Level.unigram),
+    ):
+        ds, cached = prepare(corpus, DataConfig(changed))
+        assert not cached and ds.folder != ds1.folder
+    ds, _ = prepare(corpus, DataConfig(replace(config.tokenizer, sample_chars=500)))
+    assert ds.meta["tokenizer_sample_chars"] <= 500
+    corpus.write_text(VERSES + "A new line of verse.\n", encoding="utf-8")
+    assert not prepare(corpus, config)[1]
 
 
 def test_a_dataset_folder_is_used_as_is(corpus):

@@ -29,7 +29,7 @@ FEWER = settings(FEW, max_examples=8)  # each example runs the model
 # registered in tokenizers.TOKENIZERS. FIT holds the settings a level needs to be fitted on
 # the small texts here (subword levels: a small vocabulary).
 LEVELS = [level for level in Level if level in TOKENIZERS]
-FIT: dict[Level, dict] = {Level.bpe: {"vocab_size": 64}, Level.unigram: {"vocab_size": 64}}
+FIT: dict[Level, dict] = {Level.bpe: {"vocab_size": 320}, Level.unigram: {"vocab_size": 320}}
 
 # Any text: letters, digits, punctuation, spaces, line breaks, symbols, other scripts.
 ANY_TEXT = st.text(

@@ -3,7 +3,16 @@ from pathlib import Path
 import pytest
 
 from charrnn.errors import CorpusError
-from charrnn.text import Unit, iter_text, iter_units, read_text, resolve_unit, split_units
+from charrnn.text import (
+    Unit,
+    iter_sample,
+    iter_text,
+    iter_unit_blocks,
+    iter_units,
+    read_text,
+    resolve_unit,
+    split_units,
+)
 
 
 def write(tmp_path: Path, data: bytes) -> Path:
@@ -79,3 +88,48 @@ def test_streamed_units_equal_whole_text_units(unit):
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
         streamed = [u for batch in iter_units(chunks, unit) for u in batch]
         assert streamed == split_units(text, unit)
+
+
+@pytest.mark.parametrize("unit", [Unit.paragraph, Unit.document])
+def test_long_units_are_handed_out_in_pieces_that_join_up(unit):
+    text = "a long\nparagraph of\nlines\n\n" * 3 + "one\n \n\ntwo\nthree\n"
+    for size in (1, 4, 9):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        units: list[str] = []
+        pieces = 0
+        for block in iter_unit_blocks(chunks, unit, max_open=8):
+            got = block.units()
+            pieces += block.open
+            if block.continues:
+                units[-1] += got.pop(0)
+            units += got
+            assert block.char_counts().tolist() == [len(u) for u in block.units()]
+        assert units == split_units(text, unit)
+        assert pieces > 0  # some unit was longer than max_open
+
+
+def test_any_unicode_whitespace_makes_a_blank_line():
+    text = "\u3000indented first\n\u3000\u00a0\nsecond\n\u2003\nthird"
+    assert split_units(text, Unit.paragraph) == ["\u3000indented first", "second", "third"]
+    blocks = list(iter_unit_blocks([text[:9], text[9:]], Unit.paragraph))
+    assert [u for b in blocks for u in b.units()] == split_units(text, Unit.paragraph)
+
+
+def test_byte_counts_of_units():
+    text = "añb\n\n日本 🙂\n\nplain"
+    blocks = list(iter_unit_blocks([text], Unit.paragraph))
+    assert [n for b in blocks for n in b.byte_counts().tolist()] == [4, 11, 5]
+
+
+def test_sample_reads_whole_lines_spread_over_the_file(tmp_path):
+    lines = [f"line {i:05d} " + "x" * 40 for i in range(2000)]
+    path = write(tmp_path, ("\r\n".join(lines) + "\r\n").encode())
+    sample = "".join(iter_sample(path, 5000, window=1000))
+    got = sample.splitlines()
+    assert 50 < len(got) < 120 and all(g in lines for g in got)
+    assert got[0] == lines[0] and got[-1] == lines[-1]  # from the start to the end
+    assert "\r" not in sample
+    assert "".join(iter_sample(path, 10**9)) == read_text(path)  # small: the whole file
+    bad = write(tmp_path, b"ok\n" * 5000 + b"\xff\n" + b"ok\n" * 5000)
+    with pytest.raises(CorpusError, match="byte offset 15000"):
+        "".join(iter_sample(bad, 3000, window=1000))

@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from charrnn.checkpoint import BEST, LAST, MetricsLog, read_meta, read_run_json
+from charrnn.checkpoint import BEST, LAST, MetricsLog, load_run, read_meta, read_run_json
 from charrnn.errors import ConfigError, CorpusError
+from charrnn.generate import SampleConfig, Sampler
 from charrnn.tokenizers import Level
 from charrnn.train import Callbacks, TrainConfig, lr_at, train
 from tests.conftest import tiny_job
@@ -51,6 +52,21 @@ def test_runs_are_never_overwritten(corpus, tmp_path):
 def test_word_level_training(corpus, tmp_path):
     result = train(corpus, tiny_job(Level.word, max_steps=4), root=tmp_path)
     assert read_run_json(result.run)["data"]["level"] == "word"
+
+
+def test_subword_training_keeps_sentencepieces_model_with_the_run(corpus, tmp_path):
+    rec, level = Recorder(), Level.bpe
+    result = train(corpus, tiny_job(level, max_steps=4), root=tmp_path, callbacks=rec)
+    assert (result.run / "tokenizer.model").exists()
+    (corpus.parent / "gone").mkdir()
+    corpus.rename(corpus.parent / "gone" / corpus.name)  # the run stands on its own
+    loaded = load_run(result.run)
+    assert loaded.tokenizer.level is level
+    text = Sampler(loaded.model, loaded.tokenizer).sample(1, SampleConfig(seed=0))[0].text
+    assert isinstance(text, str)
+    assert all(math.isfinite(e.bpc) and e.bpb == pytest.approx(e.bpc) for e in rec.evals)
+    logged = [r for r in MetricsLog(result.run / "metrics.jsonl").read() if "val_bpb" in r]
+    assert logged and logged[-1]["val_bpb"] == pytest.approx(logged[-1]["val_bpc"])  # ASCII
 
 
 def test_a_stop_request_saves_a_resumable_checkpoint(corpus, tmp_path):

@@ -1,0 +1,218 @@
+"""Streaming a corpus into token and unit files, in memory bounded by the chunk size.
+
+    text file -> chunks (text.iter_text) -> blocks of units (text.iter_unit_blocks)
+              -> ids (Tokenizer.encode_block) -> tokens.bin (raw uint16/uint32)
+                                              -> unit rows -> units.npy
+
+How each level gets its vocabulary:
+
+    char      a first pass counts code points with numpy, then one pass encodes
+    word      one pass gives each word an id when first seen and counts it; the token file
+              is then rewritten once with the ranked ids (splitting words is the slow part,
+              so it is done once)
+    subword   sentencepiece is trained on a bounded sample of the corpus, then one pass
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from charrnn.text import Unit, UnitBlock, iter_sample, iter_text, iter_unit_blocks
+from charrnn.tokenizers import (
+    SOS,
+    UNK,
+    CharTokenizer,
+    Level,
+    SentencePieceTokenizer,
+    Tokenizer,
+    TokenizerConfig,
+    WordVocabulary,
+    token_dtype,
+    training_sentences,
+)
+
+TOKENS_BIN = "tokens.bin"
+UNITS_NPY = "units.npy"
+ENCODE_CHUNK = 1 << 22  # bytes of text at a time: arrays stay small and cache-friendly
+REMAP_CHUNK = 1 << 22  # ids rewritten at a time in the word level's second step
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+_END = np.array([0, 1, 1])  # a unit's row counts its end too: one character, one byte
+
+
+class _Phases:
+    """One progress bar over several passes: pass i covers [offset, offset + size)."""
+
+    def __init__(self, progress: Progress | None, size: int, passes: float):
+        self.progress, self.size, self.total = progress, size, max(1, int(size * passes))
+        self.offset = 0
+
+    def chunks(self, chunks: Iterable[str]) -> Iterator[str]:
+        done = 0
+        for chunk in chunks:
+            yield chunk
+            done += len(chunk)
+            self.report(min(done, self.size))
+        self.offset += self.size
+
+    def report(self, done: int) -> None:
+        if self.progress:
+            self.progress(min(self.offset + done, self.total), self.total)
+
+
+class _UnitIndex:
+    """Unit rows [start, chars, bytes] streamed to a raw file, then saved as .npy.
+
+    A unit handed out in pieces stays pending until its last piece; chars and bytes count one
+    more for the unit's end (the line break that <eos> stands for).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.raw = path.with_suffix(".rows")
+        self.file: BinaryIO = self.raw.open("wb")
+        self.pending: np.ndarray | None = None  # (3,) the row of an unfinished unit
+        self.n_rows = self.n_chars = self.n_bytes = 0
+
+    def add(self, block: UnitBlock, sos: np.ndarray) -> None:
+        """The rows of ``block``, whose new units start at ``sos`` (absolute positions)."""
+        chars, nbytes = block.char_counts(), block.byte_counts()
+        if block.continues:
+            assert self.pending is not None
+            self.pending[1:] += (chars[0], nbytes[0])
+            chars, nbytes = chars[1:], nbytes[1:]
+            if len(chars) or not block.open:  # the unit ends in this block
+                self._write(self.pending[None] + _END)
+                self.pending = None
+        assert len(sos) == len(chars), "one <sos> per unit that starts in the block"
+        rows = np.stack([sos, chars, nbytes], axis=1).astype(np.int64)
+        if block.open and len(rows):
+            self.pending, rows = rows[-1].copy(), rows[:-1]
+        self._write(rows + _END)
+
+    def _write(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+        self.n_rows += len(rows)
+        self.n_chars += int(rows[:, 1].sum())
+        self.n_bytes += int(rows[:, 2].sum())
+
+    def finish(self) -> None:
+        """Write units.npy: the .npy header, then the rows as they are (no memory map, whose
+        pages would count as this process's memory)."""
+        assert self.pending is None, "the last unit was finished"
+        self.file.close()
+        header = {"descr": "<i8", "fortran_order": False, "shape": (self.n_rows, 3)}
+        with self.path.open("wb") as out, self.raw.open("rb") as rows:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(rows, out, 1 << 22)
+        self.raw.unlink()
+
+
+def _stream(
+    encode: Callable[[UnitBlock], np.ndarray],
+    blocks: Iterable[UnitBlock],
+    tokens: BinaryIO,
+    index: _UnitIndex,
+    dtype: np.dtype,
+) -> dict[str, int]:
+    """Encode each block, append its ids to ``tokens`` and its rows to ``index``."""
+    n_tokens = n_unk = 0
+    for block in blocks:
+        stream = encode(block)
+        index.add(block, np.flatnonzero(stream == SOS) + n_tokens)
+        n_unk += int(np.count_nonzero(stream == UNK))
+        tokens.write(np.ascontiguousarray(stream, dtype=dtype).data)
+        n_tokens += len(stream)
+    return {"n_tokens": n_tokens, "n_unk": n_unk}
+
+
+def encode_corpus(
+    corpus: Path,
+    config: TokenizerConfig,
+    unit: Unit,
+    errors: str,
+    folder: Path,
+    progress: Progress | None = None,
+    chunk_bytes: int = ENCODE_CHUNK,
+) -> tuple[Tokenizer, dict[str, Any]]:
+    """Write ``tokens.bin`` and ``units.npy`` for ``corpus`` into ``folder``.
+
+    Returns the tokenizer (not yet saved) and the dataset's figures.
+    """
+    size = corpus.stat().st_size
+    folder = Path(folder)
+    index = _UnitIndex(folder / UNITS_NPY)
+
+    def blocks(phases: _Phases) -> Iterator[UnitBlock]:
+        chunks = phases.chunks(iter_text(corpus, errors, chunk_bytes))
+        return iter_unit_blocks(chunks, unit, max_open=chunk_bytes)
+
+    extra: dict[str, Any] = {}
+    if config.level is Level.word:
+        phases = _Phases(progress, size, 1.1)
+        tokenizer, stats = _encode_words(config, blocks(phases), folder, index, phases)
+    else:
+        if config.subword:
+            phases = _Phases(progress, size, 1.0)
+            tokenizer = _train_subwords(config, corpus, errors)
+            extra["tokenizer_sample_chars"] = tokenizer.sample_chars
+        else:
+            phases = _Phases(progress, size, 2.0)
+            tokenizer = CharTokenizer.fit(
+                config, phases.chunks(iter_text(corpus, errors, chunk_bytes))
+            )
+        dtype = token_dtype(tokenizer.vocab_size)
+        with (folder / TOKENS_BIN).open("wb") as f:
+            stats = _stream(tokenizer.encode_block, blocks(phases), f, index, dtype)
+        stats["dtype"] = dtype.name
+    index.finish()
+    stats.update(n_units=index.n_rows, n_chars=index.n_chars, n_bytes=index.n_bytes, **extra)
+    return tokenizer, stats
+
+
+def _train_subwords(config: TokenizerConfig, corpus: Path, errors: str) -> SentencePieceTokenizer:
+    seen = 0
+
+    def counted(chunks: Iterable[str]) -> Iterator[str]:
+        nonlocal seen
+        for chunk in chunks:
+            seen += len(chunk)
+            yield chunk
+
+    sample = counted(iter_sample(corpus, config.sample_chars, errors))
+    tokenizer = SentencePieceTokenizer.train(config, training_sentences(sample))
+    tokenizer.sample_chars = seen
+    return tokenizer
+
+
+def _encode_words(
+    config: TokenizerConfig,
+    blocks: Iterable[UnitBlock],
+    folder: Path,
+    index: _UnitIndex,
+    phases: _Phases,
+) -> tuple[Tokenizer, dict[str, Any]]:
+    vocab = WordVocabulary(config)
+    first_sight = folder / "tokens.first-sight"
+    with first_sight.open("wb") as f:
+        stats = _stream(vocab.encode_block, blocks, f, index, np.dtype(np.uint32))
+    tokenizer, remap = vocab.finish()
+    dtype = token_dtype(tokenizer.vocab_size)
+    table = remap.astype(dtype)
+    n_unk, n = 0, stats["n_tokens"]
+    with (folder / TOKENS_BIN).open("wb") as out:
+        for lo in range(0, n, REMAP_CHUNK):
+            ids = table[
+                np.fromfile(first_sight, np.uint32, min(REMAP_CHUNK, n - lo), offset=lo * 4)
+            ]
+            n_unk += int(np.count_nonzero(ids == UNK))
+            out.write(ids.tobytes())
+            phases.report(int(phases.size * 0.1 * (lo + len(ids)) / max(1, n)))
+    os.unlink(first_sight)
+    return tokenizer, {"n_tokens": n, "n_unk": n_unk, "dtype": dtype.name}
