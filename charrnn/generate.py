@@ -14,7 +14,7 @@ gives for the same tokens.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM, State
+from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 
@@ -72,15 +73,21 @@ class Sample:
     prompt_tokens: list[int] = field(default_factory=list)
 
 
-def rule_logits(logits: Tensor, stop: Stop) -> Tensor:
-    """Logits with the symbols the rule never draws set to -inf (<pad>, <sos>, and <eos> in
-    halt and length modes)."""
-    logits = logits.float().clone()
-    logits[..., PAD] = -math.inf
-    logits[..., SOS] = -math.inf
-    if stop in (Stop.halt, Stop.length):
-        logits[..., EOS] = -math.inf
-    return logits
+def rule_mask(vocab_size: int, stop: Stop, device: torch.device | str = "cpu") -> Tensor:
+    """0 where the rule may draw a symbol, -inf where it never does (<pad>, <sos>, and <eos>
+    in halt and length modes). (V,)"""
+    mask = torch.zeros(vocab_size, device=device)
+    banned = [PAD, SOS, EOS] if stop in (Stop.halt, Stop.length) else [PAD, SOS]
+    mask[banned] = -math.inf
+    return mask
+
+
+def rule_logits(logits: Tensor, stop: Stop, mask: Tensor | None = None) -> Tensor:
+    """Logits (float32) with the symbols the rule never draws set to -inf; ``mask`` is
+    ``rule_mask``'s, passed in to save making it again."""
+    if mask is None:
+        mask = rule_mask(logits.shape[-1], stop, logits.device)
+    return logits.float() + mask  # x + 0 is x exactly; x + -inf is -inf
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
@@ -108,10 +115,14 @@ def draw(logits: Tensor, config: SampleConfig, gen: torch.Generator) -> Tensor:
 
 
 class Sampler:
-    """Draws samples from a model; one instance per (model, tokenizer)."""
+    """Draws samples from a model; one instance per (model, tokenizer).
 
-    def __init__(self, model: RNNLM, tokenizer: Tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    ``fast`` (the default) feeds tokens through ``Stepper``, the one-step path; False feeds
+    them through ``model.features``, the straightforward path. Both give the same tokens.
+    """
+
+    def __init__(self, model: RNNLM, tokenizer: Tokenizer, fast: bool = True):
+        self.model, self.tokenizer, self.fast = model, tokenizer, fast
         self.device = next(model.parameters()).device
 
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -155,9 +166,11 @@ class Sampler:
         """Yield, at each step, the (sample index, token) pairs drawn; fills ``info`` with
         per-sample log_prob, cut and length when done."""
         model, dev = self.model, self.device
+        feed = self._feeder()
         gen = torch.Generator(device="cpu")
         gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
         stop = config.stop
+        mask = rule_mask(model.config.vocab_size, stop)  # (V,)
         prompt = torch.tensor([prompt_ids] * n, device=dev)  # (n, P)
         h, state = model.features(prompt)  # (n, P, H)
         h = h[:, -1]  # (n, H)
@@ -171,27 +184,29 @@ class Sampler:
             remaining = tau.clone()
             log_prob += lp
             alive &= remaining > 0
+        alive_now = alive.tolist()  # the same flags as Python booleans, read every step
         drawn = 0
-        while bool(alive.any()):
+        while any(alive_now):
             if drawn >= config.max_tokens:
                 cut |= alive
                 break
-            logits = rule_logits(model.token_logits(h).cpu(), stop)  # (n, V)
+            logits = rule_logits(model.token_logits(h).cpu(), stop, mask)  # (n, V)
             tok = draw(logits, config, gen)  # (n,)
             lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
             log_prob += torch.where(alive, lp.double(), 0.0)
-            yield [(i, int(t)) for i, t in enumerate(tok.tolist()) if alive[i]]
+            yield [(i, t) for i, (t, a) in enumerate(zip(tok.tolist(), alive_now)) if a]
             drawn += 1
             if stop is Stop.eos:
                 alive &= tok != EOS
             elif stop is Stop.length:
                 remaining -= 1
                 alive &= remaining > 0
-            if not bool(alive.any()):
+            alive_now = alive.tolist()
+            if not any(alive_now):
                 break
-            h, state = self._feed(tok, state, remaining if stop is Stop.length else None)
+            h, state = feed(tok, state, remaining if stop is Stop.length else None)
             if stop is Stop.none:
-                h, state = self._restart_units(tok, h, state)
+                h, state = self._restart_units(feed, tok, h, state)
             elif stop is Stop.halt:
                 h_logit = model.halt_logits(h).cpu().double()
                 halt = self._draw_halt(h_logit, config, gen)
@@ -199,25 +214,38 @@ class Sampler:
                     alive, torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit)), 0.0
                 )
                 alive &= ~halt
+                alive_now = alive.tolist()
         info["log_prob"] = log_prob.numpy()
         info["cut"] = cut.numpy()
         info["length"] = tau.numpy()
 
-    def _feed(self, tok: Tensor, state: State, remaining: Tensor | None) -> tuple[Tensor, State]:
-        x = tok.to(self.device)[:, None]  # (n, 1)
-        r = None
-        if remaining is not None:
-            r = torch.as_tensor(self.model.length_buckets(remaining.clamp(min=0).numpy()))
-            r = r.to(self.device)[:, None]
-        h, state = self.model.features(x, state, r)
-        return h[:, 0], state
+    def _feeder(self) -> Callable[[Tensor, State, Tensor | None], tuple[Tensor, State]]:
+        """``feed(tokens (n,), state, remaining lengths (n,) or None) -> (h (n, H), state)``:
+        the one-step path when it applies, else ``model.features``."""
+        model, dev = self.model, self.device
+        step = Stepper(model) if self.fast and Stepper.usable(model) else None
 
-    def _restart_units(self, tok: Tensor, h: Tensor, state: State) -> tuple[Tensor, State]:
+        def feed(tok: Tensor, state: State, remaining: Tensor | None) -> tuple[Tensor, State]:
+            x = tok.to(dev)  # (n,)
+            r = None
+            if remaining is not None:
+                r = torch.as_tensor(model.length_buckets(remaining.clamp(min=0).numpy()))
+                r = r.to(dev)  # (n,)
+            if step is not None:
+                return step(x, state, r)
+            h, state = model.features(x[:, None], state, None if r is None else r[:, None])
+            return h[:, 0], state  # (n, H)
+
+        return feed
+
+    def _restart_units(
+        self, feed: Callable[..., tuple[Tensor, State]], tok: Tensor, h: Tensor, state: State
+    ) -> tuple[Tensor, State]:
         """In "none" mode a drawn <eos> is followed by <sos>, as in training."""
         ended = tok == EOS
         if not bool(ended.any()):
             return h, state
-        h2, state2 = self._feed(torch.full_like(tok, SOS), state, None)
+        h2, state2 = feed(torch.full_like(tok, SOS), state, None)
         mask = ended.to(self.device)
         h = torch.where(mask[:, None], h2, h)
         state = tuple(torch.where(mask[None, :, None], s2, s) for s, s2 in zip(state, state2))

@@ -1,0 +1,90 @@
+"""One step of the recurrent stack, for sampling: one token per stream, no per-call overhead.
+
+``model.features`` on a (n, 1) input goes through ``nn.LSTM`` (or GRU, RNN), which is built
+for long sequences: on a CPU each call prepares the whole layer again, so one token costs far
+more than reading the weights once. ``Stepper`` computes the same step with the fused cell
+kernels (``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``,
+``torch.rnn_relu_cell``) on the model's own parameters, layer by layer:
+
+    x     = E[token] + R[bucket(remaining)]            as in RNNLM.features
+    h1, c1 = cell(x,  (h1, c1), W_ih1, W_hh1, b_ih1, b_hh1)
+    h2, c2 = cell(h1, (h2, c2), W_ih2, W_hh2, b_ih2, b_hh2)   ... up the stack
+
+It reads the parameters in place (no copies), so a model that goes on training is seen as it
+is, and it keeps the state in ``RNNLM``'s layout, so either path can take over from the other.
+Dropout is left out: use it on a model in eval mode (``Stepper.usable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from charrnn.model import RNNLM, Cell, Nonlinearity, State
+
+_CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., object]] = {
+    (Cell.lstm, Nonlinearity.tanh): torch.lstm_cell,
+    (Cell.lstm, Nonlinearity.relu): torch.lstm_cell,
+    (Cell.gru, Nonlinearity.tanh): torch.gru_cell,
+    (Cell.gru, Nonlinearity.relu): torch.gru_cell,
+    (Cell.rnn, Nonlinearity.tanh): torch.rnn_tanh_cell,
+    (Cell.rnn, Nonlinearity.relu): torch.rnn_relu_cell,
+}
+
+
+class Stepper:
+    """``step(tokens, state, remaining) -> (h, state)``: ``model.features`` for one token per
+    stream, with the top layer's output (n, H) instead of (n, 1, H)."""
+
+    def __init__(self, model: RNNLM):
+        c = model.config
+        self.model = model
+        self.lstm = c.cell is Cell.lstm
+        self.cell = _CELLS[(c.cell, c.nonlinearity)]
+        rnn = model.rnn
+        self.weights = [
+            tuple(getattr(rnn, f"{k}_l{layer}") for k in ("weight_ih", "weight_hh"))
+            + tuple(getattr(rnn, f"{k}_l{layer}", None) for k in ("bias_ih", "bias_hh"))
+            for layer in range(c.layers)
+        ]
+
+    @staticmethod
+    def usable(model: RNNLM) -> bool:
+        """The step equals ``features`` only without dropout, and for the layers it knows."""
+        rnn = model.rnn
+        return (
+            not model.training
+            and rnn.bias
+            and not rnn.bidirectional
+            and getattr(rnn, "proj_size", 0) == 0
+        )
+
+    def embed(self, tokens: Tensor, remaining: Tensor | None) -> Tensor:
+        """The input vectors (n, E), summed exactly as ``RNNLM.features`` sums them."""
+        m = self.model
+        x = F.embedding(tokens, m.embed.weight)  # (n, E)
+        if m.config.stop_heads:
+            if remaining is None:
+                x = x + m.len_embed.weight[m.unknown_length]
+            else:
+                x = x + F.embedding(remaining, m.len_embed.weight)
+        return x
+
+    def __call__(
+        self, tokens: Tensor, state: State, remaining: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """tokens (n,) and remaining-length buckets (n,) or None -> h (n, H), new state."""
+        x = self.embed(tokens, remaining)  # (n, E)
+        hs, cs = [], []
+        for layer, w in enumerate(self.weights):
+            if self.lstm:
+                x, c = self.cell(x, (state[0][layer], state[1][layer]), *w)  # (n, H) each
+                cs.append(c)
+            else:
+                x = self.cell(x, state[0][layer], *w)  # (n, H)
+            hs.append(x)
+        new = (torch.stack(hs), torch.stack(cs)) if self.lstm else (torch.stack(hs),)
+        return x, new  # (n, H), each (layers, n, H)
