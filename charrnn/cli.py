@@ -28,6 +28,7 @@ from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import Cell, ModelConfig, Nonlinearity
+from charrnn.precision import Precision
 from charrnn.score import SentenceScore, score
 from charrnn.text import Unit
 from charrnn.tokenizers import UNK, Level, TokenizerConfig
@@ -438,6 +439,12 @@ def train_cmd(
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)
     ] = _T.device,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="fp32, or bf16/fp16 mixed precision on a CUDA device.", rich_help_panel=TRAINING
+        ),
+    ] = Precision(_T.precision),
     skip_nonfinite: Annotated[
         bool,
         typer.Option(
@@ -482,6 +489,7 @@ def train_cmd(
             sample_every=sample_every,
             seed=seed,
             device=device,
+            precision=precision.value,
             skip_nonfinite=skip_nonfinite,
         ),
         data=_data_config(level, unit, min_freq, max_vocab, vocab_size, replace_errors),
