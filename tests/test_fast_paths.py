@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
 from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity
+from charrnn.score import _target_log_probs
 from charrnn.stepper import Stepper
 
 KINDS = [
@@ -94,3 +95,17 @@ def test_fast_sampler_gives_the_reference_samples(cell, nonlinearity, stop):
         np.testing.assert_allclose(got_info["log_prob"], want_info["log_prob"], atol=1e-4)
         assert np.array_equal(got_info["cut"], want_info["cut"])
         assert np.array_equal(got_info["length"], want_info["length"])
+
+
+def test_scoring_logits_in_slices_equals_all_at_once():
+    model = random_model(Cell.gru, Nonlinearity.tanh)
+    g = torch.Generator().manual_seed(2)
+    h, targets = torch.randn(50, 24, generator=g), torch.randint(3, 23, (50,), generator=g)
+    with torch.no_grad():
+        want = rule_logits(model.token_logits(h), Stop.halt).log_softmax(-1)
+        want = want.gather(-1, targets[:, None]).squeeze(-1).double()
+        whole = _target_log_probs(model, h, targets, Stop.halt)
+        sliced = _target_log_probs(model, h, targets, Stop.halt, max_logits=23 * 7)
+    assert whole.shape == sliced.shape == (50,)
+    torch.testing.assert_close(whole, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sliced, whole, atol=1e-6, rtol=0)

@@ -1,0 +1,1 @@
+"""Speed figures for charrnn, each next to a bare PyTorch reference: ``python -m benchmarks``."""
