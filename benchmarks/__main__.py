@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(PARTS), help="comma-separated: train,sample,score")
     p.add_argument("--corpus", type=Path, default=None, help="default: tinyshakespeare")
     p.add_argument("--rounds", type=int, default=None, help="rounds per figure (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return p.parse_args(argv)
 
 
@@ -113,6 +114,8 @@ def table(info: dict[str, str], rows: list[speed.Row], quick: bool) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
         work = Path(tmp)
         os.environ["CHARRNN_CACHE"] = str(work / "cache")  # leave the user's cache alone

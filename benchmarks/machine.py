@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,11 +35,11 @@ def load_average() -> str:
         return "n/a"
 
 
-def _best_seconds(fn: object, repeats: int) -> float:
+def _best_seconds(fn: Callable[[], None], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         best = min(best, time.perf_counter() - t0)
     return best
 

@@ -32,6 +32,7 @@ from charrnn.data import DataConfig, prepare
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, Cell, ModelConfig
 from charrnn.score import score
+from charrnn.tokenizers import Tokenizer
 from charrnn.train import Job, StepStats, TrainConfig, fit_model_config, train
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -124,6 +125,7 @@ def training(
             time_budget=None,
             sample_every=0,
             evals=2,
+            val_fraction=0.02,  # the final evaluation reads the whole split: keep it short
             device=device.type,
             precision=precision,
         ),
@@ -141,7 +143,7 @@ def training(
 # -- sampling -----------------------------------------------------------------------------
 
 
-def _models(corpus: Path, shape: Shape, cell: str = "lstm") -> tuple[RNNLM, BareLM, object]:
+def _models(corpus: Path, shape: Shape, cell: str = "lstm") -> tuple[RNNLM, BareLM, Tokenizer]:
     ds, _ = prepare(corpus, DataConfig())
     train_split, _ = ds.split(0.1)
     config = ModelConfig(
@@ -159,7 +161,7 @@ def sampling(
     model, bare, tokenizer = _models(corpus, shape)
     model = model.to(device)
     cfg = SampleConfig(temperature=1.0, stop=Stop.none, max_tokens=tokens, seed=0)
-    fast, straight = Sampler(model, tokenizer), Sampler(model, tokenizer, fast=False)  # type: ignore[arg-type]
+    fast, straight = Sampler(model, tokenizer), Sampler(model, tokenizer, fast=False)
     fast.sample(streams, SampleConfig(stop=Stop.none, max_tokens=5, seed=0))  # warm-up
     sample_tokens_per_s(bare, streams, 5, device)
     ours, ref, slow = [], [], []
@@ -201,17 +203,17 @@ def scoring(corpus: Path, shape: Shape, device: torch.device, sentences: int, ro
     model = model.to(device)
     lines = [ln for ln in corpus.read_text(encoding="utf-8").splitlines() if ln.strip()]
     lines = lines[:sentences]
-    n_tokens = sum(len(tokenizer.encode(ln)) + 1 for ln in lines)  # type: ignore[attr-defined]
+    n_tokens = sum(len(tokenizer.encode(ln)) + 1 for ln in lines)
     width = -(-n_tokens // 64)
     g = torch.Generator().manual_seed(0)
     block = torch.randint(4, model.config.vocab_size, (64, width), generator=g)  # (64, T)
     flops = forward_flops_per_token("lstm", shape, model.config.vocab_size)
-    score(model, tokenizer, lines[:50])  # type: ignore[arg-type]  # warm-up
+    score(model, tokenizer, lines[:50])  # warm-up
     ours, ref = [], []
     for _ in range(rounds):
         sync(device)
         t0 = time.perf_counter()
-        score(model, tokenizer, lines)  # type: ignore[arg-type]
+        score(model, tokenizer, lines)
         sync(device)
         ours.append(n_tokens * flops / (time.perf_counter() - t0) / 1e9)
         ref.append(block.numel() * flops / forward_seconds(bare, block, device) / 1e9)

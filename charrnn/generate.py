@@ -28,6 +28,8 @@ from charrnn.model import RNNLM, State
 from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
+Feed = Callable[[Tensor, State, "Tensor | None"], tuple[Tensor, State]]
+
 
 class Stop(str, Enum):
     eos = "eos"
@@ -166,7 +168,7 @@ class Sampler:
         """Yield, at each step, the (sample index, token) pairs drawn; fills ``info`` with
         per-sample log_prob, cut and length when done."""
         model, dev = self.model, self.device
-        feed = self._feeder()
+        feed, token_logits = self._feeder()
         gen = torch.Generator(device="cpu")
         gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
         stop = config.stop
@@ -190,7 +192,7 @@ class Sampler:
             if drawn >= config.max_tokens:
                 cut |= alive
                 break
-            logits = rule_logits(model.token_logits(h).cpu(), stop, mask)  # (n, V)
+            logits = rule_logits(token_logits(h).cpu(), stop, mask)  # (n, V)
             tok = draw(logits, config, gen)  # (n,)
             lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
             log_prob += torch.where(alive, lp.double(), 0.0)
@@ -219,9 +221,9 @@ class Sampler:
         info["cut"] = cut.numpy()
         info["length"] = tau.numpy()
 
-    def _feeder(self) -> Callable[[Tensor, State, Tensor | None], tuple[Tensor, State]]:
-        """``feed(tokens (n,), state, remaining lengths (n,) or None) -> (h (n, H), state)``:
-        the one-step path when it applies, else ``model.features``."""
+    def _feeder(self) -> tuple[Feed, Callable[[Tensor], Tensor]]:
+        """``feed(tokens (n,), state, remaining lengths (n,) or None) -> (h (n, H), state)`` and
+        ``token_logits(h) -> (n, V)``: the one-step path when it applies, else the model's."""
         model, dev = self.model, self.device
         step = Stepper(model) if self.fast and Stepper.usable(model) else None
 
@@ -236,10 +238,10 @@ class Sampler:
             h, state = model.features(x[:, None], state, None if r is None else r[:, None])
             return h[:, 0], state  # (n, H)
 
-        return feed
+        return feed, model.token_logits if step is None else step.token_logits
 
     def _restart_units(
-        self, feed: Callable[..., tuple[Tensor, State]], tok: Tensor, h: Tensor, state: State
+        self, feed: Feed, tok: Tensor, h: Tensor, state: State
     ) -> tuple[Tensor, State]:
         """In "none" mode a drawn <eos> is followed by <sos>, as in training."""
         ended = tok == EOS

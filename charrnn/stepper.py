@@ -10,14 +10,18 @@ kernels (``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``,
     h1, c1 = cell(x,  (h1, c1), W_ih1, W_hh1, b_ih1, b_hh1)
     h2, c2 = cell(h1, (h2, c2), W_ih2, W_hh2, b_ih2, b_hh2)   ... up the stack
 
-It reads the parameters in place (no copies), so a model that goes on training is seen as it
-is, and it keeps the state in ``RNNLM``'s layout, so either path can take over from the other.
-Dropout is left out: use it on a model in eval mode (``Stepper.usable``).
+The weight matrices are copied once, transposed, when a Stepper is made (one per sampling
+call): BLAS reads a (K, 4H) row-major matrix faster than the (4H, K) one nn.LSTM keeps, most
+of all for one stream, where each step is bound by reading the weights. The cell kernels are
+handed transposed views of the copies, so they do the very same arithmetic. The state keeps
+``RNNLM``'s layout, so either path can take over from the other. Dropout is left out: use it
+on a model in eval mode (``Stepper.usable``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from charrnn.model import RNNLM, Cell, Nonlinearity, State
 
-_CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., object]] = {
+_CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., Any]] = {
     (Cell.lstm, Nonlinearity.tanh): torch.lstm_cell,
     (Cell.lstm, Nonlinearity.relu): torch.lstm_cell,
     (Cell.gru, Nonlinearity.tanh): torch.gru_cell,
@@ -46,10 +50,18 @@ class Stepper:
         self.cell = _CELLS[(c.cell, c.nonlinearity)]
         rnn = model.rnn
         self.weights = [
-            tuple(getattr(rnn, f"{k}_l{layer}") for k in ("weight_ih", "weight_hh"))
-            + tuple(getattr(rnn, f"{k}_l{layer}", None) for k in ("bias_ih", "bias_hh"))
+            tuple(
+                _transposed_copy(getattr(rnn, f"{k}_l{layer}")) for k in ("weight_ih", "weight_hh")
+            )
+            + tuple(getattr(rnn, f"{k}_l{layer}") for k in ("bias_ih", "bias_hh"))
             for layer in range(c.layers)
         ]
+        # the token head, likewise (with tied weights: the embedding, after the projection)
+        self.proj = None if model.proj is None else _transposed_copy(model.proj.weight)
+        if model.head is not None:
+            self.head, self.head_bias = _transposed_copy(model.head.weight), model.head.bias
+        else:
+            self.head, self.head_bias = _transposed_copy(model.embed.weight), model.head_bias
 
     @staticmethod
     def usable(model: RNNLM) -> bool:
@@ -73,6 +85,12 @@ class Stepper:
                 x = x + F.embedding(remaining, m.len_embed.weight)
         return x
 
+    def token_logits(self, h: Tensor) -> Tensor:
+        """``RNNLM.token_logits`` for features (n, H) -> (n, V)."""
+        if self.proj is not None:
+            h = F.linear(h, self.proj)  # (n, E)
+        return F.linear(h, self.head, self.head_bias)
+
     def __call__(
         self, tokens: Tensor, state: State, remaining: Tensor | None = None
     ) -> tuple[Tensor, State]:
@@ -88,3 +106,8 @@ class Stepper:
             hs.append(x)
         new = (torch.stack(hs), torch.stack(cs)) if self.lstm else (torch.stack(hs),)
         return x, new  # (n, H), each (layers, n, H)
+
+
+def _transposed_copy(w: Tensor) -> Tensor:
+    """The same matrix (4H, K), stored as its transpose: a view of a (K, 4H) contiguous copy."""
+    return w.detach().t().contiguous().t()

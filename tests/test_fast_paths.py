@@ -30,8 +30,9 @@ def random_model(cell: Cell, nonlinearity: Nonlinearity, **kw) -> RNNLM:
 
 
 @pytest.mark.parametrize(("cell", "nonlinearity"), KINDS)
-def test_one_step_equals_features_step_by_step(cell, nonlinearity):
-    model = random_model(cell, nonlinearity)
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_one_step_equals_features_step_by_step(cell, nonlinearity, tie_weights):
+    model = random_model(cell, nonlinearity, tie_weights=tie_weights)
     step = Stepper(model)
     g = torch.Generator().manual_seed(1)
     n, steps = 3, 12
@@ -49,18 +50,17 @@ def test_one_step_equals_features_step_by_step(cell, nonlinearity):
             torch.testing.assert_close(h, h_ref[:, 0], atol=1e-5, rtol=0)
             for s, s_ref in zip(state, ref_state):
                 torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=0)
-            diff = (model.token_logits(h) - model.token_logits(h_ref[:, 0])).abs().max()
+            diff = (step.token_logits(h) - model.token_logits(h_ref[:, 0])).abs().max()
             assert float(diff) < 1e-4
 
 
-def test_one_step_reads_the_weights_in_place():
+def test_each_sampling_call_reads_the_current_weights():
     model = random_model(Cell.lstm, Nonlinearity.tanh)
-    step = Stepper(model)
     tok, state = torch.tensor([5]), model.init_state(1)
     with torch.no_grad():
-        before, _ = step(tok, state)
-        model.rnn.weight_ih_l0.add_(0.5)  # as an optimizer step would
-        after, _ = step(tok, state)
+        before, _ = Stepper(model)(tok, state)
+        model.rnn.weight_ih_l0.add_(0.5)  # as an optimizer step would, between two samples
+        after, _ = Stepper(model)(tok, state)
         ref, _ = model.features(tok[:, None], state)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, ref[:, 0], atol=1e-5, rtol=0)
