@@ -166,7 +166,10 @@ class Sampler:
         self, n: int, config: SampleConfig, prompt_ids: list[int], info: dict[str, np.ndarray]
     ) -> Iterator[list[tuple[int, int]]]:
         """Yield, at each step, the (sample index, token) pairs drawn; fills ``info`` with
-        per-sample log_prob, cut and length when done."""
+        per-sample log_prob, cut and length when done.
+
+        A sample that has ended leaves the batch: the others go on with fewer rows.
+        """
         model, dev = self.model, self.device
         feed, token_logits = self._feeder()
         gen = torch.Generator(device="cpu")
@@ -175,9 +178,9 @@ class Sampler:
         mask = rule_mask(model.config.vocab_size, stop)  # (V,)
         prompt = torch.tensor([prompt_ids] * n, device=dev)  # (n, P)
         h, state = model.features(prompt)  # (n, P, H)
-        h = h[:, -1]  # (n, H)
+        h = h[:, -1]  # (b, H): one row per sample still drawing, b <= n
+        rows = torch.arange(n)  # (b,) the sample each row draws for
         log_prob = torch.zeros(n, dtype=torch.float64)
-        alive = torch.ones(n, dtype=torch.bool)
         cut = torch.zeros(n, dtype=torch.bool)
         remaining = torch.full((n,), -1, dtype=torch.long)
         tau = torch.zeros(n, dtype=torch.long)
@@ -185,38 +188,38 @@ class Sampler:
             tau, lp = self._draw_length(h, n, config, gen)
             remaining = tau.clone()
             log_prob += lp
-            alive &= remaining > 0
-        alive_now = alive.tolist()  # the same flags as Python booleans, read every step
+            rows, h, state = _keep(remaining > 0, rows, h, state)
         drawn = 0
-        while any(alive_now):
+        while len(rows):
             if drawn >= config.max_tokens:
-                cut |= alive
+                cut[rows] = True
                 break
-            logits = rule_logits(token_logits(h).cpu(), stop, mask)  # (n, V)
-            tok = draw(logits, config, gen)  # (n,)
-            lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
-            log_prob += torch.where(alive, lp.double(), 0.0)
-            yield [(i, t) for i, (t, a) in enumerate(zip(tok.tolist(), alive_now)) if a]
+            logits = rule_logits(token_logits(h).cpu(), stop, mask)  # (b, V)
+            tok = draw(logits, config, gen)  # (b,)
+            lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # (b,)
+            log_prob.index_add_(0, rows, lp.double())
+            yield list(zip(rows.tolist(), tok.tolist()))
             drawn += 1
+            live = None
             if stop is Stop.eos:
-                alive &= tok != EOS
+                live = tok != EOS
             elif stop is Stop.length:
-                remaining -= 1
-                alive &= remaining > 0
-            alive_now = alive.tolist()
-            if not any(alive_now):
-                break
-            h, state = feed(tok, state, remaining if stop is Stop.length else None)
+                remaining[rows] -= 1
+                live = remaining[rows] > 0
+            if live is not None and not bool(live.all()):
+                rows, h, state, tok = *_keep(live, rows, h, state), tok[live]
+                if not len(rows):
+                    break
+            h, state = feed(tok, state, remaining[rows] if stop is Stop.length else None)
             if stop is Stop.none:
                 h, state = self._restart_units(feed, tok, h, state)
             elif stop is Stop.halt:
-                h_logit = model.halt_logits(h).cpu().double()
+                h_logit = model.halt_logits(h).cpu().double()  # (b,)
                 halt = self._draw_halt(h_logit, config, gen)
-                log_prob += torch.where(
-                    alive, torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit)), 0.0
-                )
-                alive &= ~halt
-                alive_now = alive.tolist()
+                terms = torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit))
+                log_prob.index_add_(0, rows, terms)
+                if bool(halt.any()):
+                    rows, h, state = _keep(~halt, rows, h, state)
         info["log_prob"] = log_prob.numpy()
         info["cut"] = cut.numpy()
         info["length"] = tau.numpy()
@@ -243,14 +246,16 @@ class Sampler:
     def _restart_units(
         self, feed: Feed, tok: Tensor, h: Tensor, state: State
     ) -> tuple[Tensor, State]:
-        """In "none" mode a drawn <eos> is followed by <sos>, as in training."""
-        ended = tok == EOS
-        if not bool(ended.any()):
+        """In "none" mode a drawn <eos> is followed by <sos>, as in training: fed to the rows
+        that ended only, so a batch of many streams does not take a second step for a few."""
+        ended = (tok == EOS).nonzero().squeeze(1)  # (k,)
+        if len(ended) == 0:
             return h, state
-        h2, state2 = feed(torch.full_like(tok, SOS), state, None)
-        mask = ended.to(self.device)
-        h = torch.where(mask[:, None], h2, h)
-        state = tuple(torch.where(mask[None, :, None], s2, s) for s, s2 in zip(state, state2))
+        rows = ended.to(self.device)
+        sub = tuple(s.index_select(1, rows) for s in state)  # each (layers, k, H)
+        h_sub, sub = feed(torch.full((len(ended),), SOS), sub, None)  # (k, H)
+        h = h.index_copy(0, rows, h_sub)
+        state = tuple(s.index_copy(1, rows, s_sub) for s, s_sub in zip(state, sub))
         return h, state
 
     def _draw_length(
@@ -277,3 +282,10 @@ class Sampler:
         if config.temperature == 0:
             return p >= 0.5
         return torch.rand(p.shape, generator=gen, dtype=torch.float64) < p
+
+
+def _keep(live: Tensor, rows: Tensor, h: Tensor, state: State) -> tuple[Tensor, Tensor, State]:
+    """The batch without the rows whose sample has ended (``live`` False)."""
+    idx = live.nonzero().squeeze(1)  # (b',)
+    on_dev = idx.to(h.device)
+    return rows[idx], h.index_select(0, on_dev), tuple(s.index_select(1, on_dev) for s in state)
