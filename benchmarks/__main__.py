@@ -101,14 +101,30 @@ def table(info: dict[str, str], rows: list[speed.Row], quick: bool) -> str:
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [
         "",
-        "| figure | charrnn | bare reference | ratio | goal | note |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
+        "Best of each figure's rounds; ratio = charrnn / reference. CPU-time columns: tokens",
+        "(or FLOPs) per second of this process's CPU time, steady on a shared machine.",
+        "",
+        "| figure | charrnn | bare reference | ratio | charrnn, CPU time | reference, CPU time "
+        "| ratio, CPU time | goal (ratio) | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
+
+    def num(x: float) -> str:
+        return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
     for r in rows:
-        lines.append(
-            f"| {r.figure} ({r.unit}) | {r.ours:,.1f} | {r.reference:,.1f} | {r.ratio:.2f} "
-            f"| {r.goal} | {r.note} |"
-        )
+        cells = [
+            f"{r.figure} ({r.unit})",
+            num(r.best(r.ours_rounds, 0)),
+            num(r.best(r.ref_rounds, 0)),
+            f"{r.ratio(0):.2f}",
+            num(r.best(r.ours_rounds, 1)),
+            num(r.best(r.ref_rounds, 1)),
+            f"{r.ratio(1):.2f}",
+            r.goal,
+            r.note,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class Clock:
+    """Wall time and this process's CPU time, read together. On a shared machine the CPU
+    time of a one-thread run hardly depends on what else runs; wall time does."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        sync(device)
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def seconds(self) -> tuple[float, float]:
+        """(wall, CPU) seconds since the clock was made."""
+        sync(self.device)
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -10,13 +10,12 @@ figure of charrnn is quoted as a ratio to one of these, measured in the same run
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.machine import sync
+from benchmarks.machine import Clock
 
 _LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -79,42 +78,42 @@ class BareTrainer:
         self.scaler.update()
         self.state = _detach(state)
 
-    def tokens_per_s(self, steps: int) -> float:
-        sync(self.device)
-        t0 = time.perf_counter()
+    def tokens_per_s(self, steps: int) -> tuple[float, float]:
+        """Tokens per second of wall time and of CPU time, over ``steps`` steps."""
+        clock = Clock(self.device)
         for _ in range(steps):
             self.step()
-        sync(self.device)
-        return steps * self.data[0, :, :-1].numel() / (time.perf_counter() - t0)
+        tokens = steps * self.data[0, :, :-1].numel()
+        wall, cpu = clock.seconds()
+        return tokens / wall, tokens / cpu
 
 
 @torch.no_grad()
-def sample_tokens_per_s(model: BareLM, streams: int, tokens: int, device: torch.device) -> float:
+def sample_tokens_per_s(
+    model: BareLM, streams: int, tokens: int, device: torch.device
+) -> tuple[float, float]:
     """word_language_model's generate.py loop: one token at a time through the whole model,
     temperature 1, ``torch.multinomial`` on the exponentiated logits."""
     model = model.to(device).eval()
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.ones(streams, 1, dtype=torch.long, device=device)  # (n, 1)
     state = None
-    sync(device)
-    t0 = time.perf_counter()
+    clock = Clock(device)
     for _ in range(tokens):
         logits, state = model(x, state)  # (n, 1, V)
         weights = logits[:, 0].exp()  # (n, V)
         x = torch.multinomial(weights, 1, generator=g)  # (n, 1)
         x.tolist()  # the tokens reach the host, as they must to be printed
-    sync(device)
-    return streams * tokens / (time.perf_counter() - t0)
+    wall, cpu = clock.seconds()
+    return streams * tokens / wall, streams * tokens / cpu
 
 
 @torch.no_grad()
-def forward_seconds(model: BareLM, tokens: Tensor, device: torch.device) -> float:
+def forward_seconds(model: BareLM, tokens: Tensor, device: torch.device) -> tuple[float, float]:
     """One forward pass with log-softmax over tokens laid out as (B, T), as evaluation does."""
     model = model.to(device).eval()
     tokens = tokens.to(device)
-    sync(device)
-    t0 = time.perf_counter()
+    clock = Clock(device)
     logits, _ = model(tokens)  # (B, T, V)
     logits.float().log_softmax(-1)
-    sync(device)
-    return time.perf_counter() - t0
+    return clock.seconds()  # (wall, CPU)
