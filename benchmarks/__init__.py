@@ -1,1 +1,2 @@
-"""Benchmarks: each prints figures next to a reference measured in the same run."""
+"""Benchmarks (``python -m benchmarks``): each figure next to a reference measured in the same
+run."""

@@ -34,6 +34,7 @@ from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import Sample, SampleConfig, Stop
 from charrnn.model import Cell, ModelConfig, Nonlinearity
+from charrnn.precision import Precision
 from charrnn.runs import RULES as STOP_RULES
 from charrnn.runs import STOPFIT_HINT, RunDetails, RunSummary, details, summarize_all
 from charrnn.score import HeatCell, NextToken, SentenceScore, surprisal_map
@@ -493,6 +494,12 @@ def train_cmd(
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)
     ] = _T.device,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="fp32, or bf16/fp16 mixed precision on a CUDA device.", rich_help_panel=TRAINING
+        ),
+    ] = Precision(_T.precision),
     skip_nonfinite: Annotated[
         bool,
         typer.Option(
@@ -549,6 +556,7 @@ def train_cmd(
             sample_every=sample_every,
             seed=seed,
             device=device,
+            precision=precision.value,
             skip_nonfinite=skip_nonfinite,
             stop_fit=stop_fit,
         ),

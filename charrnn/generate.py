@@ -14,7 +14,7 @@ gives for the same tokens.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -25,9 +25,11 @@ from torch import Tensor
 
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM, State
+from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
+Feed = Callable[[Tensor, State, "np.ndarray | None"], tuple[Tensor, State]]
 
 
 class Stop(str, Enum):
@@ -75,15 +77,21 @@ class Sample:
     prompt_tokens: list[int] = field(default_factory=list)
 
 
-def rule_logits(logits: Tensor, stop: Stop) -> Tensor:
-    """Logits with the symbols the rule never draws set to -inf (<pad>, <sos>, and <eos> in
-    halt and length modes)."""
-    logits = logits.float().clone()
-    logits[..., PAD] = -math.inf
-    logits[..., SOS] = -math.inf
-    if stop in (Stop.halt, Stop.length):
-        logits[..., EOS] = -math.inf
-    return logits
+def rule_mask(vocab_size: int, stop: Stop, device: torch.device | str = "cpu") -> Tensor:
+    """0 where the rule may draw a symbol, -inf where it never does (<pad>, <sos>, and <eos>
+    in halt and length modes). (V,)"""
+    mask = torch.zeros(vocab_size, device=device)
+    banned = [PAD, SOS, EOS] if stop in (Stop.halt, Stop.length) else [PAD, SOS]
+    mask[banned] = -math.inf
+    return mask
+
+
+def rule_logits(logits: Tensor, stop: Stop, mask: Tensor | None = None) -> Tensor:
+    """Logits (float32) with the symbols the rule never draws set to -inf; ``mask`` is
+    ``rule_mask``'s, passed in to save making it again."""
+    if mask is None:
+        mask = rule_mask(logits.shape[-1], stop, logits.device)
+    return logits.float() + mask  # x + 0 is x exactly; x + -inf is -inf
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
@@ -111,10 +119,14 @@ def draw(logits: Tensor, config: SampleConfig, gen: torch.Generator) -> Tensor:
 
 
 class Sampler:
-    """Draws samples from a model; one instance per (model, tokenizer)."""
+    """Draws samples from a model; one instance per (model, tokenizer).
 
-    def __init__(self, model: RNNLM, tokenizer: Tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    ``fast`` (the default) feeds tokens through ``Stepper``, the one-step path; False feeds
+    them through ``model.features``, the straightforward path. Both give the same tokens.
+    """
+
+    def __init__(self, model: RNNLM, tokenizer: Tokenizer, fast: bool = True):
+        self.model, self.tokenizer, self.fast = model, tokenizer, fast
         self.device = next(model.parameters()).device
 
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -175,16 +187,18 @@ class Sampler:
         lengths rather than n times the longest one.
         """
         model, dev = self.model, self.device
+        feed, token_logits = self._feeder()
         gen = torch.Generator(device="cpu")
         gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
         stop = config.stop
+        mask = rule_mask(model.config.vocab_size, stop)  # (V,)
         prompt = torch.tensor([prompt_ids] * n, device=dev)  # (n, P)
         h, state = model.features(prompt)  # (n, P, H)
-        h = h[:, -1]  # (n, H)
+        h = h[:, -1]  # (b, H): one row per sample still drawing, b <= n
+        rows = torch.arange(n)  # (b,) the sample each row draws for
         log_prob = torch.zeros(n, dtype=torch.float64)
         cut = torch.zeros(n, dtype=torch.bool)
         tau = torch.zeros(n, dtype=torch.long)
-        rows = torch.arange(n)  # the samples still being drawn, in batch order
         remaining = torch.full((n,), -1, dtype=torch.long)
         offset = torch.full((n,), len(prompt_ids), dtype=torch.long)  # of the next token fed
         if stop is Stop.length:
@@ -199,10 +213,10 @@ class Sampler:
             if drawn >= config.max_tokens:
                 cut[rows] = True
                 break
-            logits = rule_logits(model.token_logits(h).cpu(), stop)  # (k, V)
-            tok = draw(logits, config, gen)  # (k,)
-            lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
-            log_prob[rows] += lp.double()
+            logits = rule_logits(token_logits(h).cpu(), stop, mask)  # (b, V)
+            tok = draw(logits, config, gen)  # (b,)
+            lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # (b,)
+            log_prob.index_add_(0, rows, lp.double())
             yield list(zip(rows.tolist(), tok.tolist()))
             drawn += 1
             if stop is Stop.eos:
@@ -214,48 +228,65 @@ class Sampler:
                 )
             if not len(rows):
                 break
-            h, state = self._feed(tok, state, self._length_input(stop, remaining, offset))
+            h, state = feed(tok, state, self._length_input(stop, remaining, offset))
             offset = offset + 1
             if stop is Stop.none:
-                h, state, offset = self._restart_units(tok, h, state, offset)
+                h, state, offset = self._restart_units(feed, tok, h, state, offset)
             elif stop is Stop.halt:
-                h_logit = model.halt_logits(h).cpu().double()  # (k,)
+                h_logit = model.halt_logits(h).cpu().double()  # (b,)
                 halt = self._draw_halt(h_logit, config, gen)
-                log_prob[rows] += torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit))
+                terms = torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit))
+                log_prob.index_add_(0, rows, terms)
                 rows, h, offset, state = _keep(~halt, rows, h, offset, state)
         info["log_prob"] = log_prob.numpy()
         info["cut"] = cut.numpy()
         info["length"] = tau.numpy()
 
-    def _length_input(self, stop: Stop, remaining: Tensor, offset: Tensor) -> np.ndarray | None:
-        """The length input ids of the tokens about to be fed (n,): the remaining length in
+    def _length_input(
+        self, stop: Stop, remaining: Tensor | None, offset: Tensor
+    ) -> np.ndarray | None:
+        """The length input ids of the tokens about to be fed (b,): the remaining length in
         length mode, else "unknown" at their offsets in the unit; None for a plain model."""
         model = self.model
         if not model.config.stop_heads:
             return None
         if stop is Stop.length:
+            assert remaining is not None
             return model.length_buckets(remaining.clamp(min=0).numpy())
         return model.unknown_at(offset.numpy())
 
-    def _feed(self, tok: Tensor, state: State, ids: np.ndarray | None) -> tuple[Tensor, State]:
-        x = tok.to(self.device)[:, None]  # (n, 1)
-        r = None if ids is None else torch.as_tensor(ids).to(self.device)[:, None]  # (n, 1)
-        h, state = self.model.features(x, state, r)
-        return h[:, 0], state
+    def _feeder(self) -> tuple[Feed, Callable[[Tensor], Tensor]]:
+        """``feed(tokens (b,), state, length input ids (b,) or None) -> (h (b, H), state)`` and
+        ``token_logits(h) -> (b, V)``: the one-step path when it applies, else the model's."""
+        model, dev = self.model, self.device
+        step = Stepper(model) if self.fast and Stepper.usable(model) else None
+
+        def feed(tok: Tensor, state: State, ids: np.ndarray | None) -> tuple[Tensor, State]:
+            x = tok.to(dev)  # (b,)
+            r = None if ids is None else torch.as_tensor(ids).to(dev)  # (b,)
+            if step is not None:
+                return step(x, state, r)
+            h, state = model.features(x[:, None], state, None if r is None else r[:, None])
+            return h[:, 0], state  # (b, H)
+
+        return feed, model.token_logits if step is None else step.token_logits
 
     def _restart_units(
-        self, tok: Tensor, h: Tensor, state: State, offset: Tensor
+        self, feed: Feed, tok: Tensor, h: Tensor, state: State, offset: Tensor
     ) -> tuple[Tensor, State, Tensor]:
-        """In "none" mode a drawn <eos> is followed by <sos>, as in training."""
-        ended = tok == EOS
-        if not bool(ended.any()):
+        """In "none" mode a drawn <eos> is followed by <sos>, as in training: fed to the rows
+        that ended only, so a batch of many streams does not take a second step for a few."""
+        ended = (tok == EOS).nonzero().squeeze(1)  # (k,)
+        if len(ended) == 0:
             return h, state, offset
-        sos = torch.full_like(tok, SOS)
-        h2, state2 = self._feed(sos, state, self._length_input(Stop.none, tok, 0 * offset))
-        mask = ended.to(self.device)
-        h = torch.where(mask[:, None], h2, h)
-        state = tuple(torch.where(mask[None, :, None], s2, s) for s, s2 in zip(state, state2))
-        return h, state, torch.where(ended, 1, offset)
+        rows = ended.to(self.device)
+        sub = tuple(s.index_select(1, rows) for s in state)  # each (layers, k, H)
+        at_start = torch.zeros(len(ended), dtype=torch.long)
+        sos = torch.full((len(ended),), SOS)
+        h_sub, sub = feed(sos, sub, self._length_input(Stop.none, None, at_start))  # (k, H)
+        h = h.index_copy(0, rows, h_sub)
+        state = tuple(s.index_copy(1, rows, s_sub) for s, s_sub in zip(state, sub))
+        return h, state, offset.index_fill(0, ended, 1)
 
     def _draw_length(
         self, h: Tensor, n: int, config: SampleConfig, gen: torch.Generator

@@ -18,11 +18,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charrnn.errors import ConfigError
-from charrnn.generate import Stop, rule_logits
+from charrnn.generate import Stop, rule_logits, rule_mask
 from charrnn.model import RNNLM
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
@@ -110,50 +111,71 @@ def _score_batch(
     model: RNNLM, tokenizer: Tokenizer, batch: list[list[int]], stop: Stop
 ) -> list[SentenceScore]:
     dev = next(model.parameters()).device
-    lengths = torch.tensor([len(b) for b in batch])  # (S,)
+    n_rows = len(batch)
+    lengths = np.array([len(b) for b in batch], dtype=np.int64)  # (S,)
     width = int(lengths.max()) + 1
-    x = torch.full((len(batch), width), PAD, dtype=torch.long)  # (S, L+1): <sos> x1..xn pad
+    x = np.full((n_rows, width + 1), PAD, dtype=np.int64)  # (S, L+2): <sos> x1..xn <eos> pad
     x[:, 0] = SOS
     for r, ids in enumerate(batch):
-        x[r, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+        x[r, 1 : len(ids) + 1] = ids
+        x[r, len(ids) + 1] = EOS
     remaining = None
     if stop is Stop.length:
         # x(t) is fed with n - t tokens still to come; <sos> with "unknown"
-        t = torch.arange(width)
-        left = (lengths[:, None] - t).clamp(min=0)
-        remaining = torch.as_tensor(model.length_buckets(left.numpy()))
-        remaining[:, 0] = int(model.unknown_at(0))
-        remaining = remaining.to(dev)
-    h, _ = model.features(x.to(dev), None, remaining)  # (S, L+1, H)
-    logits = model.token_logits(h).float().cpu()  # (S, L+1, V)
-    targets = torch.cat([x[:, 1:], torch.full((len(batch), 1), PAD)], dim=1)  # (S, L+1)
-    targets[torch.arange(len(batch)), lengths] = EOS
-    log_p = rule_logits(logits, stop).log_softmax(-1)
-    tok_lp = log_p.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1).double()  # (S, L+1)
-    out = []
+        left = np.clip(lengths[:, None] - np.arange(width), 0, None)  # (S, L+1)
+        buckets = model.length_buckets(left)
+        buckets[:, 0] = model.unknown_at(0)
+        remaining = torch.from_numpy(buckets).to(dev)
+    h, _ = model.features(torch.from_numpy(x[:, :-1]).to(dev), None, remaining)  # (S, L+1, H)
+    # Only the n + 1 predictions of each sentence are scored, not the padding after it.
+    keep = np.arange(width) <= lengths[:, None]  # (S, L+1)
+    flat = torch.from_numpy(np.flatnonzero(keep)).to(dev)  # (N,)
+    h_kept = h.flatten(0, 1).index_select(0, flat)  # (N, H)
+    targets = torch.from_numpy(x[:, 1:][keep]).to(dev)  # (N,)
+    tok_lp = _target_log_probs(model, h_kept, targets, stop).tolist()  # (N,)
     halt_lp = cont_lp = length_lp = None
     if stop is Stop.halt:
-        z = model.halt_logits(h).cpu().double()  # (S, L+1)
-        halt_lp, cont_lp = F.logsigmoid(z), F.logsigmoid(-z)
+        z = model.halt_logits(h_kept).double().cpu()  # (N,)
+        halt_lp, cont_lp = F.logsigmoid(z).tolist(), F.logsigmoid(-z).tolist()
     if stop is Stop.length:
-        length_lp = model.length_log_probs(h[:, 0]).cpu().double()  # (S, max_len + 1)
+        length_lp = model.length_log_probs(h[:, 0]).double().cpu()  # (S, max_len + 1)
+    out = []
+    row_start = np.concatenate([[0], np.cumsum(lengths + 1)])  # where each row's terms begin
     for r, ids in enumerate(batch):
-        n = len(ids)
+        n, o = len(ids), int(row_start[r])
         terms = []
         if stop is Stop.length:
             assert length_lp is not None
             lp = float(length_lp[r, n]) if n < length_lp.shape[1] else -math.inf
             terms.append(Term("length", str(n), lp))
         for k, t in enumerate(ids, start=1):
-            terms.append(Term("token", tokenizer.piece(t), float(tok_lp[r, k - 1]), t == UNK))
+            terms.append(Term("token", tokenizer.piece(t), tok_lp[o + k - 1], t == UNK))
             if stop is Stop.halt:
+                assert halt_lp is not None and cont_lp is not None
                 kind, table = ("halt", halt_lp) if k == n else ("continue", cont_lp)
-                terms.append(Term(kind, "", float(table[r, k])))
+                terms.append(Term(kind, "", table[o + k]))
         if stop is Stop.eos:
-            terms.append(Term("eos", "<eos>", float(tok_lp[r, n])))
+            terms.append(Term("eos", "<eos>", tok_lp[o + n]))
         total = math.fsum(t.log_prob for t in terms)
         out.append(SentenceScore("", stop, total, n, 0, terms))
     return out
+
+
+def _target_log_probs(
+    model: RNNLM, h: torch.Tensor, targets: torch.Tensor, stop: Stop, max_logits: int = 1 << 22
+) -> torch.Tensor:
+    """log P(target) under the rule, for features (N, H) -> (N,) float64 on the CPU.
+
+    The logits are made a slice of rows at a time: a word-level vocabulary times every token
+    of a batch would not fit in memory."""
+    mask = rule_mask(model.config.vocab_size, stop, h.device)  # (V,)
+    rows = max(1, max_logits // model.config.vocab_size)
+    parts = []
+    for i in range(0, h.shape[0], rows):
+        logits = rule_logits(model.token_logits(h[i : i + rows]), stop, mask)  # (rows, V)
+        t = targets[i : i + rows, None]
+        parts.append((logits.gather(-1, t) - logits.logsumexp(-1, keepdim=True)).squeeze(-1))
+    return torch.cat(parts).double().cpu()
 
 
 # -- pictures of a score ------------------------------------------------------------------

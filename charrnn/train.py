@@ -57,6 +57,7 @@ from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
+from charrnn.precision import Amp
 from charrnn.stopfit import StopFit, estimate_seconds, fit_end_bias, fit_lengths, write_stopfit
 from charrnn.tokenizers import PAD
 
@@ -84,6 +85,7 @@ class TrainConfig:
     sample_tokens: int = 160
     seed: int = 1337
     device: str = "auto"
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; the last two need CUDA)
     halt_weight: float = 1.0
     length_weight: float = 1.0
     head_grad: bool = False  # let the halt and length losses shape the recurrent state
@@ -102,6 +104,7 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
             (self.patience >= 0, "--patience must be >= 0"),
             (self.stop_fit >= 0, "--stop-fit must be >= 0"),
+            (self.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16"),
         ]
         for ok, message in checks:
             if not ok:
@@ -222,6 +225,7 @@ def evaluate(
     max_tokens: int = 0,
     device: torch.device | None = None,
     part: tuple[int, int] = (0, 1),
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> tuple[float, int]:
     """Mean token loss (nats) over a split, with the length unknown, and the tokens counted.
 
@@ -241,21 +245,34 @@ def evaluate(
     if max_tokens:
         n_windows = min(n_windows, max(1, max_tokens // (streams * seq_len)))
     state = None
-    total = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one sync
     count = 0
     for k in range(n_windows):
         b = batches.window(k)
-        x = torch.from_numpy(b.x).to(device)
-        y = torch.from_numpy(b.y).to(device)
-        remaining = None if b.remaining is None else torch.from_numpy(b.remaining).to(device)
-        logits, state = model(x, state, remaining)
+        arrays = [b.x, b.y] if b.remaining is None else [b.x, b.y, b.remaining]
+        x, y, *remaining = to_device(arrays, device)  # (B, T) each
+        with autocast():
+            logits, state = model(x, state, *remaining)  # (B, T, V)
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
         )
-        total += loss.double().cpu()
-        count += int((y != PAD).sum())
+        total += loss.double()
+        count += int(np.count_nonzero(b.y != PAD))
     model.train(was_training)
     return float(total) / max(1, count), count
+
+
+def to_device(arrays: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """Host arrays of one shape and dtype -> tensors on ``device``, in one copy.
+
+    On a GPU the copy goes from pinned memory and does not wait: the host goes on preparing
+    the next window while the device works. On the CPU the arrays are used in place."""
+    if device.type == "cpu":
+        return [torch.from_numpy(a) for a in arrays]
+    stacked = torch.from_numpy(np.stack(arrays))  # (K, ...)
+    if device.type == "cuda":
+        stacked = stacked.pin_memory()
+    return list(stacked.to(device, non_blocking=True).unbind(0))
 
 
 def bits_per_char(loss: float, split: Split) -> float:
@@ -350,8 +367,13 @@ class _Trainer:
         )
         self.features = ranks.wrap(model)  # model.features, through DDP with several ranks
         self.opt = torch.optim.AdamW(
-            model.parameters(), lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay
+            model.parameters(),
+            lr=c.lr,
+            betas=(0.9, 0.99),
+            weight_decay=c.weight_decay,
+            fused=device.type in ("cpu", "cuda"),  # one kernel for all parameters
         )
+        self.amp = Amp(c.precision, device)
         self.loop = LoopState()
         self.state = model.init_state(len(self.rows))
         self.now = 0.0  # training seconds, as all ranks agreed at the top of this step
@@ -407,6 +429,8 @@ class _Trainer:
                 tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
         for i, s in enumerate(state):
             tensors[f"loop.state.{i}"] = s
+        for k, v in self.amp.state_tensors().items():
+            tensors[f"scaler.{k}"] = v
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -474,6 +498,7 @@ class _Trainer:
             raise ValueError("the saved hidden state does not fit the model")
         rows = slice(self.rows.start, self.rows.stop)  # this process's streams
         self.state = tuple(s[:, rows].contiguous() for s in state) or self.state
+        self.amp.load_state_tensors(load_tensors(path, "scaler."))
         rng = load_tensors(path, "rng.")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
@@ -483,29 +508,33 @@ class _Trainer:
     # -- one step --
 
     def step(self) -> torch.Tensor | None:
+        """One optimizer step on the next window; its token loss (a device tensor, so the
+        loop never waits for the device), or None when a non-finite step was skipped."""
         c, m = self.config, self.model
         if self.loop.window >= len(self.batches):
             self.loop.epoch += 1
             self.loop.window = 0
             self.state = m.init_state(len(self.rows))
         b = self.batches.window(self.loop.window, self.loop.epoch)
-        dev = self.device
-        x = torch.from_numpy(b.x).to(dev, non_blocking=True)
-        y = torch.from_numpy(b.y).to(dev, non_blocking=True)
-        remaining = None if b.remaining is None else torch.from_numpy(b.remaining).to(dev)
-        h, state = self.features(x, self.state, remaining)  # (B, T, H), B of this rank
-        logits = m.token_logits(h)  # (B, T, V)
+        stop = b.remaining is not None and b.halt is not None and b.length is not None
+        arrays = [b.x, b.y, b.remaining, b.halt, b.length] if stop else [b.x, b.y]
+        x, y, *targets = to_device(arrays, self.device)  # each (B, T), B of this rank
         # Sums over the targets divided by the whole batch's counts (over ranks): the same
-        # mean in one process or several (see charrnn.distributed).
+        # mean in one process or several (see charrnn.distributed). Counted on the host.
         norm = self.ranks.share_counts(_target_counts(b))
-        token_loss = F.cross_entropy(
-            logits.flatten(0, 1), y.flatten(), ignore_index=PAD, reduction="sum"
-        ) / float(norm[0])
-        loss = token_loss
-        if b.halt is not None and b.length is not None:
-            loss = loss + self._stop_loss(h, b.halt, b.length, norm)
+        with self.amp.autocast():
+            h, state = self.features(x, self.state, targets[0] if stop else None)  # (B, T, H)
+            logits = m.token_logits(h)  # (B, T, V)
+            token_loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
+            ) / float(norm[0])
+            loss = token_loss
+            if stop:
+                loss = loss + self._stop_loss(h, targets[1], targets[2], norm)
         for g in self.opt.param_groups:
             g["lr"] = lr_at(c, self.loop.step, self.progress())
+        # A finiteness check reads the loss on the host: free on the CPU, a sync on a GPU,
+        # so there only with --skip-nonfinite (otherwise the loop checks every report).
         if (self.device.type == "cpu" or c.skip_nonfinite) and not self.ranks.all_true(
             torch.isfinite(loss)
         ):
@@ -520,10 +549,13 @@ class _Trainer:
             self.loop.window += 1
             return None
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = self.amp.scaler  # a pass-through unless fp16
+        scaler.scale(loss).backward()
         if c.clip > 0:
+            scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(m.parameters(), c.clip)
-        self.opt.step()
+        scaler.step(self.opt)
+        scaler.update()
         self.state = detach_state(state)
         self.loop.window += 1
         self.loop.step += 1
@@ -531,17 +563,15 @@ class _Trainer:
         return token_loss.detach()
 
     def _stop_loss(
-        self, h: torch.Tensor, halt: np.ndarray, length: np.ndarray, norm: np.ndarray
+        self, h: torch.Tensor, halt: torch.Tensor, length: torch.Tensor, norm: np.ndarray
     ) -> torch.Tensor:
         """Halting and length losses. The heads read the state but do not shape it
         (unless --head-grad): they cost the language model nothing."""
-        c, m, dev = self.config, self.model, self.device
+        c, m = self.config, self.model
         if not c.head_grad:
             h = h.detach()
-        halt_loss = _masked_bce(m.halt_logits(h), torch.from_numpy(halt).to(dev), float(norm[1]))
-        length_loss = _masked_ce(
-            m.length_logits(h), torch.from_numpy(length).to(dev), float(norm[2])
-        )
+        halt_loss = _masked_bce(m.halt_logits(h).float(), halt, float(norm[1]))
+        length_loss = _masked_ce(m.length_logits(h).float(), length, float(norm[2]))
         return c.halt_weight * halt_loss + c.length_weight * length_loss
 
     # -- the loop --
@@ -678,6 +708,7 @@ class _Trainer:
             max_tokens=max_tokens,
             device=self.device,
             part=(r.rank, r.world),
+            autocast=self.amp.autocast,
         )
         return r.pool(loss, n)
 
@@ -989,7 +1020,8 @@ def _open_run(
 
 def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[str, Any]:
     """Settings a resume may change: how long to go on, and where."""
-    keys = ("max_steps", "epochs", "time_budget", "device", "patience", "sample_every")
+    keys = ("max_steps", "epochs", "time_budget", "device", "precision", "patience")
+    keys += ("sample_every",)
     return {k: getattr(train, k) for k in keys if overrides is None or k in overrides}
 
 

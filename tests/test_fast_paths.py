@@ -1,0 +1,113 @@
+"""The fast paths compute what the straightforward ones do: the one-step sampler against
+``model.features`` token by token, and the fast sampler against the reference sampler."""
+
+import numpy as np
+import pytest
+import torch
+
+from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
+from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity
+from charrnn.score import _target_log_probs
+from charrnn.stepper import Stepper
+
+KINDS = [
+    (Cell.rnn, Nonlinearity.tanh),
+    (Cell.rnn, Nonlinearity.relu),
+    (Cell.gru, Nonlinearity.tanh),
+    (Cell.lstm, Nonlinearity.tanh),
+]
+
+
+def random_model(cell: Cell, nonlinearity: Nonlinearity, **kw) -> RNNLM:
+    torch.manual_seed(0)
+    base = dict(vocab_size=23, cell=cell, nonlinearity=nonlinearity, layers=3, hidden=24)
+    base.update(embed=10, max_len=40, dropout=0.1, **kw)
+    model = RNNLM(ModelConfig(**base)).eval()
+    with torch.no_grad():  # livelier than the default init, so differences would show
+        for p in model.parameters():
+            p.mul_(2.0)
+        if model.config.stop_heads:
+            model.end_bias.copy_(torch.tensor([1.5, -0.5]))  # a calibrated end, as after training
+    return model
+
+
+@pytest.mark.parametrize(("cell", "nonlinearity"), KINDS)
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_one_step_equals_features_step_by_step(cell, nonlinearity, tie_weights):
+    model = random_model(cell, nonlinearity, tie_weights=tie_weights)
+    step = Stepper(model)
+    g = torch.Generator().manual_seed(1)
+    n, steps = 3, 12
+    tokens = torch.randint(4, 23, (n, steps), generator=g)
+    buckets = torch.randint(0, model.n_buckets + 1, (n, steps), generator=g)
+    with torch.no_grad():
+        _, ref_state = model.features(tokens[:, :2])
+        state = ref_state
+        for t in range(2, steps):
+            remaining = None if t % 3 == 0 else buckets[:, t]
+            r = None if remaining is None else remaining[:, None]
+            h_ref, ref_state = model.features(tokens[:, t : t + 1], ref_state, r)
+            h, state = step(tokens[:, t], state, remaining)
+            assert h.shape == (n, 24)
+            torch.testing.assert_close(h, h_ref[:, 0], atol=1e-5, rtol=1e-5)
+            for s, s_ref in zip(state, ref_state):
+                torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=1e-5)
+            diff = (step.token_logits(h) - model.token_logits(h_ref[:, 0])).abs().max()
+            assert float(diff) < 1e-4
+
+
+def test_each_sampling_call_reads_the_current_weights():
+    model = random_model(Cell.lstm, Nonlinearity.tanh)
+    tok, state = torch.tensor([5]), model.init_state(1)
+    with torch.no_grad():
+        before, _ = Stepper(model)(tok, state)
+        model.rnn.weight_ih_l0.add_(0.5)  # as an optimizer step would, between two samples
+        after, _ = Stepper(model)(tok, state)
+        ref, _ = model.features(tok[:, None], state)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_one_step_is_not_used_where_it_would_differ():
+    model = random_model(Cell.gru, Nonlinearity.tanh)
+    assert Stepper.usable(model)
+    model.train()  # dropout between layers: only features knows how
+    assert not Stepper.usable(model)
+
+
+def run_sampler(sampler: Sampler, n: int, config: SampleConfig, prompt: list[int]):
+    info: dict[str, np.ndarray] = {}
+    steps = list(sampler.iter_tokens(n, config, prompt, info))
+    return steps, info
+
+
+@pytest.mark.parametrize(("cell", "nonlinearity"), KINDS)
+@pytest.mark.parametrize("stop", list(Stop))
+def test_fast_sampler_gives_the_reference_samples(cell, nonlinearity, stop):
+    model = random_model(cell, nonlinearity)
+    fast, ref = Sampler(model, None, fast=True), Sampler(model, None, fast=False)  # type: ignore[arg-type]
+    length = 9 if stop is Stop.length else None
+    for temperature, seed in ((0.0, None), (1.0, 5), (0.7, 9)):
+        cfg = SampleConfig(temperature=temperature, seed=seed, stop=stop, max_tokens=25)
+        if length is not None and temperature == 1.0:
+            cfg = SampleConfig(temperature=1.0, seed=seed, stop=stop, max_tokens=25, length=length)
+        got, got_info = run_sampler(fast, 4, cfg, [1, 7, 8])
+        want, want_info = run_sampler(ref, 4, cfg, [1, 7, 8])
+        assert got == want and got
+        np.testing.assert_allclose(got_info["log_prob"], want_info["log_prob"], atol=1e-4)
+        assert np.array_equal(got_info["cut"], want_info["cut"])
+        assert np.array_equal(got_info["length"], want_info["length"])
+
+
+def test_scoring_logits_in_slices_equals_all_at_once():
+    model = random_model(Cell.gru, Nonlinearity.tanh)
+    g = torch.Generator().manual_seed(2)
+    h, targets = torch.randn(50, 24, generator=g), torch.randint(3, 23, (50,), generator=g)
+    with torch.no_grad():
+        want = rule_logits(model.token_logits(h), Stop.halt).log_softmax(-1)
+        want = want.gather(-1, targets[:, None]).squeeze(-1).double()
+        whole = _target_log_probs(model, h, targets, Stop.halt)
+        sliced = _target_log_probs(model, h, targets, Stop.halt, max_logits=23 * 7)
+    assert whole.shape == sliced.shape == (50,)
+    torch.testing.assert_close(whole, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sliced, whole, atol=1e-6, rtol=0)
