@@ -445,7 +445,16 @@ def train_cmd(
         Nonlinearity, typer.Option(help="Elman rnn cell only.", rich_help_panel=MODEL)
     ] = _M.nonlinearity,
     layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = _M.layers,
-    hidden: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = _M.hidden,
+    hidden: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=16384,
+            help="Units per layer; 0 = sized from the time budget on a CPU (256 for 150s, "
+            "384 for 10-15m, 512 without a budget or on a GPU).",
+            rich_help_panel=MODEL,
+        ),
+    ] = _M.hidden,
     embed: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = _M.embed,
     dropout: Annotated[float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)] = _M.dropout,
     tie_weights: Annotated[
@@ -457,7 +466,16 @@ def train_cmd(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Parallel streams.", rich_help_panel=TRAINING)
     ] = _T.batch_size,
-    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, rich_help_panel=TRAINING)] = _T.lr,
+    lr: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=10.0,
+            help="Peak learning rate; 0 = fitted to the width (1e-2 at 256 units, as "
+            "1/sqrt(hidden) above).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.lr,
     clip: Annotated[
         float, typer.Option(min=0.0, help="Gradient norm clip; 0 = off.", rich_help_panel=TRAINING)
     ] = _T.clip,

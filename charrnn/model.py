@@ -54,8 +54,8 @@ class ModelConfig:
     vocab_size: int = 0  # 0: taken from the tokenizer when training starts
     cell: Cell = Cell.lstm
     nonlinearity: Nonlinearity = Nonlinearity.tanh  # Elman rnn only
-    layers: int = 2
-    hidden: int = 512
+    layers: int = 1
+    hidden: int = 0  # 0: sized from the time budget when training starts (hidden_for_budget)
     embed: int = 128
     dropout: float = 0.0
     tie_weights: bool = False
@@ -66,7 +66,7 @@ class ModelConfig:
         checks = [
             (self.vocab_size >= 0, "vocab_size must be >= 0"),
             (self.layers >= 1, "--layers must be at least 1"),
-            (self.hidden >= 1, "--hidden must be at least 1"),
+            (self.hidden >= 0, "--hidden must be at least 1 (or 0: sized from the time budget)"),
             (self.embed >= 1, "--embed must be at least 1"),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             (self.max_len >= 0, "max_len must be >= 0"),
@@ -94,9 +94,10 @@ class RNNLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        if c.vocab_size < 5 or c.max_len < 1:
+        if c.vocab_size < 5 or c.max_len < 1 or c.hidden < 1:
             raise ConfigError(
-                "model config needs vocab_size >= 5 and max_len >= 1 (fit it to a corpus)"
+                "model config needs vocab_size >= 5, max_len >= 1 and hidden >= 1 "
+                "(fit it to a corpus)"
             )
         self.embed = nn.Embedding(c.vocab_size, c.embed)
         kwargs: dict[str, Any] = (

@@ -66,9 +66,9 @@ LOG2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seq_len: int = 128
-    batch_size: int = 64
-    lr: float = 3e-3
+    seq_len: int = 64
+    batch_size: int = 32
+    lr: float = 0.0  # 0: fitted to the model's width when training starts (lr_for_width)
     min_lr_ratio: float = 0.1  # the learning rate decays to lr * this by the end
     warmup_steps: int = 20
     weight_decay: float = 0.0
@@ -77,9 +77,9 @@ class TrainConfig:
     epochs: float | None = None
     time_budget: float | None = 900.0  # seconds, counted from the command's start
     val_fraction: float = 0.1
-    evals: int = 10  # evaluations per run when its end is known
+    evals: int = 8  # evaluations per run when its end is known
     eval_every: int = 500  # steps between evaluations when it is not
-    eval_tokens: int = 32768  # tokens of the validation split per evaluation (0 = all)
+    eval_tokens: int = 16384  # tokens of the validation split per evaluation (0 = all)
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     sample_every: int = 250  # steps between samples printed while training; 0 = never
     sample_tokens: int = 160
@@ -96,7 +96,7 @@ class TrainConfig:
         checks = [
             (self.seq_len >= 1, "--seq-len must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
+            (self.lr >= 0 and math.isfinite(self.lr), "--lr must be a positive number (or 0)"),
             (self.clip >= 0, "--clip must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
@@ -207,10 +207,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fit_model_config(model: ModelConfig, ds: Dataset, train: Split) -> ModelConfig:
-    """Fill in what the corpus decides: vocabulary size and the longest length to predict."""
+# The hidden size a 150-second run does best with on a 2-core CPU (docs/defaults.md), and
+# the size used where no time budget is set, or on a device the rule was not measured on.
+HIDDEN_AT_150S = 256
+HIDDEN_UNSIZED = 512
+
+
+def hidden_for_budget(time_budget: float | None, device: torch.device) -> int:
+    """The hidden size for a run of ``time_budget`` seconds: compute-optimal scaling, where
+    the best parameter count grows as the square root of the compute, so the width (params ~
+    hidden^2) as its fourth root, anchored at HIDDEN_AT_150S and rounded to 64."""
+    if not time_budget or device.type != "cpu":
+        return HIDDEN_UNSIZED
+    hidden = HIDDEN_AT_150S * (time_budget / 150.0) ** 0.25
+    return int(min(1024, max(128, 64 * round(hidden / 64))))
+
+
+def lr_for_width(hidden: int) -> float:
+    """The peak learning rate for a model ``hidden`` units wide: 1e-2 at 256, falling as
+    1/sqrt(width), as wider layers take smaller steps (docs/defaults.md)."""
+    return round(1e-2 * min(1.0, math.sqrt(256 / hidden)), 5)
+
+
+def fit_model_config(
+    model: ModelConfig,
+    ds: Dataset,
+    train: Split,
+    config: TrainConfig | None = None,
+    device: torch.device | None = None,
+) -> ModelConfig:
+    """Fill in what the corpus decides (vocabulary size, the longest length to predict) and,
+    unless it was given, the hidden size the time budget allows (``config``'s; none: 512)."""
     longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
-    return replace(model, vocab_size=ds.tokenizer.vocab_size, max_len=max(64, 2 * longest))
+    budget = config.time_budget if config else None
+    hidden = model.hidden or hidden_for_budget(budget, device or torch.device("cpu"))
+    return replace(
+        model, vocab_size=ds.tokenizer.vocab_size, max_len=max(64, 2 * longest), hidden=hidden
+    )
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -400,8 +433,14 @@ class _Trainer:
         if horizon:
             parts.append(self.loop.step / min(horizon))
         if c.time_budget and (not horizon or self._time_binds(min(horizon))):
-            parts.append((self.now + self.eval_cost) / c.time_budget)
+            usable = c.time_budget - self._reserve()  # the loop stops when it is spent
+            parts.append(self.now / usable if usable > 0 else 1.0)
         return max(parts) if parts else None
+
+    def _reserve(self) -> float:
+        """Seconds kept for the work after the last step: the final evaluation, saves, and
+        the stop fit."""
+        return self.eval_cost + self.stop_fit_cost
 
     def _time_binds(self, horizon: float) -> bool:
         """Whether, at this session's pace, the time budget runs out before ``horizon`` steps.
@@ -413,7 +452,7 @@ class _Trainer:
         if done <= 0 or not self.config.time_budget:
             return False
         per_step = (self.now - now0) / done
-        finish = self.now + (horizon - self.loop.step) * per_step + self.eval_cost
+        finish = self.now + (horizon - self.loop.step) * per_step + self._reserve()
         return finish > self.config.time_budget
 
     # -- checkpoints --
@@ -665,7 +704,7 @@ class _Trainer:
             return "max-steps"
         if c.epochs and self.loop.step >= c.epochs * len(self.batches):
             return "epochs"
-        if c.time_budget and self.elapsed() + self.eval_cost + self.stop_fit_cost >= c.time_budget:
+        if c.time_budget and self.elapsed() + self._reserve() >= c.time_budget:
             return "time-budget"
         if c.patience and self.loop.evals_since_best >= c.patience:
             return "early-stopping"
@@ -689,13 +728,15 @@ class _Trainer:
         self.stop_fit_cost = self.ranks.maximum(cost)
         t0 = time.monotonic()
         _, n = self._evaluate(max_tokens=4096)
-        self._update_eval_cost(time.monotonic() - t0, n, saving=1.0)
+        self._update_eval_cost(time.monotonic() - t0, n, fit=1.0, saving=1.0)
 
-    def _update_eval_cost(self, seconds: float, tokens: int, saving: float) -> None:
-        """Re-estimate the end-of-run work (a full evaluation and the last saves) from the
-        latest evaluation's speed: a machine that gets busier mid-run still ends on time.
-        Every rank takes the slowest rank's figure: the learning rate follows it."""
-        cost = seconds / max(1, tokens) * len(self.val) * 1.5 + 2 * saving
+    def _update_eval_cost(self, seconds: float, tokens: int, fit: float, saving: float) -> None:
+        """Re-estimate the end-of-run work from the latest evaluation: a last periodic one
+        (fits, ``tokens`` read, saves), then the whole validation split, with a 20% margin
+        for a machine that gets busier; so a run still ends on time. Every rank takes the
+        slowest rank's figure: the learning rate follows it."""
+        reading = seconds / max(1, tokens) * (tokens + len(self.val)) * 1.2
+        cost = fit + reading + 2 * saving
         self.eval_cost = self.ranks.maximum(cost)
 
     def _evaluate(self, max_tokens: int = 0) -> tuple[float, int]:
@@ -727,6 +768,7 @@ class _Trainer:
         t0 = time.monotonic()
         self._fit_start_state()
         self._fit_end_bias()
+        t_fit = time.monotonic()
         loss, n = self._evaluate(c.eval_tokens)
         t_eval = time.monotonic()
         if not math.isfinite(loss):
@@ -749,7 +791,7 @@ class _Trainer:
             {"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc, "val_bpb": stats.bpb}
         )
         self.save_last()
-        self._update_eval_cost(t_eval - t0, n, saving=time.monotonic() - t_eval)
+        self._update_eval_cost(t_eval - t_fit, n, fit=t_fit - t0, saving=time.monotonic() - t_eval)
         self.cb.on_eval(stats)
 
     def _final_eval(self) -> EvalStats:
@@ -913,8 +955,12 @@ def _train(
         )
     train_split, val = ds.split(job.train.val_fraction)
     _check_sizes(train_split, val, job.train)
-    model_config = job.model if resume else fit_model_config(job.model, ds, train_split)
     device = ranks.device
+    model_config = (
+        job.model if resume else fit_model_config(job.model, ds, train_split, job.train, device)
+    )
+    if not job.train.lr:
+        job = replace(job, train=replace(job.train, lr=lr_for_width(model_config.hidden)))
     torch.manual_seed(job.train.seed)
     np.random.seed(job.train.seed % 2**32)
     model = RNNLM(model_config).to(device)

@@ -36,10 +36,11 @@ from charrnn.checkpoint import (
 from charrnn.errors import CheckpointError
 from charrnn.runs import STOPFIT
 from charrnn.tokenizers import TOKENIZER_JSON
+from charrnn.train import TrainConfig
 from tests.conftest import VERSES
 from tests.forkserver import ForkServer, cli_env
 
-N = 100  # steps of the reference run: a checkpoint every N / 10 = 10 steps
+N = 80  # steps of the reference run: a checkpoint every N / TrainConfig.evals = 10 steps
 KILLS = 20
 TINY = [
     *("--layers", "1", "--hidden", "32", "--embed", "16"),
@@ -123,7 +124,7 @@ def check_after_kill(folder: Path, last_step: int) -> int:
         return last_step
     last = load_run(folder, which="last")
     step = last.meta["loop"]["step"]
-    assert step >= last_step and step % 10 == 0, (step, last_step)
+    assert step >= last_step and step % (N // TrainConfig().evals) == 0, (step, last_step)
     assert load_run(folder).model is not None  # best (or last), config and tokenizer agree
     return step
 

@@ -430,10 +430,11 @@ def test_a_failing_disk_stops_training_and_keeps_the_last_checkpoint(
     corpus, tmp_path, monkeypatch, target, error, words
 ):
     ck = tmp_path / "ck"
-    args = ["train", str(corpus), *TINY, "--max-steps", "20", "--run", "r", "--checkpoints", ck]
+    args = ["train", str(corpus), *TINY, "--max-steps", "16", "--run", "r", "--checkpoints", ck]
     assert runner.invoke(app, ["tokenize", str(corpus)]).exit_code == 0  # the cache is ready
     real_fsync, real_mkstemp = os.fsync, tempfile.mkstemp
-    # Writes at the start: tokenizer, run.json, last@0; then best@2, last@2; the next fails.
+    # Writes at the start: tokenizer, run.json, last@0; then best@2, last@2 (16 steps, 8
+    # evaluations); the next fails.
     if target == "fsync":
         fake = _failing_after(5, error, real_fsync)
         monkeypatch.setattr(os, "fsync", lambda fd: fake(fd) if _regular(fd) else None)
@@ -501,7 +502,7 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 ):
     ck = tmp_path / "ck"
     _nan_on_training_steps(monkeypatch, {5})
-    args = ["train", str(corpus), *TINY, "--max-steps", "20", "--run", "r", "--checkpoints", ck]
+    args = ["train", str(corpus), *TINY, "--max-steps", "16", "--run", "r", "--checkpoints", ck]
     result = runner.invoke(app, [str(a) for a in args])
     one_line_error(result, "loss became nan at step 5", "checkpoint (step 4) is kept")
     kept = load_run(ck / "r", which="last")

@@ -1,12 +1,21 @@
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 
 from charrnn.checkpoint import BEST, LAST, MetricsLog, load_run, read_meta, read_run_json
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import SampleConfig, Sampler
 from charrnn.tokenizers import Level
-from charrnn.train import Callbacks, TrainConfig, lr_at, train
+from charrnn.train import (
+    Callbacks,
+    TrainConfig,
+    hidden_for_budget,
+    lr_at,
+    lr_for_width,
+    train,
+)
 from tests.conftest import tiny_job
 
 
@@ -119,3 +128,22 @@ def test_learning_rate_schedule():
     assert lr_at(c, 100, 0.5) == pytest.approx(0.55)
     assert lr_at(c, 100, 1.0) == pytest.approx(0.1)
     assert lr_at(c, 100, None) == pytest.approx(1.0)
+
+
+def test_the_width_follows_the_time_budget_and_the_rate_follows_the_width():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    widths = [hidden_for_budget(b, cpu) for b in (30, 150, 600, 900, 3600, 10**6)]
+    assert widths == [192, 256, 384, 384, 576, 1024]  # 256 * (budget / 150 s) ** 0.25
+    assert hidden_for_budget(None, cpu) == hidden_for_budget(150, cuda) == 512
+    assert lr_for_width(128) == lr_for_width(256) == pytest.approx(1e-2)
+    assert lr_for_width(1024) == pytest.approx(5e-3)  # 1 / sqrt(width)
+
+
+def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path):
+    job = tiny_job(max_steps=2, time_budget=600.0, lr=0.0)
+    job = replace(job, model=replace(job.model, hidden=0))
+    train(corpus, job, root=tmp_path, run="sized")
+    info = read_run_json(tmp_path / "sized")
+    assert info["model"]["hidden"] == 384
+    assert info["train"]["lr"] == pytest.approx(lr_for_width(384))
+    assert load_run(tmp_path / "sized").model.config.hidden == 384
