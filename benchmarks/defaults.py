@@ -196,7 +196,7 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
         seconds = time.monotonic() - t0
         meta = read_meta(ck / "bench" / "best.safetensors")
-        config = json.loads((ck / "bench" / "run.json").read_text())["config"]["model"]
+        config = json.loads((ck / "bench" / "run.json").read_text())["model"]
     size = f"{config['cell']} {config['layers']}x{config['hidden']}"
     val = meta["val_bpc"] * math.log(2)
     return {"seconds": seconds, "val": val, "note": f"{' '.join(args) or 'no flags'}; {size}"}

@@ -1,9 +1,9 @@
 """How a sample ends, measured: the figures the README quotes for the three stopping rules.
 
-    python benchmarks/stopping.py quality       # train 5 min on tinyshakespeare --unit paragraph,
+    python -m benchmarks.stopping quality       # train 5 min on tinyshakespeare --unit paragraph,
                                                 # then draw 500 samples per rule at --temp 1
-    python benchmarks/stopping.py quality --run NAME      # measure a run already trained
-    python benchmarks/stopping.py throughput    # tokens/s with and without the stop heads
+    python -m benchmarks.stopping quality --run NAME      # measure a run already trained
+    python -m benchmarks.stopping throughput    # tokens/s with and without the stop heads
 
 quality: the Kolmogorov-Smirnov distance between sample lengths and the validation split's unit
 lengths, per rule (written to the run's stopfit.json too); with ``--stop length --length 200``,
