@@ -65,7 +65,12 @@ def sample_lengths(
 
 
 def draw_lengths(
-    model: RNNLM, tokenizer: Tokenizer, n: int, temperature: float = 1.0, seed: int = 0
+    model: RNNLM,
+    tokenizer: Tokenizer,
+    n: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_tokens: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Lengths of ``n`` samples under each rule (eos, halt, length)."""
     if not model.config.stop_heads:
@@ -73,7 +78,7 @@ def draw_lengths(
     was_training = model.training
     model.eval()
     lengths = {
-        stop.value: sample_lengths(model, tokenizer, stop, n, temperature, seed + i)
+        stop.value: sample_lengths(model, tokenizer, stop, n, temperature, seed + i, max_tokens)
         for i, stop in enumerate(RULES)
     }
     model.train(was_training)
@@ -95,15 +100,22 @@ def fit_lengths(
     n: int = 500,
     temperature: float = 1.0,
     seed: int = 0,
+    max_tokens: int | None = None,
 ) -> StopFit:
-    """KS distance and mean length of ``n`` samples per rule against ``reference`` lengths."""
-    return summarize(draw_lengths(model, tokenizer, n, temperature, seed), reference, temperature)
+    """KS distance and mean length of ``n`` samples per rule against ``reference`` lengths;
+    ``max_tokens`` caps a sample (default: the model's longest length)."""
+    lengths = draw_lengths(model, tokenizer, n, temperature, seed, max_tokens)
+    return summarize(lengths, reference, temperature)
+
+
+STEPS_PER_LENGTH = 4  # the time kept for the stop fit: steps per rule, in mean lengths
 
 
 @torch.no_grad()
 def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
-    """A rough time for ``fit_lengths``: per rule, about twice the mean length in one-token
-    steps of n samples (finished samples leave the batch; a few run long). A step is timed
+    """A rough time for ``fit_lengths``: per rule, STEPS_PER_LENGTH times the mean length in
+    one-token steps of n samples (finished samples leave the batch; a few run long; training
+    caps them there, see ``train``). A step is timed
     as the sampler takes it, drawing included: with a large vocabulary the draw costs more
     than the recurrent step."""
     was_training = model.training
@@ -114,7 +126,7 @@ def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
     steps = sum(1 for _ in Sampler(model, None).iter_tokens(n, config, [SOS], info))  # type: ignore[arg-type]
     per_step = (time.monotonic() - t0) / max(1, steps)
     model.train(was_training)
-    return len(RULES) * per_step * 2 * mean_length
+    return len(RULES) * per_step * STEPS_PER_LENGTH * mean_length
 
 
 @torch.no_grad()

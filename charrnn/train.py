@@ -58,7 +58,15 @@ from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingEr
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
 from charrnn.precision import Amp
-from charrnn.stopfit import StopFit, estimate_seconds, fit_end_bias, fit_lengths, write_stopfit
+from charrnn.stopfit import (
+    RULES,
+    STEPS_PER_LENGTH,
+    StopFit,
+    estimate_seconds,
+    fit_end_bias,
+    fit_lengths,
+    write_stopfit,
+)
 from charrnn.tokenizers import PAD
 
 LOG2 = math.log(2.0)
@@ -206,6 +214,10 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown --device {name!r}: use auto, cpu, cuda or mps")
     return torch.device(name)
 
+
+EVAL_SHARE = 0.1  # the most of a time budget the periodic evaluations may take together
+STOP_FIT_SHARE = 0.05  # the most of a time budget the stop fit at the end may take
+STOP_FIT_MIN = 20  # fewer samples per rule than this measure nothing: the fit is skipped
 
 # The hidden size a 150-second run does best with on a 2-core CPU (docs/defaults.md), and
 # the size used where no time budget is set, or on a device the rule was not measured on.
@@ -414,6 +426,8 @@ class _Trainer:
         self.session: tuple[float, int] | None = None  # (clock, step) at this session's start
         self.saved_step = 0  # the step of the newest last.safetensors
         self.stop_fit_cost = 0.0  # seconds the stop fit at the end is expected to take
+        self.stop_fit_n = config.stop_fit  # samples per rule it draws, fewer on a tight budget
+        self.per_eval = 0.0  # seconds one periodic evaluation takes, as last measured
         self.sampler = Sampler(model, ds.tokenizer)
 
     # -- progress --
@@ -715,29 +729,47 @@ class _Trainer:
         p = self.progress()
         if p is None:
             return loop.step - loop.last_eval_step >= c.eval_every
-        return p >= (len(loop.history) + 1) / c.evals
+        return p >= (len(loop.history) + 1) / self._evals()
+
+    def _evals(self) -> int:
+        """Evaluations in this run: ``evals``, or fewer where a time budget decides the end
+        and they would take more than EVAL_SHARE of it (a large vocabulary, a short budget)."""
+        c = self.config
+        if not c.time_budget or c.max_steps or c.epochs or not self.per_eval:
+            return c.evals
+        return max(1, min(c.evals, int(EVAL_SHARE * c.time_budget / self.per_eval)))
 
     def _estimate_eval_cost(self) -> None:
         """Time the final full evaluation will take, so a time budget leaves room for it."""
         if not self.config.time_budget:
             return
-        cost = 0.0
-        if self._stop_fit_samples():  # rank 0 draws the stop fit; every rank keeps time for it
+        cost, n = 0.0, self._stop_fit_samples()
+        if n:  # rank 0 draws the stop fit; every rank keeps time for it
             mean = float(self.val.unit_lengths().mean())
-            cost = estimate_seconds(self.model, self.config.stop_fit, mean)
+            cost = estimate_seconds(self.model, n, mean)
+            share = STOP_FIT_SHARE * self.config.time_budget
+            if cost > share:  # fewer samples (the cost is about linear in them), or none
+                n = int(n * share / cost)
+                self.stop_fit_n = n if n >= STOP_FIT_MIN else 0
+                cost = cost * self.stop_fit_n / self._stop_fit_samples()
         self.stop_fit_cost = self.ranks.maximum(cost)
         t0 = time.monotonic()
         _, n = self._evaluate(max_tokens=4096)
-        self._update_eval_cost(time.monotonic() - t0, n, fit=1.0, saving=1.0)
+        self._update_eval_cost(time.monotonic() - t0, n, fit=None, saving=1.0)
 
-    def _update_eval_cost(self, seconds: float, tokens: int, fit: float, saving: float) -> None:
+    def _update_eval_cost(
+        self, seconds: float, tokens: int, fit: float | None, saving: float
+    ) -> None:
         """Re-estimate the end-of-run work from the latest evaluation: a last periodic one
         (fits, ``tokens`` read, saves), then the whole validation split, with a 20% margin
         for a machine that gets busier; so a run still ends on time. Every rank takes the
         slowest rank's figure: the learning rate follows it."""
-        reading = seconds / max(1, tokens) * (tokens + len(self.val)) * 1.2
-        cost = fit + reading + 2 * saving
+        rate = seconds / max(1, tokens)
+        if fit is None:  # not measured yet: the end-bias fit reads as many tokens again
+            fit = rate * self.config.eval_tokens
+        cost = fit + rate * (tokens + len(self.val)) * 1.2 + 2 * saving
         self.eval_cost = self.ranks.maximum(cost)
+        self.per_eval = self.ranks.maximum(fit + rate * self.config.eval_tokens + saving)
 
     def _evaluate(self, max_tokens: int = 0) -> tuple[float, int]:
         """Validation loss and tokens; each rank reads its block of the streams."""
@@ -834,11 +866,20 @@ class _Trainer:
     def _stop_fit(self) -> StopFit | None:
         """Lengths drawn under each stopping rule against the validation units (stopfit.json),
         for the kept model."""
-        n = self._stop_fit_samples()
+        n = min(self._stop_fit_samples(), self.stop_fit_n)
         if not n:
             return None
         lengths = self.val.unit_lengths()
-        fit = fit_lengths(self.model, self.ds.tokenizer, lengths, n, seed=self.config.seed)
+        cap = None
+        if self.config.time_budget and self.stop_fit_cost > 0:
+            # what is left of the budget, in steps of the estimate: a model that rarely ends
+            # its samples (early in training) must not run past the budget
+            per_step = self.stop_fit_cost / (len(RULES) * STEPS_PER_LENGTH * lengths.mean())
+            left = self.config.time_budget - self.elapsed()
+            cap = max(1, int(left / (len(RULES) * per_step)))
+        fit = fit_lengths(
+            self.model, self.ds.tokenizer, lengths, n, seed=self.config.seed, max_tokens=cap
+        )
         write_stopfit(self.folder, fit)
         return fit
 
