@@ -313,6 +313,19 @@ def reveal_points(plan: LengthPlan, epoch: int, lengths: np.ndarray) -> np.ndarr
     return np.where(r_hide < plan.p_hidden, NEVER, k)
 
 
+def reading_streams(split: Split, batch_size: int, seq_len: int) -> int:
+    """Streams that read a split once (evaluation): up to ``batch_size``, each at least one
+    window of ``seq_len`` long."""
+    return max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
+
+
+def windows_to_read(batches: StreamBatches, streams: int, max_tokens: int = 0) -> int:
+    """Windows of ``batches`` to read: all of them (the last one short), or only the first
+    ones, up to ``max_tokens`` over all ``streams`` (0 = all), a spread-out sample."""
+    n = batches.n_windows(drop_last=False)
+    return min(n, max(1, max_tokens // (streams * batches.T))) if max_tokens else n
+
+
 class StreamBatches:
     """B parallel streams over a split, read in windows of T tokens.
 

@@ -26,7 +26,17 @@ import numpy as np
 import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run, write_json_atomic
-from charrnn.data import DataConfig, Dataset, LengthPlan, Split, StreamBatches, file_hash, prepare
+from charrnn.data import (
+    DataConfig,
+    Dataset,
+    LengthPlan,
+    Split,
+    StreamBatches,
+    file_hash,
+    prepare,
+    reading_streams,
+    windows_to_read,
+)
 from charrnn.errors import CheckpointError, ConfigError, CorpusError
 from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
 from charrnn.model import RNNLM
@@ -138,17 +148,18 @@ def end_logits(
     batch_size: int = 64,
     device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where a unit may end in the first windows of ``batch_size`` streams over ``split``, read
+    """Where a unit may end in the first windows of ``batch_size`` streams over ``split``
+    (up to ``max_tokens`` in all; 0 = the whole split, as in evaluation), read
     with the remaining length unknown (as the eos and halt rules read it): the logit of <eos>
     against the other tokens eos mode may draw, the halt logit, and whether the unit ends
     there. Three (N,) tensors."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    streams = max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
+    streams = reading_streams(split, batch_size, seq_len)
     plan = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)
     batches = StreamBatches(split, streams, seq_len, plan)
-    n_windows = min(batches.n_windows(drop_last=False), max(1, max_tokens // (streams * seq_len)))
+    n_windows = windows_to_read(batches, streams, max_tokens)
     eos_logit, halt_logit, ends = [], [], []
     state = None
     for k in range(n_windows):

@@ -52,7 +52,17 @@ from charrnn.checkpoint import (
     save_tensors,
     write_json_atomic,
 )
-from charrnn.data import Batch, DataConfig, Dataset, LengthPlan, Split, StreamBatches, prepare
+from charrnn.data import (
+    Batch,
+    DataConfig,
+    Dataset,
+    LengthPlan,
+    Split,
+    StreamBatches,
+    prepare,
+    reading_streams,
+    windows_to_read,
+)
 from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import SampleConfig, Sampler, Stop
@@ -280,15 +290,13 @@ def evaluate(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    streams = max(1, min(batch_size, (len(split) - 1) // max(1, seq_len)))
+    streams = reading_streams(split, batch_size, seq_len)
     rows = share(streams, *part)
     hidden = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)  # offsets, no lengths
     batches = StreamBatches(
         split, streams, seq_len, hidden if model.config.stop_heads else None, rows=rows
     )
-    n_windows = batches.n_windows(drop_last=False) if rows else 0
-    if max_tokens:
-        n_windows = min(n_windows, max(1, max_tokens // (streams * seq_len)))
+    n_windows = windows_to_read(batches, streams, max_tokens) if rows else 0
     state = None
     total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one sync
     count = 0
