@@ -29,7 +29,8 @@ from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
-Feed = Callable[[Tensor, State, "np.ndarray | None"], tuple[Tensor, State]]
+Feed = Callable[[Tensor, State, "Tensor | None"], tuple[Tensor, State]]
+Step = tuple[list[tuple[int, int]], list[int]]  # (sample, token) pairs drawn; samples drawing
 
 
 class Stop(str, Enum):
@@ -110,12 +111,20 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
 
 
 def draw(logits: Tensor, config: SampleConfig, gen: torch.Generator) -> Tensor:
-    """One token per row from rule-masked logits (N, V) -> (N,)."""
+    """One token per row from rule-masked logits (N, V) -> (N,).
+
+    The Gumbel-max trick: argmax(logits / T + G), G = -log(-log U), draws a token with
+    probability softmax(logits / T), as ``torch.multinomial`` would, in a few elementwise
+    steps instead of its per-call work (which is most of a one-stream step's drawing). U = 0
+    gives G = -inf, and U < 1, so G is never +inf: a masked token (-inf) is never drawn.
+    """
     if config.temperature == 0:
         return logits.argmax(-1)
-    logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    if config.temperature != 1:
+        logits = logits / config.temperature
+    logits = filter_logits(logits, config.top_k, config.top_p)
+    u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype)
+    return (logits - u.log_().neg_().log_()).argmax(-1)
 
 
 class Sampler:
@@ -148,8 +157,8 @@ class Sampler:
         ids = self.encode_prompt(prompt)
         results: list[list[int]] = [[] for _ in range(n)]
         info: dict[str, np.ndarray] = {}
-        for step in self.iter_tokens(n, config, ids, info):
-            for i, t in step:
+        for pairs, _ in self.iter_tokens(n, config, ids, info):
+            for i, t in pairs:
                 results[i].append(t)
         return self.finish(ids, results, info, config)
 
@@ -176,22 +185,23 @@ class Sampler:
             )
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def iter_tokens(
         self, n: int, config: SampleConfig, prompt_ids: list[int], info: dict[str, np.ndarray]
-    ) -> Iterator[list[tuple[int, int]]]:
-        """Yield, at each step, the (sample index, token) pairs drawn; fills ``info`` with
-        per-sample log_prob, cut and length when done.
+    ) -> Iterator[Step]:
+        """Yield, at each step, the (sample index, token) pairs drawn and the samples still
+        drawing; fills ``info`` with per-sample log_prob, cut and length when done.
 
         A sample that has ended leaves the batch, so a batch costs the sum of its samples'
-        lengths rather than n times the longest one.
+        lengths rather than n times the longest one. In "none" mode a sample that drew <eos>
+        reads <sos> at the next step, in the same batch as the others' tokens, and draws
+        nothing at that step: the batch stays one step of the net per step.
         """
-        model, dev = self.model, self.device
-        feed, token_logits = self._feeder()
+        model, dev, stop = self.model, self.device, config.stop
+        logits_of, feed = self._feeder(stop)
+        lengths = _LengthIds(model) if model.config.stop_heads else None
         gen = torch.Generator(device="cpu")
         gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
-        stop = config.stop
-        mask = rule_mask(model.config.vocab_size, stop)  # (V,)
         prompt = torch.tensor([prompt_ids] * n, device=dev)  # (n, P)
         h, state = model.features(prompt)  # (n, P, H)
         h = h[:, -1]  # (b, H): one row per sample still drawing, b <= n
@@ -201,92 +211,89 @@ class Sampler:
         tau = torch.zeros(n, dtype=torch.long)
         remaining = torch.full((n,), -1, dtype=torch.long)
         offset = torch.full((n,), len(prompt_ids), dtype=torch.long)  # of the next token fed
+        left = torch.full((n,), config.max_tokens, dtype=torch.long)  # tokens each may draw
+        restart = torch.zeros(n, dtype=torch.bool)  # "none" mode: reads <sos> at this step
         if stop is Stop.length:
             tau, lp = self._draw_length(h, n, config, gen)
             remaining = tau.clone()
             log_prob += lp
-            rows, remaining, offset, h, state = _keep(
-                remaining > 0, rows, remaining, offset, h, state
+            rows, remaining, offset, left, restart, h, state = _keep(
+                remaining > 0, rows, remaining, offset, left, restart, h, state
             )
-        drawn = 0
+        steps = 0  # no sample has drawn more tokens than this
         while len(rows):
-            if drawn >= config.max_tokens:
-                cut[rows] = True
-                break
-            logits = rule_logits(token_logits(h).cpu(), stop, mask)  # (b, V)
+            if steps >= config.max_tokens:  # some samples may have drawn all they may draw
+                spent = left <= 0  # (halt mode: the halting unit let the unit go on)
+                if bool(spent.any()):
+                    cut[rows[spent]] = True
+                    rows, remaining, offset, left, restart, h, state = _keep(
+                        ~spent, rows, remaining, offset, left, restart, h, state
+                    )
+                    if not len(rows):
+                        break
+            logits = logits_of(h)  # (b, V), rule-masked
             tok = draw(logits, config, gen)  # (b,)
             lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # (b,)
+            alive = rows.tolist()
+            if stop is Stop.none and bool(restart.any()):
+                # these rows read <sos> at this step: their draw is dropped, with its log-prob
+                tok, lp = tok.masked_fill(restart, SOS), lp.masked_fill(restart, 0.0)
+                offset = offset.masked_fill(restart, 0)
+                drew = ~restart
+                left = left - drew.long()
+                pairs = list(zip(rows[drew].tolist(), tok[drew].tolist()))
+            else:
+                left = left - 1
+                pairs = list(zip(alive, tok.tolist()))
+            yield pairs, alive
+            steps += 1
             log_prob.index_add_(0, rows, lp.double())
-            yield list(zip(rows.tolist(), tok.tolist()))
-            drawn += 1
-            if stop is Stop.eos:
-                rows, tok, offset, state = _keep(tok != EOS, rows, tok, offset, state)
+            if stop is Stop.eos and any(t == EOS for _, t in pairs):
+                rows, tok, offset, left, state = _keep(tok != EOS, rows, tok, offset, left, state)
             elif stop is Stop.length:
                 remaining = remaining - 1
-                rows, tok, remaining, offset, state = _keep(
-                    remaining > 0, rows, tok, remaining, offset, state
+                rows, tok, remaining, offset, left, state = _keep(
+                    remaining > 0, rows, tok, remaining, offset, left, state
                 )
             if not len(rows):
                 break
-            h, state = feed(tok, state, self._length_input(stop, remaining, offset))
+            ids = None
+            if lengths is not None:
+                ids = lengths.remaining(remaining) if stop is Stop.length else lengths.at(offset)
+            h, state = feed(tok, state, ids)
             offset = offset + 1
             if stop is Stop.none:
-                h, state, offset = self._restart_units(feed, tok, h, state, offset)
+                restart = tok == EOS
             elif stop is Stop.halt:
                 h_logit = model.halt_logits(h).cpu().double()  # (b,)
                 halt = self._draw_halt(h_logit, config, gen)
                 terms = torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit))
                 log_prob.index_add_(0, rows, terms)
-                rows, h, offset, state = _keep(~halt, rows, h, offset, state)
+                rows, h, offset, left, state = _keep(~halt, rows, h, offset, left, state)
         info["log_prob"] = log_prob.numpy()
         info["cut"] = cut.numpy()
         info["length"] = tau.numpy()
 
-    def _length_input(
-        self, stop: Stop, remaining: Tensor | None, offset: Tensor
-    ) -> np.ndarray | None:
-        """The length input ids of the tokens about to be fed (b,): the remaining length in
-        length mode, else "unknown" at their offsets in the unit; None for a plain model."""
-        model = self.model
-        if not model.config.stop_heads:
-            return None
-        if stop is Stop.length:
-            assert remaining is not None
-            return model.length_buckets(remaining.clamp(min=0).numpy())
-        return model.unknown_at(offset.numpy())
-
-    def _feeder(self) -> tuple[Feed, Callable[[Tensor], Tensor]]:
-        """``feed(tokens (b,), state, length input ids (b,) or None) -> (h (b, H), state)`` and
-        ``token_logits(h) -> (b, V)``: the one-step path when it applies, else the model's."""
+    def _feeder(self, stop: Stop) -> tuple[Callable[[Tensor], Tensor], Feed]:
+        """``logits(h (b, H)) -> (b, V)``, the token logits under ``stop``'s mask (float32, on
+        the host), and ``feed(tokens (b,), state, length input ids (b,) or None) -> (h (b, H),
+        state)``: the one-step path when it applies, else the model's."""
         model, dev = self.model, self.device
-        step = Stepper(model) if self.fast and Stepper.usable(model) else None
+        mask = rule_mask(model.config.vocab_size, stop)  # (V,)
+        if not (self.fast and Stepper.usable(model)):
 
-        def feed(tok: Tensor, state: State, ids: np.ndarray | None) -> tuple[Tensor, State]:
-            x = tok.to(dev)  # (b,)
-            r = None if ids is None else torch.as_tensor(ids).to(dev)  # (b,)
-            if step is not None:
-                return step(x, state, r)
-            h, state = model.features(x[:, None], state, None if r is None else r[:, None])
-            return h[:, 0], state  # (b, H)
+            def feed(tok: Tensor, state: State, ids: Tensor | None) -> tuple[Tensor, State]:
+                r = None if ids is None else ids.to(dev)[:, None]  # (b, 1)
+                h, state = model.features(tok.to(dev)[:, None], state, r)
+                return h[:, 0], state  # (b, H)
 
-        return feed, model.token_logits if step is None else step.token_logits
+            return lambda h: rule_logits(model.token_logits(h).cpu(), stop, mask), feed
+        step = Stepper(model, mask.to(dev))
 
-    def _restart_units(
-        self, feed: Feed, tok: Tensor, h: Tensor, state: State, offset: Tensor
-    ) -> tuple[Tensor, State, Tensor]:
-        """In "none" mode a drawn <eos> is followed by <sos>, as in training: fed to the rows
-        that ended only, so a batch of many streams does not take a second step for a few."""
-        ended = (tok == EOS).nonzero().squeeze(1)  # (k,)
-        if len(ended) == 0:
-            return h, state, offset
-        rows = ended.to(self.device)
-        sub = tuple(s.index_select(1, rows) for s in state)  # each (layers, k, H)
-        at_start = torch.zeros(len(ended), dtype=torch.long)
-        sos = torch.full((len(ended),), SOS)
-        h_sub, sub = feed(sos, sub, self._length_input(Stop.none, None, at_start))  # (k, H)
-        h = h.index_copy(0, rows, h_sub)
-        state = tuple(s.index_copy(1, rows, s_sub) for s, s_sub in zip(state, sub))
-        return h, state, offset.index_fill(0, ended, 1)
+        def feed_step(tok: Tensor, state: State, ids: Tensor | None) -> tuple[Tensor, State]:
+            return step(tok.to(dev), state, None if ids is None else ids.to(dev))
+
+        return lambda h: step.token_logits(h).float().cpu(), feed_step
 
     def _draw_length(
         self, h: Tensor, n: int, config: SampleConfig, gen: torch.Generator
@@ -327,3 +334,20 @@ def _keep(go_on: Tensor, rows: Tensor, *batch: Tensor | State) -> tuple:
         else:
             out.append(b[sel.to(b.device)])
     return (rows[sel], *out)
+
+
+class _LengthIds:
+    """The length input ids the sampler feeds, by table lookup: the bucket of a remaining
+    length (length mode), or "unknown" at an offset in the unit (the other rules)."""
+
+    def __init__(self, model: RNNLM):
+        c = model.config
+        self.max_len = c.max_len
+        buckets = torch.as_tensor(model.length_buckets(np.arange(c.max_len + 1)))
+        self.buckets, self.unknown = buckets, model.n_buckets + buckets
+
+    def remaining(self, r: Tensor) -> Tensor:
+        return self.buckets[r.clamp(0, self.max_len)]
+
+    def at(self, offset: Tensor) -> Tensor:
+        return self.unknown[offset.clamp(max=self.max_len)]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn.model import RNNLM, Cell, Nonlinearity, State
+from charrnn.model import LENGTH_INPUT_SCALE, RNNLM, Cell, Nonlinearity, State
 from charrnn.tokenizers import EOS
 
 _CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., Any]] = {
@@ -44,7 +44,8 @@ class Stepper:
     """``step(tokens, state, remaining) -> (h, state)``: ``model.features`` for one token per
     stream, with the top layer's output (n, H) instead of (n, 1, H)."""
 
-    def __init__(self, model: RNNLM):
+    def __init__(self, model: RNNLM, mask: Tensor | None = None):
+        """``mask`` (V,), 0 or -inf per token, is added to the logits with the head's bias."""
         c = model.config
         self.model = model
         self.lstm = c.cell is Cell.lstm
@@ -60,9 +61,17 @@ class Stepper:
         # the token head, likewise (with tied weights: the embedding, after the projection)
         self.proj = None if model.proj is None else _transposed_copy(model.proj.weight)
         if model.head is not None:
-            self.head, self.head_bias = _transposed_copy(model.head.weight), model.head.bias
+            self.head, bias = _transposed_copy(model.head.weight), model.head.bias
         else:
-            self.head, self.head_bias = _transposed_copy(model.embed.weight), model.head_bias
+            self.head, bias = _transposed_copy(model.embed.weight), model.head_bias
+        # The end calibration and the mask, folded into the bias once rather than added to
+        # every step's logits; (h W + b) + e and h W + (b + e) agree to rounding.
+        self.head_bias = bias.detach().clone()
+        if c.stop_heads:
+            self.head_bias[EOS] += model.end_bias[0]
+            self.len_embed = LENGTH_INPUT_SCALE * model.len_embed.weight.detach()
+        if mask is not None:
+            self.head_bias += mask
 
     @staticmethod
     def usable(model: RNNLM) -> bool:
@@ -82,17 +91,14 @@ class Stepper:
         x = F.embedding(tokens, m.embed.weight)  # (n, E)
         if m.config.stop_heads:
             ids = m.unknown_ids(tokens[:, None])[:, 0] if remaining is None else remaining
-            x = x + m.length_input(ids)
+            x = x + F.embedding(ids, self.len_embed)  # scaled once, not at every step
         return x
 
     def token_logits(self, h: Tensor) -> Tensor:
-        """``RNNLM.token_logits`` for features (n, H) -> (n, V)."""
+        """``RNNLM.token_logits`` for features (n, H) -> (n, V), plus the mask."""
         if self.proj is not None:
             h = F.linear(h, self.proj)  # (n, E)
-        logits = F.linear(h, self.head, self.head_bias)
-        if self.model.config.stop_heads:
-            logits[..., EOS] += self.model.end_bias[0]
-        return logits
+        return F.linear(h, self.head, self.head_bias)
 
     def __call__(
         self, tokens: Tensor, state: State, remaining: Tensor | None = None

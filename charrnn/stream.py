@@ -117,11 +117,11 @@ class SampleStream:
         tokens: list[list[int]] = [[] for _ in range(n)]
         info: dict[str, np.ndarray] = {}
         last_flush = 0.0
-        for step in self.sampler.iter_tokens(n, self.config, self.prompt_ids, info):
-            for i, t in step:
+        for pairs, drawing in self.sampler.iter_tokens(n, self.config, self.prompt_ids, info):
+            for i, t in pairs:
                 tokens[i].append(t)
                 turns.decoders[i].feed(t)
-            turns.still_drawing({i for i, _ in step})
+            turns.still_drawing(set(drawing))
             now = time.monotonic()
             if turns.current_done() or now - last_flush >= self.flush_every:
                 last_flush = now

@@ -9,6 +9,7 @@ from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
 from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity
 from charrnn.score import _target_log_probs
 from charrnn.stepper import Stepper
+from charrnn.tokenizers import EOS, SOS
 
 KINDS = [
     (Cell.rnn, Nonlinearity.tanh),
@@ -97,6 +98,38 @@ def test_fast_sampler_gives_the_reference_samples(cell, nonlinearity, stop):
         np.testing.assert_allclose(got_info["log_prob"], want_info["log_prob"], atol=1e-4)
         assert np.array_equal(got_info["cut"], want_info["cut"])
         assert np.array_equal(got_info["length"], want_info["length"])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_none_mode_restarts_units_inside_the_batch(fast):
+    """A stream that draws <eos> reads <sos> at the next step, beside the others' tokens:
+    each still draws exactly --max-tokens tokens, and its log-prob is the model's own over
+    the whole stream, <sos> after every <eos>, read in one pass."""
+    model = random_model(Cell.lstm, Nonlinearity.tanh)
+    with torch.no_grad():
+        model.end_bias[0] = 4.0  # ends often, so that streams restart at different steps
+    prompt, n, max_tokens = [SOS, 7, 8], 5, 30
+    cfg = SampleConfig(temperature=1.0, seed=4, stop=Stop.none, max_tokens=max_tokens)
+    steps, info = run_sampler(Sampler(model, None, fast=fast), n, cfg, prompt)  # type: ignore[arg-type]
+    drawn_by: list[list[int]] = [[] for _ in range(n)]
+    for pairs, _ in steps:
+        for i, t in pairs:
+            drawn_by[i].append(t)
+    ends = [tokens.count(EOS) for tokens in drawn_by]
+    assert len(set(ends)) > 1 and min(ends) > 0  # restarts, at different steps per stream
+    assert info["cut"].all()
+    for tokens, log_prob in zip(drawn_by, info["log_prob"]):
+        assert len(tokens) == max_tokens
+        stream = list(prompt)
+        for t in tokens:
+            stream += [t, SOS] if t == EOS else [t]
+        with torch.no_grad():
+            h, _ = model.features(torch.tensor([stream]))
+            lp = rule_logits(model.token_logits(h[0]), Stop.none).log_softmax(-1)  # (L, V)
+        drawn = [i for i in range(len(prompt), len(stream)) if stream[i - 1] != EOS]
+        want = sum(float(lp[i - 1, stream[i]]) for i in drawn)
+        assert len(drawn) == max_tokens
+        assert abs(log_prob - want) < 1e-3
 
 
 def test_scoring_logits_in_slices_equals_all_at_once():
