@@ -33,6 +33,7 @@ from charrnn.data import DataConfig, prepare
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, Cell, ModelConfig
 from charrnn.score import score
+from charrnn.stepper import Stepper
 from charrnn.tokenizers import Tokenizer
 from charrnn.train import Job, StepStats, TrainConfig, fit_model_config, train
 
@@ -179,19 +180,39 @@ def sampling(
     fast, straight = Sampler(model, tokenizer), Sampler(model, tokenizer, fast=False)
     fast.sample(streams, SampleConfig(stop=Stop.none, max_tokens=5, seed=0))  # warm-up
     sample_tokens_per_s(bare, streams, 5, device)
-    ours, ref, slow = [], [], []
+    ours, ref, slow, net = [], [], [], []
     for _ in range(rounds):
         ours.append(_sample_rate(fast, streams, cfg, device))
         ref.append(sample_tokens_per_s(bare, streams, tokens, device))
+        net.append(_step_rate(model, streams, tokens, device))
         if streams == 1:
             slow.append(_sample_rate(straight, streams, cfg, device))
     what = f"sample {shape.label('lstm')}, {streams} stream{'s' if streams > 1 else ''}"
     goal = "> 4 (600 tok/s on the issue's CPU)" if streams == 1 else "(12,000 tok/s on the issue's)"
     rows = [Row(what, "tok/s", ours, ref, goal)]
+    note = "Stepper and the token head alone: no draw, no bookkeeping; a bound on the sampler"
+    rows.append(Row(what + ", step of the net alone", "tok/s", net, ref, "", note))
     if slow:
         note = "model.features one token at a time"
         rows.append(Row(what + ", straightforward path", "tok/s", slow, ref, "", note))
     return rows
+
+
+@torch.inference_mode()
+def _step_rate(
+    model: RNNLM, streams: int, tokens: int, device: torch.device
+) -> tuple[float, float]:
+    """Tokens/s of the one-step path alone: the recurrent step and the token logits."""
+    step = Stepper(model)
+    state = model.init_state(streams)
+    tok = torch.full((streams,), 5, device=device)
+    ids = torch.full((streams,), model.unknown_length, device=device)
+    clock = Clock(device)
+    for _ in range(tokens):
+        h, state = step(tok, state, ids)
+        step.token_logits(h)
+    wall, cpu = clock.seconds()
+    return streams * tokens / wall, streams * tokens / cpu
 
 
 def _sample_rate(
