@@ -201,6 +201,8 @@ def list_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
     """Run folders under ``root``, most recently trained first."""
     root = Path(root)
     if not root.is_dir():
+        if root.exists():
+            raise CheckpointError(f"the checkpoints folder {root} is a file, not a folder")
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)]
     return sorted(runs, key=last_trained, reverse=True)

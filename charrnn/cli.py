@@ -341,6 +341,7 @@ class _TrainView(Callbacks):
             f"{info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
             f"on {info['device']}{resumed}"
         )
+        self.bar.start()
 
     def on_step(self, s: StepStats) -> None:
         done = s.progress if s.progress is not None else 0.0
@@ -587,7 +588,7 @@ def train_cmd(
         ),
     )
     main = is_main_process()  # under torchrun, rank 0 alone shows progress
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]step {task.fields[step]}[/]"),
         BarColumn(),
         TaskProgressColumn(),
@@ -597,13 +598,16 @@ def train_cmd(
         TimeRemainingColumn(),
         console=out,
         disable=not main,
-    ) as bar:
+    )
+    try:  # the bar starts with the first thing it shows: a refused run draws none
         view = _TrainView(bar)
         data_task = bar.add_task(
             "data", total=None, visible=False, loss="", val="", speed="", step=""
         )
 
         def on_data(done: int, total: int) -> None:
+            if done < total:
+                bar.start()
             bar.update(data_task, completed=done, total=total, visible=done < total)
 
         with _interruptible(view):
@@ -618,6 +622,9 @@ def train_cmd(
                 on_data=on_data,
                 overrides=overrides,
             )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if not main:
         raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)
     out.print(_summary(result, corpus))

@@ -21,7 +21,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -1099,6 +1099,14 @@ def _open_run(
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{folder / RUN_JSON} cannot be resumed ({e})") from None
+        changed = _changed_settings(job, saved, overrides or ())
+        if changed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            may = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
+            raise ConfigError(
+                f"{flags}: run {folder.name!r} started with other values, and a resume keeps "
+                f"them (it may change {may})"
+            )
         check_shapes(saved.model, folder / LAST)
         return folder, saved, info
     if run is not None:
@@ -1113,11 +1121,29 @@ def _open_run(
     return root / new_run_name(root, Path(corpus).stem), job, {}
 
 
+# Settings a resume may change: how long to go on, and where. The others are the run's.
+RESUMABLE = ("max_steps", "epochs", "time_budget", "device", "precision", "patience")
+RESUMABLE += ("sample_every",)
+
+
+def _changed_settings(given: Job, saved: Job, names: Collection[str]) -> list[str]:
+    """The settings among ``names`` a resume cannot change that ``given`` sets otherwise than
+    the run did (the same value given again is no change)."""
+    configs = [given.data.tokenizer, given.data, given.model, given.train]  # tokenizer first:
+    kept = [saved.data.tokenizer, saved.data, saved.model, saved.train]  # its vocab_size
+    changed = []
+    for name in sorted(set(names) - set(RESUMABLE)):
+        for mine, theirs in zip(configs, kept):
+            if name in {f.name for f in fields(mine)}:
+                if getattr(mine, name) != getattr(theirs, name):
+                    changed.append(name)
+                break
+    return changed
+
+
 def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[str, Any]:
-    """Settings a resume may change: how long to go on, and where."""
-    keys = ("max_steps", "epochs", "time_budget", "device", "precision", "patience")
-    keys += ("sample_every",)
-    return {k: getattr(train, k) for k in keys if overrides is None or k in overrides}
+    """The settings of ``train`` a resume takes: those in ``overrides`` (None: all)."""
+    return {k: getattr(train, k) for k in RESUMABLE if overrides is None or k in overrides}
 
 
 def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:

@@ -195,6 +195,12 @@ CASES = [
         setup=text("other.txt", VERSES * 30),
     ),
     Case(
+        "train: --resume with another --lr",
+        "train {p}/verses.txt --resume --run verses --lr 0.5 " + CK,
+        ("--lr", "started with other values", "--max-steps"),
+        setup=text("verses.txt", VERSES * 20),
+    ),
+    Case(
         "train: --checkpoints under a file",
         "train {p}/verses.txt --checkpoints {p}/verses.txt/ck --batch-size 4 --seq-len 16",
         ("cannot create the run folder",),
@@ -302,7 +308,13 @@ CASES = [
         stdin=lambda: BrokenStdin(BrokenPipeError(errno.EPIPE, "Broken pipe")),
     ),
     Case("score: --stop none", "score hello --stop none " + CK, ("needs a stopping rule",)),
-    # info
+    # runs, info
+    Case(
+        "runs: --checkpoints is a file",
+        "runs --checkpoints {p}/notes.txt",
+        ("is a file, not a folder",),
+        setup=text("notes.txt", "mine\n"),
+    ),
     Case("info: unknown run", "info nope " + CK, ("no run named",)),
     Case(
         "info: a folder of something else",
