@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from charrnn.checkpoint import load_run
 from charrnn.errors import ConfigError
-from charrnn.generate import SampleConfig, Sampler, Stop, filter_logits, rule_logits
+from charrnn.generate import SampleConfig, Sampler, Stop, draw, filter_logits, rule_logits
 from charrnn.score import score
 from charrnn.tokenizers import EOS, SOS
 
@@ -190,3 +190,16 @@ def test_top_k_and_top_p_filters():
 def test_empty_sentence_is_an_error(loaded):
     with pytest.raises(ConfigError, match="empty"):
         score(loaded.model, loaded.tokenizer, ["  "], Stop.eos)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_draws_follow_the_tempered_softmax(temperature):
+    """The Gumbel-max draw picks each token with probability softmax(logits / T), and never a
+    masked one."""
+    logits = torch.tensor([[0.0, math.log(2.0), math.log(3.0), -math.inf]]).expand(60_000, 4)
+    gen = torch.Generator().manual_seed(0)
+    tokens = draw(logits, SampleConfig(temperature=temperature), gen)
+    freq = torch.bincount(tokens, minlength=4).double() / len(tokens)
+    want = torch.softmax(logits[0].double() / temperature, -1)
+    assert freq[3] == 0
+    assert torch.allclose(freq, want, atol=0.01), (freq, want)
