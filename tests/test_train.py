@@ -133,7 +133,7 @@ def test_learning_rate_schedule():
 def test_the_width_follows_the_time_budget_and_the_rate_follows_the_width():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     widths = [hidden_for_budget(b, cpu) for b in (30, 150, 600, 900, 3600, 10**6)]
-    assert widths == [192, 256, 384, 384, 576, 1024]  # 256 * (budget / 150 s) ** 0.25
+    assert widths == [128, 256, 448, 512, 896, 1024]  # 256, doubled for each 6x the budget
     assert hidden_for_budget(None, cpu) == hidden_for_budget(150, cuda) == 512
     assert lr_for_width(128) == lr_for_width(256) == pytest.approx(1e-2)
     assert lr_for_width(1024) == pytest.approx(5e-3)  # 1 / sqrt(width)
@@ -144,6 +144,6 @@ def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path
     job = replace(job, model=replace(job.model, hidden=0))
     train(corpus, job, root=tmp_path, run="sized")
     info = read_run_json(tmp_path / "sized")
-    assert info["model"]["hidden"] == 384
-    assert info["train"]["lr"] == pytest.approx(lr_for_width(384))
-    assert load_run(tmp_path / "sized").model.config.hidden == 384
+    assert info["model"]["hidden"] == 448
+    assert info["train"]["lr"] == pytest.approx(lr_for_width(448))
+    assert load_run(tmp_path / "sized").model.config.hidden == 448
