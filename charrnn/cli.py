@@ -456,7 +456,7 @@ def train_cmd(
             min=0,
             max=16384,
             help="Units per layer; 0 = sized from the time budget on a CPU (256 for 150s, "
-            "384 for 10-15m, 512 without a budget or on a GPU).",
+            "448 for 10m, 512 for 15m or without a budget or on a GPU).",
             rich_help_panel=MODEL,
         ),
     ] = _M.hidden,
