@@ -1106,11 +1106,9 @@ def _open_run(
             raise CheckpointError(f"{folder / RUN_JSON} cannot be resumed ({e})") from None
         changed = _changed_settings(job, saved, overrides or ())
         if changed:
-            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-            may = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
             raise ConfigError(
-                f"{flags}: run {folder.name!r} started with other values, and a resume keeps "
-                f"them (it may change {may})"
+                f"{_flags(changed)}: run {folder.name!r} started with other values, and a "
+                f"resume keeps them (it may change {_flags(RESUMABLE)})"
             )
         check_shapes(saved.model, folder / LAST)
         return folder, saved, info
@@ -1144,6 +1142,11 @@ def _changed_settings(given: Job, saved: Job, names: Collection[str]) -> list[st
                     changed.append(name)
                 break
     return changed
+
+
+def _flags(names: Collection[str]) -> str:
+    """Settings as the command line spells them: max_steps -> --max-steps."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
 def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[str, Any]:
