@@ -343,8 +343,9 @@ class _LengthIds:
     def __init__(self, model: RNNLM):
         c = model.config
         self.max_len = c.max_len
-        buckets = torch.as_tensor(model.length_buckets(np.arange(c.max_len + 1)))
-        self.buckets, self.unknown = buckets, model.n_buckets + buckets
+        lengths = np.arange(c.max_len + 1)
+        self.buckets = torch.as_tensor(model.length_buckets(lengths))
+        self.unknown = torch.as_tensor(model.unknown_at(lengths))
 
     def remaining(self, r: Tensor) -> Tensor:
         return self.buckets[r.clamp(0, self.max_len)]
