@@ -98,4 +98,6 @@ def test_fast_sampler_on_cuda_gives_the_reference_samples(cell):
             steps = list(Sampler(model, None, fast=fast).iter_tokens(5, cfg, [1, 9], info))  # type: ignore[arg-type]
             runs.append((steps, info["log_prob"]))
         assert runs[0][0] == runs[1][0]
-        np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-4)
+        # a sample's log-prob sums 40 terms: cuDNN's and the stepper's float32 sums differ in
+        # order, so the sum is compared relatively (measured on an H100: 4e-6 at most)
+        np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=2e-5, atol=1e-4)
