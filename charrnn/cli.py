@@ -484,6 +484,14 @@ def train_cmd(
     clip: Annotated[
         float, typer.Option(min=0.0, help="Gradient norm clip; 0 = off.", rich_help_panel=TRAINING)
     ] = _T.clip,
+    weight_decay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="AdamW weight decay (times the learning rate each step); 0 = off.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.weight_decay,
     max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
     time_budget: Annotated[
@@ -571,6 +579,7 @@ def train_cmd(
             batch_size=batch_size,
             lr=lr,
             clip=clip,
+            weight_decay=weight_decay,
             max_steps=max_steps,
             epochs=epochs,
             time_budget=parse_duration(time_budget),

@@ -89,7 +89,7 @@ class TrainConfig:
     lr: float = 0.0  # 0: fitted to the model's width when training starts (lr_for_width)
     min_lr_ratio: float = 0.1  # the learning rate decays to lr * this by the end
     warmup_steps: int = 20
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1  # AdamW's decoupled decay, times the learning rate per step
     clip: float = 1.0  # gradient norm; 0 turns clipping off
     max_steps: int | None = None
     epochs: float | None = None
@@ -116,6 +116,10 @@ class TrainConfig:
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.lr >= 0 and math.isfinite(self.lr), "--lr must be a positive number (or 0)"),
             (self.clip >= 0, "--clip must be >= 0"),
+            (
+                self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+                "--weight-decay must be >= 0",
+            ),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),

@@ -121,6 +121,15 @@ def test_too_short_corpus(tmp_path):
     assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").iterdir())
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+@pytest.mark.parametrize("name", ["lr", "weight_decay"])
+def test_a_rate_that_is_not_a_number_is_refused(name, value):
+    # the command line's range check lets nan through on older click releases: the
+    # configuration itself must refuse it
+    with pytest.raises(ConfigError, match="--" + name.replace("_", "-")):
+        TrainConfig(**{name: value})
+
+
 def test_learning_rate_schedule():
     c = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(c, 0, 0.0) == pytest.approx(0.1)
