@@ -85,11 +85,9 @@ def score(
         raise ConfigError("score needs a stopping rule: --stop eos, halt or length")
     if stop is not Stop.eos and not model.config.stop_heads:
         raise ConfigError("this model was trained without halt and length heads: use --stop eos")
-    encoded = []
-    for s in sentences:
-        if not s.strip():
-            raise ConfigError("cannot score an empty sentence")
-        encoded.append(tokenizer.encode(s))
+    if any(not s.strip() for s in sentences):
+        raise ConfigError("cannot score an empty sentence")
+    encoded = tokenizer.encode_each(sentences)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[SentenceScore | None] = [None] * len(encoded)
     i = 0

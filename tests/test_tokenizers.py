@@ -176,6 +176,18 @@ def test_subword_units_and_literal_unk(level):
     assert tok.decode(stream) == "a <unk> b\n<unk>\nplain\n"
 
 
+@pytest.mark.parametrize("level", list(Level))
+def test_encode_each_equals_one_encode_per_text(level):
+    tok = fit_tokenizer(TokenizerConfig(level=level, vocab_size=400), [TEXT])
+    texts = ["a <unk> b", MULTILINGUAL, "  two  spaces\ttab  ", "<unk>", "x", "the end."]
+    assert tok.encode_each(texts) == [tok.encode(t) for t in texts]
+    assert tok.encode_each([]) == []
+    if level not in SUBWORD:  # sentencepiece encodes each text alone anyway
+        # a text holding the unit mark is split by the batched encode: each is encoded alone
+        odd = ["one\ud800two", "three"]
+        assert tok.encode_each(odd) == [tok.encode(t) for t in odd]
+
+
 @pytest.mark.parametrize("level", SUBWORD)
 def test_subword_save_and_load_checks_the_model_file(tmp_path, level):
     tok = subword(level)
