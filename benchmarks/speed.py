@@ -29,13 +29,21 @@ from rich.progress import Progress
 from benchmarks.machine import Clock
 from benchmarks.reference import BareLM, BareTrainer, forward_seconds, sample_tokens_per_s
 from charrnn.cli import _TrainView
-from charrnn.data import DataConfig, prepare
+from charrnn.data import DataConfig, Dataset, prepare
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, Cell, ModelConfig
 from charrnn.score import score
 from charrnn.stepper import Stepper
 from charrnn.tokenizers import Tokenizer
-from charrnn.train import Job, StepStats, TrainConfig, fit_model_config, train
+from charrnn.train import (
+    Callbacks,
+    Job,
+    StepStats,
+    TrainConfig,
+    _Trainer,
+    fit_model_config,
+    train,
+)
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -154,6 +162,17 @@ def training(
     if precision != "fp32":
         what += f" {precision}"
     return Row(what, "tok/s", view.ours, view.ref, ">= 0.90")
+
+
+def make_trainer(
+    ds: Dataset, model: ModelConfig, config: TrainConfig, folder: Path, device: torch.device
+) -> _Trainer:
+    """charrnn's training state on ``ds`` (its last 10% held out), without the loop around
+    it: ``.step()`` is one optimizer step."""
+    train_split, val = ds.split(0.1)
+    net = RNNLM(fit_model_config(model, ds, train_split)).to(device)
+    started = time.monotonic()
+    return _Trainer(net, ds, train_split, val, config, folder, Callbacks(), started, device)
 
 
 # -- sampling -----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from benchmarks.__main__ import SHARED_CORPUS, synthetic_corpus
 from benchmarks.machine import sync
 from benchmarks.reference import BareLM, BareTrainer
 from charrnn.data import DataConfig, prepare
-from charrnn.model import RNNLM, Cell, ModelConfig
-from charrnn.train import Callbacks, TrainConfig, _Trainer, fit_model_config
+from charrnn.model import Cell, ModelConfig
+from charrnn.train import TrainConfig
 
 
 def profiled(step: Callable[[], object], steps: int, device: torch.device) -> profile:
@@ -62,15 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = SHARED_CORPUS if SHARED_CORPUS.exists() else synthetic_corpus(Path(tmp))
         ds, _ = prepare(corpus, DataConfig())
-        train_split, val = ds.split(0.1)
         config = TrainConfig(seq_len=shape.seq_len, batch_size=shape.batch, device=device.type)
         model_config = ModelConfig(
             cell=Cell(args.cell), layers=shape.layers, hidden=shape.hidden, embed=shape.embed
         )
-        model = RNNLM(fit_model_config(model_config, ds, train_split)).to(device)
-        ours = _Trainer(
-            model, ds, train_split, val, config, Path(tmp), Callbacks(), time.monotonic(), device
-        )
+        ours = speed.make_trainer(ds, model_config, config, Path(tmp), device)
         vocab = ds.tokenizer.vocab_size
         bare = BareTrainer(
             BareLM(args.cell, vocab, shape.embed, shape.hidden, shape.layers),

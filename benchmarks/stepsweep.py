@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
+from benchmarks.speed import make_trainer
 from charrnn.data import DataConfig, prepare
-from charrnn.model import RNNLM, Cell, ModelConfig
-from charrnn.train import Callbacks, Job, TrainConfig, _Trainer, fit_model_config, train
+from charrnn.model import Cell, ModelConfig
+from charrnn.train import Job, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -90,7 +91,6 @@ def shape_key(name: str) -> str:
 def measure_rates(corpus: Path, names: list[str]) -> dict[str, float]:
     """Tokens/s of a training step on this machine, after 5 warm-up steps, over 20 steps."""
     ds, _ = prepare(corpus, DataConfig())
-    train_split, val = ds.split(0.1)
     rates: dict[str, float] = {}
     for name in names:
         key = shape_key(name)
@@ -99,10 +99,8 @@ def measure_rates(corpus: Path, names: list[str]) -> dict[str, float]:
         model_config, training = configs(name)
         config = TrainConfig(device="cpu", **training)
         torch.manual_seed(0)
-        model = RNNLM(fit_model_config(model_config, ds, train_split))
         with tempfile.TemporaryDirectory() as tmp:
-            args = (Callbacks(), time.monotonic(), torch.device("cpu"))
-            trainer = _Trainer(model, ds, train_split, val, config, Path(tmp), *args)
+            trainer = make_trainer(ds, model_config, config, Path(tmp), torch.device("cpu"))
             for _ in range(5):
                 trainer.step()
             t0 = time.perf_counter()
