@@ -14,9 +14,11 @@ sentence cannot change its score).
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import numpy as np
 import torch
@@ -44,19 +46,22 @@ class Term:
 class SentenceScore:
     text: str
     stop: Stop
-    log_prob: float  # nats
+    log_prob: float  # nats: exactly math.fsum of the terms' log-probabilities
     n_tokens: int
     n_chars: int  # the sentence's characters plus one for its end
-    terms: list[Term] = field(default_factory=list)
+    n_unk: int = 0  # tokens that are <unk>
     n_bytes: int = 0  # its UTF-8 bytes plus one for its end
+    make_terms: Callable[[], list[Term]] = field(default=list, repr=False, compare=False)
+
+    @cached_property
+    def terms(self) -> list[Term]:
+        """The rule's own terms, in reading order; made when first asked for (most callers
+        want the totals of many sentences, not one object per token)."""
+        return self.make_terms()
 
     @property
     def prob(self) -> float:
         return math.exp(self.log_prob)
-
-    @property
-    def n_unk(self) -> int:
-        return sum(t.unk for t in self.terms)
 
     @property
     def perplexity(self) -> float:
@@ -136,27 +141,41 @@ def _score_batch(
         z = model.halt_logits(h_kept).double().cpu()  # (N,)
         halt_lp, cont_lp = F.logsigmoid(z).tolist(), F.logsigmoid(-z).tolist()
     if stop is Stop.length:
-        length_lp = model.length_log_probs(h[:, 0]).double().cpu()  # (S, max_len + 1)
+        length_lp = model.length_log_probs(h[:, 0]).double().cpu().numpy()  # (S, max_len + 1)
     out = []
-    row_start = np.concatenate([[0], np.cumsum(lengths + 1)])  # where each row's terms begin
+    row_start = np.concatenate([[0], np.cumsum(lengths + 1)]).tolist()  # each row's first term
     for r, ids in enumerate(batch):
-        n, o = len(ids), int(row_start[r])
-        terms = []
-        if stop is Stop.length:
-            assert length_lp is not None
-            lp = float(length_lp[r, n]) if n < length_lp.shape[1] else -math.inf
-            terms.append(Term("length", str(n), lp))
-        for k, t in enumerate(ids, start=1):
-            terms.append(Term("token", tokenizer.piece(t), tok_lp[o + k - 1], t == UNK))
-            if stop is Stop.halt:
-                assert halt_lp is not None and cont_lp is not None
-                kind, table = ("halt", halt_lp) if k == n else ("continue", cont_lp)
-                terms.append(Term(kind, "", table[o + k]))
+        n, o = len(ids), row_start[r]
+        lps = tok_lp[o : o + n + 1]  # the n tokens, then <eos> (scored in eos mode only)
+        extra: list[float] = []  # the rule's terms besides the tokens'
         if stop is Stop.eos:
-            terms.append(Term("eos", "<eos>", tok_lp[o + n]))
-        total = math.fsum(t.log_prob for t in terms)
-        out.append(SentenceScore("", stop, total, n, 0, terms))
+            extra = lps[n:]
+        elif stop is Stop.halt:
+            assert halt_lp is not None and cont_lp is not None
+            extra = cont_lp[o + 1 : o + n] + halt_lp[o + n : o + n + 1]
+        else:
+            assert length_lp is not None
+            extra = [float(length_lp[r, n]) if n < length_lp.shape[1] else -math.inf]
+        total = math.fsum(itertools.chain(lps[:n], extra))  # as math.fsum over the terms
+        make = partial(_terms, tokenizer, stop, ids, lps[:n], extra)
+        out.append(SentenceScore("", stop, total, n, 0, ids.count(UNK), make_terms=make))
     return out
+
+
+def _terms(
+    tokenizer: Tokenizer, stop: Stop, ids: list[int], token_lp: list[float], extra: list[float]
+) -> list[Term]:
+    """A sentence's terms in reading order, from its tokens' and its rule's log-probs."""
+    terms = []
+    if stop is Stop.length:
+        terms.append(Term("length", str(len(ids)), extra[0]))
+    for k, (t, lp) in enumerate(zip(ids, token_lp), start=1):
+        terms.append(Term("token", tokenizer.piece(t), lp, t == UNK))
+        if stop is Stop.halt:
+            terms.append(Term("halt" if k == len(ids) else "continue", "", extra[k - 1]))
+    if stop is Stop.eos:
+        terms.append(Term("eos", "<eos>", extra[0]))
+    return terms
 
 
 def _target_log_probs(
