@@ -147,7 +147,8 @@ def _score_batch(
     for r, ids in enumerate(batch):
         n, o = len(ids), row_start[r]
         lps = tok_lp[o : o + n + 1]  # the n tokens, then <eos> (scored in eos mode only)
-        extra: list[float] = []  # the rule's terms besides the tokens'
+        # the rule's terms besides the tokens': <eos>; continue..., halt; or the length
+        extra: list[float]
         if stop is Stop.eos:
             extra = lps[n:]
         elif stop is Stop.halt:
