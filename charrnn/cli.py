@@ -29,7 +29,7 @@ from charrnn import __version__
 from charrnn.api import load
 from charrnn.charts import loss_chart, save_loss_plot
 from charrnn.checkpoint import DEFAULT_ROOT, find_run, list_runs, write_bytes_atomic
-from charrnn.data import DataConfig, describe, prepare
+from charrnn.data import SPREAD_SECTIONS, DataConfig, Holdout, describe, prepare
 from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import Sample, SampleConfig, Stop
@@ -504,9 +504,18 @@ def train_cmd(
     val_fraction: Annotated[
         float,
         typer.Option(
-            min=0.0, max=1.0, help="Held-out tail of the corpus.", rich_help_panel=TRAINING
+            min=0.0, max=1.0, help="Held-out share of the corpus.", rich_help_panel=TRAINING
         ),
     ] = _T.val_fraction,
+    split: Annotated[
+        Holdout,
+        typer.Option(
+            help="Which text is held out: the corpus's tail, or the tail of each of its "
+            f"{SPREAD_SECTIONS} equal stretches (spread), so that validation samples the whole "
+            "corpus.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = Holdout(_T.split),
     patience: Annotated[
         int,
         typer.Option(
@@ -584,6 +593,7 @@ def train_cmd(
             epochs=epochs,
             time_budget=parse_duration(time_budget),
             val_fraction=val_fraction,
+            split=split.value,
             patience=patience,
             sample_every=sample_every,
             seed=seed,

@@ -29,6 +29,7 @@ from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run, write_json_ato
 from charrnn.data import (
     DataConfig,
     Dataset,
+    Holdout,
     LengthPlan,
     Split,
     StreamBatches,
@@ -232,14 +233,19 @@ def open_dataset(info: dict[str, Any]) -> Dataset:
     return ds
 
 
-def val_lengths(info: dict[str, Any]) -> np.ndarray:
-    """Unit lengths (tokens) of a run's validation split."""
+def run_splits(info: dict[str, Any]) -> tuple[Split, Split]:
+    """A run's training and validation splits, as it made them."""
     try:
         val_fraction = float(info["train"]["val_fraction"])
+        holdout = Holdout(info["train"].get("split", "tail"))  # runs before --split: the tail
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"run.json has no validation fraction ({e})") from None
-    _, val = open_dataset(info).split(val_fraction)
-    return val.unit_lengths()
+        raise CheckpointError(f"run.json has no validation split ({e})") from None
+    return open_dataset(info).split(val_fraction, holdout)
+
+
+def val_lengths(info: dict[str, Any]) -> np.ndarray:
+    """Unit lengths (tokens) of a run's validation split."""
+    return run_splits(info)[1].unit_lengths()
 
 
 def measure_run(

@@ -56,6 +56,7 @@ from charrnn.data import (
     Batch,
     DataConfig,
     Dataset,
+    Holdout,
     LengthPlan,
     Split,
     StreamBatches,
@@ -95,6 +96,7 @@ class TrainConfig:
     epochs: float | None = None
     time_budget: float | None = 900.0  # seconds, counted from the command's start
     val_fraction: float = 0.1
+    split: str = "tail"  # which text validates: see data.Holdout
     evals: int = 8  # evaluations per run when its end is known
     eval_every: int = 500  # steps between evaluations when it is not
     eval_tokens: int = 16384  # tokens of the validation split per evaluation (0 = all)
@@ -124,6 +126,7 @@ class TrainConfig:
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
+            (self.split in ("tail", "spread"), "--split must be tail or spread"),
             (self.patience >= 0, "--patience must be >= 0"),
             (self.stop_fit >= 0, "--stop-fit must be >= 0"),
             (self.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16"),
@@ -1011,7 +1014,7 @@ def _train(
             f"the corpus has changed since run {folder.name!r} started; "
             "resume needs the same corpus"
         )
-    train_split, val = ds.split(job.train.val_fraction)
+    train_split, val = ds.split(job.train.val_fraction, Holdout(job.train.split))
     _check_sizes(train_split, val, job.train)
     device = ranks.device
     model_config = (

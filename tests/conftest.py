@@ -44,6 +44,15 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+def drifting_corpus(tmp_path, n_units=400):
+    """Lines, each its own, that grow longer through the file: a tail split validates on the
+    longest."""
+    path = tmp_path / "drift.txt"
+    lines = (f"{i:03d}" + "ab" * (1 + i // 20) + "\n" for i in range(n_units))
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
 def tiny_job(level: Level = Level.char, **train_overrides) -> Job:
     train_cfg = dict(
         seq_len=16,

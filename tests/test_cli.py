@@ -7,6 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from charrnn.cli import app, parse_duration
+from charrnn.data import DataConfig, Holdout, prepare
+from tests.conftest import drifting_corpus
 
 runner = CliRunner()
 TINY = [
@@ -74,6 +76,24 @@ def test_tokenize_train_sample_score(corpus: Path, tmp_path: Path):
     assert (
         r.exit_code == 0 and "log P" in r.stdout and "<unk>" in r.stdout and "surprisal" in r.stdout
     )
+
+
+def test_train_validates_on_the_split_asked_for(tmp_path: Path):
+    corpus = drifting_corpus(tmp_path)
+    ds, _ = prepare(corpus, DataConfig())
+    sizes = {h: [len(s) for s in ds.split(0.1, h)] for h in Holdout}
+    assert sizes[Holdout.tail] != sizes[Holdout.spread]
+    for split in ("tail", "spread"):
+        ck = tmp_path / split
+        r = run("train", corpus, *TINY, "--max-steps", "2", "--split", split, "--checkpoints", ck)
+        assert r.exit_code == 0, r.output
+        info = json.loads((ck / "drift" / "run.json").read_text(encoding="utf-8"))
+        _, val = ds.split(0.1, Holdout(split))
+        assert info["train"]["split"] == split
+        assert (info["data"]["val_tokens"], info["data"]["val_units"]) == (
+            len(val),
+            len(val.unit_starts),
+        )
 
 
 def test_tokenize_a_subword_level(corpus: Path, tmp_path: Path):

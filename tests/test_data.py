@@ -1,3 +1,4 @@
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -5,8 +6,10 @@ import pytest
 
 from charrnn.data import (
     NEVER,
+    SPREAD_SECTIONS,
     DataConfig,
     Dataset,
+    Holdout,
     LengthPlan,
     StreamBatches,
     prepare,
@@ -18,7 +21,7 @@ from charrnn.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import Unit, read_text, split_units
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Level, TokenizerConfig
 from charrnn.train import bits_per_byte, bits_per_char
-from tests.conftest import VERSES
+from tests.conftest import VERSES, drifting_corpus
 
 
 def tokenizer_config(level: Level) -> TokenizerConfig:
@@ -175,6 +178,65 @@ def test_split_cuts_at_a_unit_boundary(corpus):
     assert 0.05 < len(val) / len(ds.tokens) < 0.2
     assert train.n_chars + val.n_chars == ds.meta["n_chars"]
     assert val.unit_starts[0] == 0 and np.all(val.tokens[val.unit_starts] == SOS)
+
+
+def test_spread_split_holds_out_the_tail_of_every_section(tmp_path):
+    ds, _ = prepare(drifting_corpus(tmp_path), DataConfig(unit=Unit.line))
+    stream = np.asarray(ds.tokens, dtype=np.int64)
+    starts = np.append(ds.units[:, 0], len(stream))
+    train, val = ds.split(0.1, Holdout.spread)
+    # every unit is on exactly one side, whole, in the corpus's order
+    in_val = np.isin(np.arange(len(ds.units)), _units_of(ds, val))
+    for split, side in ((train, ~in_val), (val, in_val)):
+        expected = np.concatenate(
+            [stream[a:b] for a, b in zip(starts[:-1][side], starts[1:][side])]
+        )
+        assert len(split) == len(expected)
+        assert np.array_equal(split.tokens[np.arange(len(split))], expected)
+        assert np.all(split.tokens[split.unit_starts] == SOS)
+        assert np.array_equal(split.unit_lengths(), np.diff(starts)[side] - 2)
+    assert train.n_chars + val.n_chars == ds.meta["n_chars"]
+    assert train.n_bytes + val.n_bytes == ds.meta["n_bytes"]
+    # the tail of each twentieth of the text: validation units come from every part of it
+    char_at = np.cumsum(ds.units[:, 1]) - ds.units[:, 1]  # where each unit starts, in chars
+    sections = char_at[in_val] * SPREAD_SECTIONS // ds.meta["n_chars"]
+    assert set(sections.tolist()) == set(range(SPREAD_SECTIONS))
+    assert 0.05 < len(val) / len(ds.tokens) < 0.2
+    # so its lengths are those of the whole corpus, where the tail's are the longest
+    _, tail = ds.split(0.1)
+    assert tail.unit_lengths().min() > train.unit_lengths().mean() * 1.5
+    assert abs(val.unit_lengths().mean() / train.unit_lengths().mean() - 1) < 0.15
+
+
+def _units_of(ds, split):
+    """Indices of the corpus units that make up ``split`` (matched by their tokens)."""
+    stream = np.asarray(ds.tokens, dtype=np.int64)
+    ends = np.append(ds.units[1:, 0], len(stream))
+    index = {stream[a:b].tobytes(): i for i, (a, b) in enumerate(zip(ds.units[:, 0], ends))}
+    assert len(index) == len(ds.units)  # every unit its own
+    joined = split.tokens[np.arange(len(split))].astype(np.int64)
+    bounds = np.append(split.unit_starts, len(split))
+    return [index[joined[a:b].tobytes()] for a, b in itertools.pairwise(bounds)]
+
+
+def test_stream_batches_read_a_spread_split_as_one_stream(tmp_path):
+    ds, _ = prepare(drifting_corpus(tmp_path), DataConfig(unit=Unit.line))
+    train, _ = ds.split(0.1, Holdout.spread)
+    assert not isinstance(train.tokens, np.ndarray)  # pieces of the memory map, not a copy
+    joined = train.tokens[np.arange(len(train))].astype(np.int64)
+    batches = StreamBatches(train, batch_size=3, seq_len=50)
+    for k in range(batches.n_windows()):
+        w = batches.window(k)
+        for b in range(3):
+            at = b * batches.stream_len + k * 50
+            assert np.array_equal(w.x[b], joined[at : at + 50])
+
+
+def test_spread_split_of_one_unit_falls_back_to_the_tail(corpus):
+    ds, _ = prepare(corpus, DataConfig(unit=Unit.document))
+    for a, b in zip(ds.split(0.1, Holdout.spread), ds.split(0.1)):
+        assert len(a) == len(b) and a.n_chars == b.n_chars
+        assert np.array_equal(a.unit_starts, b.unit_starts)
 
 
 def test_stream_batches_carry_on_from_window_to_window(corpus):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import LoadedRun, load_run
-from charrnn.data import DataConfig
+from charrnn.data import DataConfig, Holdout
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import Cell, ModelConfig
@@ -148,6 +148,18 @@ def test_val_lengths_come_back_when_the_dataset_cache_is_gone(synthetic_run, tmp
     corpus.write_text("a changed corpus.\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="missing"):
         val_lengths(info)
+
+
+def test_val_lengths_are_those_of_the_runs_own_split(synthetic_run):
+    info = json.loads(json.dumps(synthetic_run.info))
+    ds, fraction = open_dataset(info), info["train"]["val_fraction"]
+    assert info["train"]["split"] == "tail"  # runs record their split
+    tail, spread = (ds.split(fraction, h)[1].unit_lengths() for h in (Holdout.tail, Holdout.spread))
+    assert not np.array_equal(tail, spread)
+    info["train"]["split"] = "spread"
+    assert np.array_equal(val_lengths(info), spread)
+    del info["train"]["split"]  # a run from before --split validated on the tail
+    assert np.array_equal(val_lengths(info), tail)
 
 
 def test_training_ends_with_the_stop_fit(corpus, tmp_path):
