@@ -1,7 +1,8 @@
 """How a sample ends, measured: the figures the README quotes for the three stopping rules.
 
-    python -m benchmarks.stopping quality       # train 5 min on tinyshakespeare --unit paragraph,
-                                                # then draw 500 samples per rule at --temp 1
+    python -m benchmarks.stopping quality       # train 5 min on tinyshakespeare --unit paragraph
+                                                # --split spread, then draw 500 samples per
+                                                # rule at --temp 1 (--split tail: the tail)
     python -m benchmarks.stopping quality --run NAME      # measure a run already trained
     python -m benchmarks.stopping throughput    # tokens/s with and without the stop heads
 
@@ -48,6 +49,7 @@ from charrnn.stopfit import (  # noqa: E402
     draw_lengths,
     ks_distance,
     open_dataset,
+    run_splits,
     summarize,
     write_stopfit,
 )
@@ -85,7 +87,7 @@ def train_cli(args: argparse.Namespace) -> tuple[str, list[str]]:
     cmd = [
         "charrnn", "train", str(args.corpus), "--unit", "paragraph",
         "--time-budget", args.time_budget, "--run", name, "--checkpoints", str(args.checkpoints),
-        "--sample-every", "0", "--stop-fit", "0", "--seed", str(args.seed),
+        "--sample-every", "0", "--stop-fit", "0", "--seed", str(args.seed), "--split", args.split,
         "--cell", MODEL_ARGS["cell"], "--layers", str(MODEL_ARGS["layers"]),
         "--hidden", str(MODEL_ARGS["hidden"]), "--embed", str(MODEL_ARGS["embed"]),
         "--seq-len", str(TRAIN_ARGS["seq_len"]), "--batch-size", str(TRAIN_ARGS["batch_size"]),
@@ -117,7 +119,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         name, command = train_cli(args)
     run = load_run(name, args.checkpoints)
     ds = open_dataset(run.info)
-    train_split, val = ds.split(float(run.info["train"]["val_fraction"]))
+    train_split, val = run_splits(run.info)
     val_len, train_len = val.unit_lengths(), train_split.unit_lengths()
     t0 = time.monotonic()
     lengths = draw_lengths(run.model, run.tokenizer, args.n, 1.0, args.seed)
@@ -271,6 +273,12 @@ def main() -> None:
     parser.add_argument("--run", help="quality: measure this run instead of training one")
     parser.add_argument("--run-name", help="quality: the name of the run to train")
     parser.add_argument("--time-budget", default="5m", help="quality: training time")
+    parser.add_argument(
+        "--split",
+        default="spread",
+        choices=["tail", "spread"],
+        help="quality: --split to train with",
+    )
     parser.add_argument("--n", type=int, default=500, help="quality: samples per rule")
     parser.add_argument("--length", type=int, default=200, help="quality: --length to check")
     parser.add_argument("--seed", type=int, default=1337)
