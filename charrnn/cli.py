@@ -338,7 +338,8 @@ class _TrainView(Callbacks):
         self.bar.console.print(
             f"run [bold]{info['run']}[/]: {m['cell']} {m['layers']}x{m['hidden']}, "
             f"{info['parameters']:,} parameters, {info['level']} level, "
-            f"{info['train_tokens']:,} train / {info['val_tokens']:,} val tokens, "
+            f"{info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
+            f"({info['split']} split), "
             f"on {info['device']}{resumed}"
         )
         self.bar.start()
@@ -1208,7 +1209,8 @@ def _progress_table(d: RunDetails) -> Table:
         ("training time", _duration_text(loop.get("elapsed"))),
         (
             "split",
-            f"{data.get('train_tokens', 0):,} train / {data.get('val_tokens', 0):,} val tokens",
+            f"{data.get('train_tokens', 0):,} train / {data.get('val_tokens', 0):,} val tokens "
+            f"({d.info.get('train', {}).get('split', 'tail')})",
         ),
     ]
     if best:

@@ -1074,6 +1074,7 @@ def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> Train
             "device": str(trainer.device),
             "train_tokens": len(trainer.train_split),
             "val_tokens": len(trainer.val),
+            "split": trainer.config.split,
             "steps_per_epoch": len(trainer.batches),
             "resumed_from": trainer.loop.step if resume else None,
             "dataset": str(ds.folder),

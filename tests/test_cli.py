@@ -87,6 +87,7 @@ def test_train_validates_on_the_split_asked_for(tmp_path: Path):
         ck = tmp_path / split
         r = run("train", corpus, *TINY, "--max-steps", "2", "--split", split, "--checkpoints", ck)
         assert r.exit_code == 0, r.output
+        assert f"val tokens ({split} split)" in " ".join(r.output.split())
         info = json.loads((ck / "drift" / "run.json").read_text(encoding="utf-8"))
         _, val = ds.split(0.1, Holdout(split))
         assert info["train"]["split"] == split
