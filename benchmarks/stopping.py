@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from charrnn.checkpoint import load_run, write_json_atomic  # noqa: E402
-from charrnn.data import DataConfig, LengthPlan, StreamBatches, prepare  # noqa: E402
+from charrnn.data import DataConfig, Holdout, LengthPlan, StreamBatches, prepare  # noqa: E402
 from charrnn.generate import SampleConfig, Sampler, Stop  # noqa: E402
 from charrnn.lengths import bucket_edges  # noqa: E402
 from charrnn.model import RNNLM, Cell, ModelConfig  # noqa: E402
@@ -119,7 +119,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         name, command = train_cli(args)
     run = load_run(name, args.checkpoints)
     ds = open_dataset(run.info)
-    train_split, val = run_splits(run.info)
+    train_split, val = run_splits(run.info, ds)
     val_len, train_len = val.unit_lengths(), train_split.unit_lengths()
     t0 = time.monotonic()
     lengths = draw_lengths(run.model, run.tokenizer, args.n, 1.0, args.seed)
@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument(
         "--split",
         default="spread",
-        choices=["tail", "spread"],
+        choices=[h.value for h in Holdout],
         help="quality: --split to train with",
     )
     parser.add_argument("--n", type=int, default=500, help="quality: samples per rule")

@@ -233,14 +233,15 @@ def open_dataset(info: dict[str, Any]) -> Dataset:
     return ds
 
 
-def run_splits(info: dict[str, Any]) -> tuple[Split, Split]:
-    """A run's training and validation splits, as it made them."""
+def run_splits(info: dict[str, Any], ds: Dataset | None = None) -> tuple[Split, Split]:
+    """A run's training and validation splits, as it made them (from ``ds``, its dataset
+    when already open)."""
     try:
         val_fraction = float(info["train"]["val_fraction"])
         holdout = Holdout(info["train"].get("split", "tail"))  # runs before --split: the tail
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"run.json has no validation split ({e})") from None
-    return open_dataset(info).split(val_fraction, holdout)
+    return (ds or open_dataset(info)).split(val_fraction, holdout)
 
 
 def val_lengths(info: dict[str, Any]) -> np.ndarray:

@@ -126,7 +126,7 @@ class TrainConfig:
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
-            (self.split in ("tail", "spread"), "--split must be tail or spread"),
+            (self.split in [h.value for h in Holdout], "--split must be tail or spread"),
             (self.patience >= 0, "--patience must be >= 0"),
             (self.stop_fit >= 0, "--stop-fit must be >= 0"),
             (self.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16"),
