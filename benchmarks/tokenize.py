@@ -13,7 +13,8 @@ each, MB/s of corpus text (wall clock) and the child's peak resident memory:
                included), so the memory is the command's.
     reference  python list comprehension (nanoGPT's prepare.py), a numpy lookup table, a
                regex word split alone, and sentencepiece's own batched encode of the same text
-               with the same model. References encode only: their vocabulary is given.
+               with the same model, to lists of ints and (sentencepiece 0.2.2 and later) to
+               numpy arrays. References encode only: their vocabulary is given.
 
 Ratios compare figures taken in the same run, on the same file. The temporary folder is
 deleted at the end.
@@ -127,6 +128,8 @@ for text in chunks():
 done(t0, c0, tokens=n)
 """
 
+_SP_NUMPY = _SP_BATCHED.replace("out_type=int", 'out_type="numpy"')  # sentencepiece >= 0.2.2
+
 
 def run_child(code: str, corpus: Path, out: Path, level: str, extra: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -151,6 +154,12 @@ def machine() -> str:
         pass
     load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {os.cpu_count()} cores{load}"
+
+
+def _sp_version() -> tuple[int, ...]:
+    import sentencepiece
+
+    return tuple(int(x) for x in sentencepiece.__version__.split(".")[:3])
 
 
 def mbs(r: dict, size: int) -> float:
@@ -195,6 +204,9 @@ def _bench_level(level: str, corpus: Path, folder: Path, size: int, vocab: int) 
         refs.append(
             ("sentencepiece batched encode", run_child(_SP_BATCHED, corpus, out, level, model))
         )
+        if _sp_version() >= (0, 2, 2):
+            sp_numpy = run_child(_SP_NUMPY, corpus, out, level, model)
+            refs.append(("sentencepiece batched encode, numpy output", sp_numpy))
     shutil.rmtree(out, ignore_errors=True)
     scratch.unlink(missing_ok=True)
     note = f"{ours['tokens']:,} tokens, vocabulary {ours['vocab']:,}"

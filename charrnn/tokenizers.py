@@ -17,6 +17,7 @@ byte fallback on, so that no input is unrepresentable.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
@@ -742,11 +743,32 @@ class SentencePieceTokenizer(Tokenizer):
     def _ids(self, texts: list[str], marks: bool, lengths: bool = False) -> Any:
         """Batched sentencepiece encode, as one flat int64 array (with <sos>/<eos> when
         ``marks``), and optionally the number of ids of each text."""
-        # lists of ints joined by one fromiter: cheaper than numpy output for short units
-        lists = self.sp.encode(texts, out_type=int, add_bos=marks, add_eos=marks)
-        n = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-        flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(n.sum()))
+        if self._buffers_work:  # one int32 buffer per text, joined as bytes: no Python ints
+            buffers = self._buffers(texts, marks)
+            flat = np.frombuffer(b"".join(buffers), dtype=np.int32).astype(np.int64)
+            n = np.fromiter((memoryview(b).nbytes // 4 for b in buffers), np.int64, len(texts))
+        else:  # lists of ints, joined by one fromiter
+            lists = self.sp.encode(texts, out_type=int, add_bos=marks, add_eos=marks)
+            n = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+            flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(n.sum()))
         return (flat, n) if lengths else flat
+
+    def _buffers(self, texts: list[str], marks: bool) -> list[Any]:
+        """sentencepiece's batched encode to raw int32 buffers (0.2.2 and later), which its
+        public ``out_type="numpy"`` wraps one array at a time: the wrapping costs a tenth."""
+        batch = self.sp._processor._EncodeAsBufferBatch
+        # (texts, threads, pool, sampling, nbest, alpha, add_bos, add_eos, reverse)
+        return batch(texts, -1, None, False, -1, 0.0, marks, marks, False)
+
+    @functools.cached_property
+    def _buffers_work(self) -> bool:
+        """Whether ``_buffers`` exists here and gives exactly the ids of the public encode."""
+        probe = ["a b\nc", "\u00e9\u4e2d\U0001f600 <x>", " "]
+        try:
+            got = [np.frombuffer(b, dtype=np.int32).tolist() for b in self._buffers(probe, True)]
+        except Exception:  # an older sentencepiece: no such method, or another signature
+            return False
+        return got == self.sp.encode(probe, out_type=int, add_bos=True, add_eos=True)
 
     def decode(self, ids: Iterable[int]) -> str:
         out: list[str] = []

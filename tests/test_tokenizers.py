@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import sentencepiece as spm
 
 from charrnn.errors import TokenizerError
 from charrnn.tokenizers import (
@@ -174,6 +175,23 @@ def test_subword_units_and_literal_unk(level):
     assert stream.count(SOS) == stream.count(EOS) == 3 and stream.count(UNK) == 2
     assert stream[0] == SOS and stream[-1] == EOS
     assert tok.decode(stream) == "a <unk> b\n<unk>\nplain\n"
+
+
+@pytest.mark.parametrize("level", SUBWORD)
+def test_subword_raw_buffers_give_the_ids_of_the_public_encode(level):
+    tok = subword(level)
+    units = [MULTILINGUAL, "a <unk> b", "  two  spaces\ttab  ", "<unk>", "x\ny", "the end."]
+    expected = [SOS, *tok.sp.encode(MULTILINGUAL), EOS, SOS, *tok.sp.encode("a ")]
+    fast = tok.encode_units(units)
+    # sentencepiece 0.2.2 and later have the raw buffers; older ones get the fallback
+    version = tuple(int(x) for x in spm.__version__.split(".")[:3])
+    assert tok._buffers_work == (version >= (0, 2, 2))
+    tok._buffers_work = False  # the fallback: sentencepiece's lists of ints
+    slow = tok.encode_units(units)
+    assert fast.dtype == slow.dtype == np.int64
+    assert fast.tolist() == slow.tolist()
+    assert fast[: len(expected)].tolist() == expected
+    assert tok.encode_units([]).tolist() == []
 
 
 @pytest.mark.parametrize("level", list(Level))
