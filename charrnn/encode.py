@@ -16,7 +16,9 @@ How each level gets its vocabulary:
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -114,6 +116,44 @@ class _UnitIndex:
         self.raw.unlink()
 
 
+class _Writer:
+    """Appends arrays to a file from a thread of its own, so that encoding the next block
+    overlaps writing the last (a write releases the GIL). At most ``depth`` arrays wait, so
+    memory stays bounded; a failed write is raised in the caller at its next call."""
+
+    def __init__(self, file: BinaryIO, depth: int = 2):
+        self.file = file
+        self.queue: queue.Queue[np.ndarray | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="charrnn-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (array := self.queue.get()) is not None:
+            if self.error is None:  # after a failure, only drain the queue
+                try:
+                    self.file.write(array.data)
+                except BaseException as e:  # handed to the caller
+                    self.error = e
+
+    def write(self, array: np.ndarray) -> None:
+        self._raise()
+        self.queue.put(np.ascontiguousarray(array))
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if exc[0] is None:
+            self._raise()
+
+
 def _stream(
     encode: Callable[[UnitBlock], np.ndarray],
     blocks: Iterable[UnitBlock],
@@ -123,12 +163,13 @@ def _stream(
 ) -> dict[str, int]:
     """Encode each block, append its ids to ``tokens`` and its rows to ``index``."""
     n_tokens = n_unk = 0
-    for block in blocks:
-        stream = encode(block)
-        index.add(block, np.flatnonzero(stream == SOS) + n_tokens)
-        n_unk += int(np.count_nonzero(stream == UNK))
-        tokens.write(np.ascontiguousarray(stream, dtype=dtype).data)
-        n_tokens += len(stream)
+    with _Writer(tokens) as writer:
+        for block in blocks:
+            stream = encode(block)
+            index.add(block, np.flatnonzero(stream == SOS) + n_tokens)
+            n_unk += int(np.count_nonzero(stream == UNK))
+            writer.write(stream.astype(dtype, copy=False))
+            n_tokens += len(stream)
     return {"n_tokens": n_tokens, "n_unk": n_unk}
 
 

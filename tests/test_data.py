@@ -1,4 +1,6 @@
+import errno
 import itertools
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -15,10 +17,10 @@ from charrnn.data import (
     prepare,
     reveal_points,
 )
-from charrnn.encode import TOKENS_BIN, UNITS_NPY, encode_corpus
+from charrnn.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import EXACT, bucket_edges, bucketize
-from charrnn.text import Unit, read_text, split_units
+from charrnn.text import Unit, iter_text, iter_unit_blocks, read_text, split_units
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Level, TokenizerConfig
 from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES, drifting_corpus
@@ -78,6 +80,39 @@ def test_streamed_encoding_in_small_chunks_equals_an_in_memory_encode(tmp_path, 
         assert rows[:, 2].tolist() == [len(u.encode()) + 1 for u in units]
         assert np.array_equal(rows[:, 0], np.flatnonzero(tokens == SOS))
         assert stats["n_unk"] == int(np.count_nonzero(tokens == UNK))
+
+
+class _DiskFullAfter:
+    """A token file that takes ``n`` writes, then fails as a full disk does."""
+
+    def __init__(self, n: int):
+        self.n, self.chunks = n, []
+
+    def write(self, data) -> int:
+        if len(self.chunks) == self.n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.chunks.append(bytes(data))
+        return len(self.chunks[-1])
+
+
+@pytest.mark.parametrize("room", [0, 3])
+def test_a_failed_token_write_is_raised_and_what_came_before_is_in_order(tmp_path, room):
+    # the token file is written from a thread of its own, while the next block is encoded
+    path = tmp_path / "c.txt"
+    path.write_text(TRICKY * 3, encoding="utf-8")
+    config = tokenizer_config(Level.char)
+    (tmp_path / "ok").mkdir()
+    tok, stats = encode_corpus(path, config, Unit.line, "strict", tmp_path / "ok", None, 20)
+    whole = np.fromfile(tmp_path / "ok" / TOKENS_BIN, dtype=stats["dtype"])
+    sink = _DiskFullAfter(room)
+    blocks = iter_unit_blocks(iter_text(path, "strict", 20), Unit.line, max_open=20)
+    index = _UnitIndex(tmp_path / "units.npy")
+    with pytest.raises(OSError, match="No space left"):
+        _stream(tok.encode_block, blocks, sink, index, whole.dtype)
+    assert len(sink.chunks) == room
+    written = np.frombuffer(b"".join(sink.chunks), dtype=whole.dtype)
+    assert np.array_equal(written, whole[: len(written)])
+    assert not [t for t in threading.enumerate() if t.name == "charrnn-writer"]
 
 
 def test_char_level_with_a_large_alphabet(tmp_path):

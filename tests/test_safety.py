@@ -470,6 +470,22 @@ def test_a_disk_full_at_the_first_write_leaves_nothing(corpus, tmp_path, monkeyp
     assert not any(ck.iterdir())
 
 
+def test_a_disk_full_while_tokenizing_is_one_line_and_leaves_no_dataset(
+    corpus, tmp_path, monkeypatch
+):
+    import charrnn.encode as encode
+
+    class Full:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_init = encode._Writer.__init__
+    monkeypatch.setattr(encode._Writer, "__init__", lambda self, file: real_init(self, Full()))
+    out = tmp_path / "ds"
+    one_line_error(runner.invoke(app, ["tokenize", str(corpus), "-o", str(out)]), "No space")
+    assert [p.name for p in tmp_path.iterdir()] == [corpus.name]  # no dataset, no leftovers
+
+
 def test_a_checkpoints_folder_that_cannot_be_made_is_one_line(corpus, tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
