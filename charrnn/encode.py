@@ -1,7 +1,8 @@
 """Streaming a corpus into token and unit files, in memory bounded by the chunk size.
 
     text file -> chunks (text.iter_text) -> blocks of units (text.iter_unit_blocks)
-              -> ids (Tokenizer.encode_block) -> tokens.bin (raw uint16/uint32)
+              -> ids (Tokenizer.encode_block) -> tokens.bin (raw uint16/uint32, written
+                                                 by a thread while the next block encodes)
                                               -> unit rows -> units.npy
 
 How each level gets its vocabulary:
