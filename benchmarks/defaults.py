@@ -1,7 +1,7 @@
 """The best model per CPU-minute: charrnn's defaults next to two references, same machine,
 same run, same split (tinyshakespeare; the last 10% of the text held out).
 
-    python -m benchmarks.defaults                   # every row (about 70 minutes on 2 cores)
+    python -m benchmarks.defaults                   # every row (about 95 minutes on 2 cores)
     python -m benchmarks.defaults --only gpt budget # some rows
 
 Rows (validation loss in nats per character, over the whole held-out tail):
@@ -14,6 +14,11 @@ Rows (validation loss in nats per character, over the whole held-out tail):
     noflags  charrnn train CORPUS, no flags at all
     other    charrnn train --time-budget 150s on other corpora: WikiText-2 (word level) and
              German prose (the man pages on this machine, rendered by groff)
+    regularize  the defaults' regularization against its light setting held fixed
+             (--weight-decay 0.1 --min-lr-ratio 0.1), each pair one command after the other:
+             --time-budget 150s on WikiText-2's test characters and on the first 250 KB of
+             its validation text; and no flags on tinyshakespeare, light (the defaults are
+             the noflags row)
     sweep    150-second runs of other sizes and learning rates (SWEEP), through the library
 
 Writes benchmarks/out/defaults.md (and .json).
@@ -42,7 +47,8 @@ from benchmarks.reference import BareLM
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
-ROWS = ("gpt", "lstm", "budget", "noflags", "other", "sweep")
+ROWS = ("gpt", "lstm", "budget", "noflags", "other", "regularize", "sweep")
+LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
 SWEEP = [
     (1, 512, 3e-3, 32, 64),
@@ -196,10 +202,17 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
         seconds = time.monotonic() - t0
         meta = read_meta(ck / "bench" / "best.safetensors")
+        loop = read_meta(ck / "bench" / "last.safetensors")["loop"]
         config = json.loads((ck / "bench" / "run.json").read_text())["model"]
     size = f"{config['cell']} {config['layers']}x{config['hidden']}"
     val = meta["val_bpc"] * math.log(2)
-    return {"seconds": seconds, "val": val, "note": f"{' '.join(args) or 'no flags'}; {size}"}
+    note = f"{' '.join(args) or 'no flags'}; {size}; {loop['step']:,} steps"
+    if loop.get("passes") is not None:  # what the run decided, where its flags left it open
+        note += (
+            f"; expected {loop['passes']} passes, pressure {loop['pressure']}: weight decay "
+            f"{loop['weight_decay']}, rate to {loop['min_lr_ratio']} x peak"
+        )
+    return {"seconds": seconds, "val": val, "note": note}
 
 
 def sweep_run(layers: int, hidden: int, lr: float, batch: int, seq_len: int) -> dict:
@@ -227,6 +240,14 @@ def sweep_run(layers: int, hidden: int, lr: float, batch: int, seq_len: int) -> 
     assert r.val is not None
     note = f"{r.tokens:,} tokens, {r.tokens_per_s:,.0f} tokens/s"
     return {"seconds": time.monotonic() - t0, "val": r.val.bpc * math.log(2), "note": note}
+
+
+def head_of(path: Path, n_bytes: int, folder: Path) -> Path:
+    """The first ``n_bytes`` of a text, cut back to its last whole line: a small corpus."""
+    data = path.read_bytes()[:n_bytes]
+    out = folder / f"{path.stem}-{n_bytes // 1000}k.txt"
+    out.write_bytes(data[: data.rfind(b"\n") + 1])
+    return out
 
 
 def german_prose(folder: Path) -> Path | None:
@@ -282,6 +303,18 @@ def main(argv: list[str] | None = None) -> None:
             german = german_prose(Path(tmp))
             if german is not None:
                 row("charrnn German man pages, 150 s", charrnn_run(german, "--time-budget", "150s"))
+    if "regularize" in which:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpora = [("WikiText-2 test chars", SHARED / "wikitext2-test.txt")]
+            valid = SHARED / "wikitext2-valid.txt"
+            if valid.exists():
+                corpora.append(("WikiText-2 valid 250 KB", head_of(valid, 250_000, Path(tmp))))
+            for name, corpus in corpora:
+                if corpus.exists():
+                    row(f"charrnn {name}, 150 s", charrnn_run(corpus, "--time-budget", "150s"))
+                    light = charrnn_run(corpus, "--time-budget", "150s", *LIGHT)
+                    row(f"charrnn {name}, 150 s, light", light)
+        row("charrnn, no flags but light", charrnn_run(SHAKESPEARE, *LIGHT))
     if "sweep" in which:
         for layers, hidden, lr, batch, seq_len in SWEEP:
             name = f"sweep {layers}x{hidden} lr {lr:g} B{batch} T{seq_len}"

@@ -70,9 +70,11 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {
     "256 wd 0.1 to 0": ({"hidden": 256}, {"weight_decay": 0.1, "min_lr_ratio": 0.0}, SHORT),
     "256 wd 0.2 to 0": ({"hidden": 256}, {"weight_decay": 0.2, "min_lr_ratio": 0.0}, SHORT),
 }
-# Every candidate states its weight decay: 0 unless named (the default changed after the sweep).
+# Every candidate states its weight decay (0 unless named) and its learning rate's floor (0.1 x
+# peak unless named): the defaults have changed since the sweep.
 for _model, _train, _ in CANDIDATES.values():
     _train.setdefault("weight_decay", 0.0)
+    _train.setdefault("min_lr_ratio", 0.1)
     _model.setdefault("cell", "lstm")
 
 

@@ -486,13 +486,27 @@ def train_cmd(
         float, typer.Option(min=0.0, help="Gradient norm clip; 0 = off.", rich_help_panel=TRAINING)
     ] = _T.clip,
     weight_decay: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.0,
-            help="AdamW weight decay (times the learning rate each step); 0 = off.",
+            show_default=False,
+            help="AdamW weight decay (times the learning rate each step); 0 = off. Default: "
+            "from how much the run can memorize (its expected passes over the training text x "
+            "its parameters per training token): 0.1 up to 3, 0.2 from 6.",
             rich_help_panel=TRAINING,
         ),
     ] = _T.weight_decay,
+    min_lr_ratio: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            show_default=False,
+            help="The learning rate decays to this x its peak by the end. Default: as "
+            "--weight-decay's: 0.1 up to 3, 0 from 6.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.min_lr_ratio,
     max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
     time_budget: Annotated[
@@ -590,6 +604,7 @@ def train_cmd(
             lr=lr,
             clip=clip,
             weight_decay=weight_decay,
+            min_lr_ratio=min_lr_ratio,
             max_steps=max_steps,
             epochs=epochs,
             time_budget=parse_duration(time_budget),
@@ -1213,6 +1228,21 @@ def _progress_table(d: RunDetails) -> Table:
             f"({d.info.get('train', {}).get('split', 'tail')})",
         ),
     ]
+    if loop.get("passes") is not None:  # decided by the run where its config left it open
+        given = d.info.get("train", {})
+        wd, floor = (
+            loop.get(k) if given.get(k) is None else given[k]
+            for k in ("weight_decay", "min_lr_ratio")
+        )
+        passes, pressure = loop["passes"], loop.get("pressure") or 0.0
+        rows.append(
+            (
+                "regularization",
+                f"weight decay {wd}, learning rate decayed to {floor} x peak (for {passes} "
+                f"passes over the training text expected x {pressure / max(passes, 1e-9):.2f} "
+                f"parameters per training token = {pressure})",
+            )
+        )
     if best:
         scope = "whole validation split" if best.get("full") else "validation sample"
         rows.append(

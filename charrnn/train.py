@@ -88,9 +88,10 @@ class TrainConfig:
     seq_len: int = 64
     batch_size: int = 32
     lr: float = 0.0  # 0: fitted to the model's width when training starts (lr_for_width)
-    min_lr_ratio: float = 0.1  # the learning rate decays to lr * this by the end
+    # None: from how much the run can memorize, decided as it goes (see regularization)
+    min_lr_ratio: float | None = None  # the learning rate decays to lr * this by the end
     warmup_steps: int = 20
-    weight_decay: float = 0.1  # AdamW's decoupled decay, times the learning rate per step
+    weight_decay: float | None = None  # AdamW's decoupled decay, times the learning rate per step
     clip: float = 1.0  # gradient norm; 0 turns clipping off
     max_steps: int | None = None
     epochs: float | None = None
@@ -119,8 +120,13 @@ class TrainConfig:
             (self.lr >= 0 and math.isfinite(self.lr), "--lr must be a positive number (or 0)"),
             (self.clip >= 0, "--clip must be >= 0"),
             (
-                self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+                self.weight_decay is None
+                or (self.weight_decay >= 0 and math.isfinite(self.weight_decay)),
                 "--weight-decay must be >= 0",
+            ),
+            (
+                self.min_lr_ratio is None or 0 <= self.min_lr_ratio <= 1,
+                "--min-lr-ratio must be in [0, 1]",
             ),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
@@ -366,6 +372,11 @@ class LoopState:
     evals_since_best: int = 0
     last_eval_step: int = 0
     history: list[float] = field(default_factory=list)
+    # decided once the pace is known (see regularization); None until then
+    passes: float | None = None  # passes over the training text the run was expected to make
+    pressure: float | None = None  # passes x parameters per training token (regularization)
+    weight_decay: float | None = None
+    min_lr_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -381,6 +392,8 @@ class LoopState:
         counts = (loop.step, loop.epoch, loop.window, loop.tokens, loop.best_step)
         counts += (loop.evals_since_best, loop.last_eval_step)
         reals = (loop.elapsed, loop.best_loss, *loop.history)
+        decided = (loop.passes, loop.pressure, loop.weight_decay, loop.min_lr_ratio)
+        reals += tuple(x for x in decided if x is not None)
         if not all(type(n) is int and n >= 0 for n in counts) or not all(
             type(x) in (int, float) for x in reals
         ):
@@ -388,13 +401,41 @@ class LoopState:
         return loop
 
 
-def lr_at(config: TrainConfig, step: int, progress: float | None) -> float:
-    """Linear warmup, then cosine decay to lr * min_lr_ratio as progress goes 0 -> 1."""
+# How hard to regularize, from how much a run can memorize: the passes it will make over its
+# training text times its parameters per training token. Up to LIGHT_BELOW, weight decay 0.1
+# with the rate decayed to 0.1 x peak did best; from HEAVY_FROM, weight decay 0.2 with the rate
+# decayed to 0; in between, a straight line (docs/defaults.md, "How hard to regularize"). A
+# run with no known end is light.
+LIGHT_BELOW, HEAVY_FROM = 3.0, 6.0
+LIGHT, HEAVY = (0.1, 0.1), (0.2, 0.0)  # (weight decay, min_lr_ratio)
+# A run decides at step DECIDE_AFTER where --max-steps or --epochs ends it (a resumed run
+# then decides alike), at its first step where they alone can end it. Where the time budget
+# ends it, once DECIDE_AT of it has passed and DECIDE_AFTER steps of this session: the pace of
+# those steps, samples included, tells how many more it will make.
+DECIDE_AT, DECIDE_AFTER = 0.1, 50
+
+
+def regularization(pressure: float | None) -> tuple[float, float]:
+    """(weight decay, min_lr_ratio) for a run whose passes over its training text times its
+    parameters per training token will be ``pressure``."""
+    if pressure is None:
+        return LIGHT
+    s = min(1.0, max(0.0, (pressure - LIGHT_BELOW) / (HEAVY_FROM - LIGHT_BELOW)))
+    wd, floor = (round(a + s * (b - a), 4) for a, b in zip(LIGHT, HEAVY))
+    return wd, floor
+
+
+def lr_at(
+    config: TrainConfig, step: int, progress: float | None, floor: float | None = None
+) -> float:
+    """Linear warmup, then cosine decay to lr * floor as progress goes 0 -> 1 (floor: the
+    config's min_lr_ratio, or the light default when that is left to the run)."""
     warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
     if progress is None:
         return config.lr * warm
     p = min(1.0, max(0.0, progress))
-    floor = config.min_lr_ratio
+    if floor is None:
+        floor = LIGHT[1] if config.min_lr_ratio is None else config.min_lr_ratio
     return config.lr * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
@@ -435,7 +476,7 @@ class _Trainer:
             model.parameters(),
             lr=c.lr,
             betas=(0.9, 0.99),
-            weight_decay=c.weight_decay,
+            weight_decay=0.0,  # set by _set_regularization
             fused=device.type in ("cpu", "cuda"),  # one kernel for all parameters
         )
         self.amp = Amp(c.precision, device)
@@ -449,6 +490,7 @@ class _Trainer:
         self.stop_fit_n = config.stop_fit  # samples per rule it draws, fewer on a tight budget
         self.per_eval = 0.0  # seconds one periodic evaluation takes, as last measured
         self.sampler = Sampler(model, ds.tokenizer)
+        self._set_regularization()
 
     # -- progress --
 
@@ -463,10 +505,10 @@ class _Trainer:
         a resumed run follows, bit for bit, the schedule of an unbroken one.
         """
         c, parts = self.config, []
-        horizon = [h for h in (c.max_steps, c.epochs and c.epochs * len(self.batches)) if h]
+        horizon = self._horizon()
         if horizon:
-            parts.append(self.loop.step / min(horizon))
-        if c.time_budget and (not horizon or self._time_binds(min(horizon))):
+            parts.append(self.loop.step / horizon)
+        if c.time_budget and (not horizon or self._time_binds(horizon)):
             usable = c.time_budget - self._reserve()  # the loop stops when it is spent
             parts.append(self.now / usable if usable > 0 else 1.0)
         return max(parts) if parts else None
@@ -476,18 +518,66 @@ class _Trainer:
         the stop fit."""
         return self.eval_cost + self.stop_fit_cost
 
-    def _time_binds(self, horizon: float) -> bool:
-        """Whether, at this session's pace, the time budget runs out before ``horizon`` steps.
-        It reads only the clock every rank agreed on, so all ranks decide alike."""
+    def _horizon(self) -> float | None:
+        """The step --max-steps or --epochs ends the run at, whichever comes first."""
+        c = self.config
+        ends = [h for h in (c.max_steps, c.epochs and c.epochs * len(self.batches)) if h]
+        return min(ends) if ends else None
+
+    def _pace(self) -> tuple[int, float]:
+        """(steps, seconds per step) of this session so far, on the clock every rank agreed
+        on, so all ranks decide alike."""
         if self.session is None:
             self.session = (self.now, self.loop.step)
         now0, step0 = self.session
         done = self.loop.step - step0
+        return done, (self.now - now0) / done if done > 0 else 0.0
+
+    def _time_binds(self, horizon: float) -> bool:
+        """Whether, at this session's pace, the time budget runs out before ``horizon`` steps."""
+        done, per_step = self._pace()
         if done <= 0 or not self.config.time_budget:
             return False
-        per_step = (self.now - now0) / done
         finish = self.now + (horizon - self.loop.step) * per_step + self._reserve()
         return finish > self.config.time_budget
+
+    def _expected_passes(self) -> float | None:
+        """Passes over the training text the run will have made at its end; None until it is
+        time to decide (DECIDE_AFTER), or when the run has no end."""
+        c, horizon = self.config, self._horizon()
+        if not c.time_budget:
+            return None if horizon is None else horizon / len(self.batches)
+        if self.loop.step < DECIDE_AFTER:
+            return None
+        if horizon is not None and not self._time_binds(horizon):
+            return horizon / len(self.batches)  # the steps end it: a resumed run decides alike
+        done, per_step = self._pace()
+        if done < DECIDE_AFTER or (self.progress() or 0.0) < DECIDE_AT:
+            return None
+        usable = c.time_budget - self._reserve() - self.now
+        return (self.loop.step + max(0.0, usable) / max(per_step, 1e-9)) / len(self.batches)
+
+    def _regularize(self) -> None:
+        """Decide the weight decay and the learning rate's floor the config leaves to the run,
+        once, from the passes it is expected to make and its size; kept in the loop state, so
+        a resumed run goes on as decided. Until then they are light."""
+        c, loop = self.config, self.loop
+        if loop.passes is None and (c.weight_decay is None or c.min_lr_ratio is None):
+            passes = self._expected_passes()
+            if passes is not None:
+                per_token = count_parameters(self.model) / len(self.train_split)
+                loop.passes, loop.pressure = round(passes, 2), round(passes * per_token, 2)
+                loop.weight_decay, loop.min_lr_ratio = regularization(loop.pressure)
+                self._set_regularization()
+
+    def _set_regularization(self) -> None:
+        """The config's weight decay and floor where it sets them, else the loop's decision."""
+        c, loop = self.config, self.loop
+        decided = (loop.weight_decay, loop.min_lr_ratio) if loop.passes is not None else LIGHT
+        self.weight_decay = decided[0] if c.weight_decay is None else c.weight_decay
+        self.min_lr_ratio = decided[1] if c.min_lr_ratio is None else c.min_lr_ratio
+        for g in self.opt.param_groups:
+            g["weight_decay"] = self.weight_decay
 
     # -- checkpoints --
 
@@ -577,6 +667,7 @@ class _Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.loop = LoopState.from_dict(meta["loop"])
+        self._set_regularization()
 
     # -- one step --
 
@@ -604,8 +695,10 @@ class _Trainer:
             loss = token_loss
             if stop:
                 loss = loss + self._stop_loss(h, targets[1], targets[2], norm)
+        if self.loop.passes is None:
+            self._regularize()
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(c, self.loop.step, self.progress())
+            g["lr"] = lr_at(c, self.loop.step, self.progress(), self.min_lr_ratio)
         # A finiteness check reads the loss on the host: free on the CPU, a sync on a GPU,
         # so there only with --skip-nonfinite (otherwise the loop checks every report).
         if (self.device.type == "cpu" or c.skip_nonfinite) and not self.ranks.all_true(

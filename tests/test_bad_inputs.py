@@ -154,6 +154,7 @@ CASES = [
     Case("train: --time-budget soon", "train x.txt --time-budget soon", ("duration",), USAGE),
     Case("train: --time-budget 0", "train x.txt --time-budget 0s", ("positive",), USAGE),
     Case("train: --lr -1", "train x.txt --lr -1", ("--lr",), USAGE),
+    Case("train: --min-lr-ratio 2", "train x.txt --min-lr-ratio 2", ("--min-lr-ratio",), USAGE),
     Case("train: --val-fraction 0", "train x.txt --val-fraction 0", ("--val-fraction",)),
     Case("train: --epochs 0", "train x.txt --epochs 0", ("--epochs",)),
     Case(

@@ -147,6 +147,19 @@ def test_info_shows_config_parameters_tokenizer_curves(runs_root):
     assert curves.final_loss is not None
 
 
+def test_info_shows_how_hard_the_run_decided_to_regularize(corpus, tmp_path, runs_root):
+    from charrnn.train import train
+    from tests.conftest import tiny_job
+
+    train(corpus, tiny_job(max_steps=400, time_budget=None), run="long", root=tmp_path)
+    loop = read_meta(tmp_path / "long" / "last.safetensors")["loop"]
+    out = " ".join(run("info", "long", "--checkpoints", tmp_path).stdout.split())
+    assert "regularization weight decay 0.2, learning rate decayed to 0.0 x peak" in out
+    assert f"for {loop['passes']} passes" in out and f"= {loop['pressure']})" in out
+    r = run("info", "verses", "--checkpoints", runs_root)  # 40 steps: nothing decided yet
+    assert r.exit_code == 0 and "parameters" in r.stdout and "regularization" not in r.stdout
+
+
 def test_info_shows_the_stopping_rule_fit(runs_root):
     (runs_root / "verses" / STOPFIT).write_text(json.dumps(STOPFIT_EXAMPLE))
     r = run("info", "--checkpoints", runs_root, "verses")

@@ -10,10 +10,12 @@ from charrnn.generate import SampleConfig, Sampler
 from charrnn.tokenizers import Level
 from charrnn.train import (
     Callbacks,
+    LoopState,
     TrainConfig,
     hidden_for_budget,
     lr_at,
     lr_for_width,
+    regularization,
     train,
 )
 from tests.conftest import tiny_job
@@ -137,6 +139,86 @@ def test_learning_rate_schedule():
     assert lr_at(c, 100, 0.5) == pytest.approx(0.55)
     assert lr_at(c, 100, 1.0) == pytest.approx(0.1)
     assert lr_at(c, 100, None) == pytest.approx(1.0)
+    assert lr_at(c, 100, 1.0, floor=0.0) == 0.0  # a floor the run decided
+
+
+def test_regularization_follows_how_much_a_run_can_memorize():
+    assert regularization(None) == regularization(1.0) == regularization(3.0) == (0.1, 0.1)
+    assert regularization(4.5) == (0.15, 0.05)  # halfway between light and heavy
+    assert regularization(6.0) == regularization(80.0) == (0.2, 0.0)
+
+
+def _last(folder):
+    meta = read_meta(folder / LAST)
+    return meta["loop"], meta["param_groups"][0]  # the loop state, what the optimizer used
+
+
+def test_a_run_that_sees_its_text_many_times_is_regularized_harder(corpus, tmp_path):
+    few = train(corpus, tiny_job(max_steps=6, time_budget=None), run="few", root=tmp_path)
+    many = train(corpus, tiny_job(max_steps=400, time_budget=None), run="many", root=tmp_path)
+    loop, group = _last(few.run)
+    assert loop["passes"] < 1 and loop["pressure"] < 3
+    assert (loop["weight_decay"], loop["min_lr_ratio"]) == (0.1, 0.1)
+    assert group["weight_decay"] == 0.1
+    loop, group = _last(many.run)
+    assert loop["passes"] > 5 and loop["pressure"] > 6
+    assert (loop["weight_decay"], loop["min_lr_ratio"]) == (0.2, 0.0)
+    assert group["weight_decay"] == 0.2
+    assert group["lr"] < 1e-4 * 1e-2  # decayed to 0, not to 0.1 x the peak of 1e-2
+
+
+def test_a_run_decides_once_its_pace_is_known_and_light_until_then(corpus, tmp_path):
+    # with a time budget the steps to come are known from the pace, after 50 steps
+    loop, group = _last(train(corpus, tiny_job(max_steps=20, time_budget=600.0), root=tmp_path).run)
+    assert loop["passes"] is None and group["weight_decay"] == 0.1
+    run = train(corpus, tiny_job(max_steps=60, time_budget=600.0), root=tmp_path).run
+    loop, group = _last(run)
+    seen = 60 * 4 * 16 / read_run_json(run)["data"]["train_tokens"]  # 60 steps of 4 x 16
+    assert loop["passes"] == pytest.approx(seen, rel=0.05)  # the steps bind, not the time
+    assert group["weight_decay"] == loop["weight_decay"] == regularization(loop["pressure"])[0]
+
+
+def test_settings_the_config_gives_are_kept(corpus, tmp_path):
+    job = tiny_job(max_steps=400, time_budget=None, weight_decay=0.0, min_lr_ratio=0.5)
+    loop, group = _last(train(corpus, job, root=tmp_path).run)
+    assert loop["passes"] is None and group["weight_decay"] == 0.0  # nothing left to decide
+    assert group["lr"] == pytest.approx(lr_at(job.train, 399, 399 / 400))  # 0.5 x peak
+    job = tiny_job(max_steps=400, time_budget=None, weight_decay=0.05)
+    loop, group = _last(train(corpus, job, root=tmp_path).run)
+    assert loop["min_lr_ratio"] == 0.0 and group["weight_decay"] == 0.05
+
+
+def test_a_resumed_run_goes_on_as_it_decided(corpus, tmp_path):
+    job = tiny_job(max_steps=400, time_budget=None)
+    first = train(corpus, job, run="r", root=tmp_path, callbacks=Recorder(stop_at=20))
+    decided, _ = _last(first.run)
+    assert decided["passes"] > 5 and first.steps < 400
+    shorter = tiny_job(max_steps=30, time_budget=None)  # 30 steps alone would be light
+    loop, group = _last(train(corpus, shorter, run="r", root=tmp_path, resume=True).run)
+    assert loop["step"] == 30 and loop["passes"] == decided["passes"]
+    assert group["weight_decay"] == 0.2
+
+
+def test_a_run_resumed_at_the_step_it_decides_decides_alike(corpus, tmp_path):
+    job = tiny_job(max_steps=120, time_budget=600.0)  # the steps end it: decided at step 50
+    train(corpus, job, run="straight", root=tmp_path)
+    first = train(corpus, job, run="split", root=tmp_path, callbacks=Recorder(stop_at=50))
+    assert first.steps == 50 and _last(first.run)[0]["passes"] is None
+    train(corpus, job, run="split", root=tmp_path, resume=True)
+    (want, want_group), (got, got_group) = (_last(tmp_path / r) for r in ("straight", "split"))
+    assert want["passes"] > 1 and want_group["weight_decay"] > 0.1
+    for loop in (want, got):
+        loop.pop("elapsed")
+    assert got == want and got_group == want_group
+
+
+def test_a_loop_state_without_the_decision_still_loads_and_a_bad_one_is_refused():
+    old = LoopState(step=3).to_dict()
+    for key in ("passes", "pressure", "weight_decay", "min_lr_ratio"):
+        del old[key]
+    assert LoopState.from_dict(old).passes is None  # a checkpoint from before the rule
+    with pytest.raises(ValueError, match="wrong types"):
+        LoopState.from_dict({**old, "passes": "many"})
 
 
 def test_the_width_follows_the_time_budget_and_the_rate_follows_the_width():
