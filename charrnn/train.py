@@ -574,10 +574,9 @@ class _Trainer:
         """The config's weight decay and floor where it sets them, else the loop's decision."""
         c, loop = self.config, self.loop
         decided = (loop.weight_decay, loop.min_lr_ratio) if loop.passes is not None else LIGHT
-        self.weight_decay = decided[0] if c.weight_decay is None else c.weight_decay
         self.min_lr_ratio = decided[1] if c.min_lr_ratio is None else c.min_lr_ratio
         for g in self.opt.param_groups:
-            g["weight_decay"] = self.weight_decay
+            g["weight_decay"] = decided[0] if c.weight_decay is None else c.weight_decay
 
     # -- checkpoints --
 
@@ -695,8 +694,7 @@ class _Trainer:
             loss = token_loss
             if stop:
                 loss = loss + self._stop_loss(h, targets[1], targets[2], norm)
-        if self.loop.passes is None:
-            self._regularize()
+        self._regularize()
         for g in self.opt.param_groups:
             g["lr"] = lr_at(c, self.loop.step, self.progress(), self.min_lr_ratio)
         # A finiteness check reads the loss on the host: free on the CPU, a sync on a GPU,
