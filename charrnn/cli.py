@@ -492,7 +492,7 @@ def train_cmd(
             show_default=False,
             help="AdamW weight decay (times the learning rate each step); 0 = off. Default: "
             "from how much the run can memorize (its expected passes over the training text x "
-            "its parameters per training token): 0.1 up to 3, 0.2 from 6.",
+            "its recurrent parameters per training token): 0.1 up to 3, 0.2 from 6.",
             rich_help_panel=TRAINING,
         ),
     ] = _T.weight_decay,
@@ -1240,7 +1240,7 @@ def _progress_table(d: RunDetails) -> Table:
                 "regularization",
                 f"weight decay {wd}, learning rate decayed to {floor} x peak (for {passes} "
                 f"passes over the training text expected x {pressure / max(passes, 1e-9):.2f} "
-                f"parameters per training token = {pressure})",
+                f"recurrent parameters per training token = {pressure})",
             )
         )
     if best:

@@ -374,7 +374,7 @@ class LoopState:
     history: list[float] = field(default_factory=list)
     # decided once the pace is known (see regularization); None until then
     passes: float | None = None  # passes over the training text the run was expected to make
-    pressure: float | None = None  # passes x parameters per training token (regularization)
+    pressure: float | None = None  # passes x recurrent parameters per training token
     weight_decay: float | None = None
     min_lr_ratio: float | None = None
 
@@ -402,7 +402,8 @@ class LoopState:
 
 
 # How hard to regularize, from how much a run can memorize: the passes it will make over its
-# training text times its parameters per training token. Up to LIGHT_BELOW, weight decay 0.1
+# training text times its recurrent layers' parameters per training token (not the embedding
+# and output rows, each trained only by its own token). Up to LIGHT_BELOW, weight decay 0.1
 # with the rate decayed to 0.1 x peak did best; from HEAVY_FROM, weight decay 0.2 with the rate
 # decayed to 0; in between, a straight line (docs/defaults.md, "How hard to regularize"). A
 # run with no known end is light.
@@ -417,7 +418,7 @@ DECIDE_AT, DECIDE_AFTER = 0.1, 50
 
 def regularization(pressure: float | None) -> tuple[float, float]:
     """(weight decay, min_lr_ratio) for a run whose passes over its training text times its
-    parameters per training token will be ``pressure``."""
+    recurrent parameters per training token will be ``pressure``."""
     if pressure is None:
         return LIGHT
     s = min(1.0, max(0.0, (pressure - LIGHT_BELOW) / (HEAVY_FROM - LIGHT_BELOW)))
@@ -565,7 +566,7 @@ class _Trainer:
         if loop.passes is None and (c.weight_decay is None or c.min_lr_ratio is None):
             passes = self._expected_passes()
             if passes is not None:
-                per_token = count_parameters(self.model) / len(self.train_split)
+                per_token = count_parameters(self.model.rnn) / len(self.train_split)
                 loop.passes, loop.pressure = round(passes, 2), round(passes * per_token, 2)
                 loop.weight_decay, loop.min_lr_ratio = regularization(loop.pressure)
                 self._set_regularization()

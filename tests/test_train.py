@@ -7,6 +7,7 @@ import torch
 from charrnn.checkpoint import BEST, LAST, MetricsLog, load_run, read_meta, read_run_json
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import SampleConfig, Sampler
+from charrnn.model import count_parameters
 from charrnn.tokenizers import Level
 from charrnn.train import (
     Callbacks,
@@ -162,6 +163,12 @@ def test_a_run_that_sees_its_text_many_times_is_regularized_harder(corpus, tmp_p
     assert group["weight_decay"] == 0.1
     loop, group = _last(many.run)
     assert loop["passes"] > 5 and loop["pressure"] > 6
+    # the pressure counts the recurrent layers only, not the embedding and output rows
+    per_token = (
+        count_parameters(load_run(many.run).model.rnn)
+        / read_run_json(many.run)["data"]["train_tokens"]
+    )
+    assert loop["pressure"] == pytest.approx(loop["passes"] * per_token, abs=0.01)
     assert (loop["weight_decay"], loop["min_lr_ratio"]) == (0.2, 0.0)
     assert group["weight_decay"] == 0.2
     assert group["lr"] < 1e-4 * 1e-2  # decayed to 0, not to 0.1 x the peak of 1e-2
