@@ -41,7 +41,16 @@ from charrnn.score import HeatCell, NextToken, SentenceScore, surprisal_map
 from charrnn.stream import SampleStream
 from charrnn.text import Unit
 from charrnn.tokenizers import UNK, Level, TokenizerConfig
-from charrnn.train import Callbacks, EvalStats, Job, StepStats, TrainConfig, TrainResult, train
+from charrnn.train import (
+    Callbacks,
+    EvalStats,
+    Job,
+    StepStats,
+    TrainConfig,
+    TrainResult,
+    in_force,
+    train,
+)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -1230,9 +1239,9 @@ def _progress_table(d: RunDetails) -> Table:
     ]
     if loop.get("passes") is not None:  # decided by the run where its config left it open
         given = d.info.get("train", {})
-        wd, floor = (
-            loop.get(k) if given.get(k) is None else given[k]
-            for k in ("weight_decay", "min_lr_ratio")
+        wd, floor = in_force(
+            (given.get("weight_decay"), given.get("min_lr_ratio")),
+            (loop.get("weight_decay"), loop.get("min_lr_ratio")),
         )
         passes, pressure = loop["passes"], loop.get("pressure") or 0.0
         rows.append(

@@ -426,6 +426,15 @@ def regularization(pressure: float | None) -> tuple[float, float]:
     return wd, floor
 
 
+def in_force(
+    given: tuple[float | None, float | None], decided: tuple[float | None, float | None] | None
+) -> tuple[float, float]:
+    """(weight decay, min_lr_ratio) a run trains with: what its config gives, else what it
+    decided (``decided``: None while undecided, light until then)."""
+    wd, floor = (d if g is None else g for g, d in zip(given, decided or LIGHT))
+    return wd, floor
+
+
 def lr_at(
     config: TrainConfig, step: int, progress: float | None, floor: float | None = None
 ) -> float:
@@ -574,10 +583,10 @@ class _Trainer:
     def _set_regularization(self) -> None:
         """The config's weight decay and floor where it sets them, else the loop's decision."""
         c, loop = self.config, self.loop
-        decided = (loop.weight_decay, loop.min_lr_ratio) if loop.passes is not None else LIGHT
-        self.min_lr_ratio = decided[1] if c.min_lr_ratio is None else c.min_lr_ratio
+        decided = (loop.weight_decay, loop.min_lr_ratio) if loop.passes is not None else None
+        wd, self.min_lr_ratio = in_force((c.weight_decay, c.min_lr_ratio), decided)
         for g in self.opt.param_groups:
-            g["weight_decay"] = decided[0] if c.weight_decay is None else c.weight_decay
+            g["weight_decay"] = wd
 
     # -- checkpoints --
 
