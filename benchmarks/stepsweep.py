@@ -2,6 +2,7 @@
 
     python -m benchmarks.stepsweep --measure-rates        # on the CPU: tokens/s of each shape
     python -m benchmarks.stepsweep [--seeds 1337,1] [NAME ...]   # on a GPU: the candidates
+    python -m benchmarks.stepsweep --device cpu --steps 2000 NAME ...    # a fixed step count
 
 A 15-minute CPU run of one setting takes 15 minutes; a GPU makes the same optimizer steps in
 seconds. Each candidate trains for the steps its shape makes on the CPU in its budget (the
@@ -69,6 +70,12 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {
     "256 wd 0.3": ({"hidden": 256}, {"weight_decay": 0.3}, SHORT),
     "256 wd 0.1 to 0": ({"hidden": 256}, {"weight_decay": 0.1, "min_lr_ratio": 0.0}, SHORT),
     "256 wd 0.2 to 0": ({"hidden": 256}, {"weight_decay": 0.2, "min_lr_ratio": 0.0}, SHORT),
+    # what the stop heads cost the language model (docs/defaults.md): the defaults (weight
+    # decay and floor as the 150 s rule chooses), none, and the length input's unknown rows
+    # read times 10 as format 3 read them
+    "256 light": ({"hidden": 256}, {"weight_decay": 0.1}, SHORT),
+    "256 light no stop heads": ({"hidden": 256, "stop_heads": False}, {"weight_decay": 0.1}, SHORT),
+    "256 light unknown x10": ({"hidden": 256, "unknown_scale": 10.0}, {"weight_decay": 0.1}, SHORT),
 }
 # Every candidate states its weight decay (0 unless named) and its learning rate's floor (0.1 x
 # peak unless named): the defaults have changed since the sweep.
@@ -113,10 +120,12 @@ def measure_rates(corpus: Path, names: list[str]) -> dict[str, float]:
     return rates
 
 
-def run(name: str, seed: int, corpus: Path, device: str, rates: dict[str, float]) -> dict:
+def run(
+    name: str, seed: int, corpus: Path, device: str, rates: dict[str, float], steps: int = 0
+) -> dict:
     model_config, training = configs(name)
     tokens_per_step = training.get("batch_size", 32) * training.get("seq_len", 64)
-    steps = int(rates[shape_key(name)] * CANDIDATES[name][2] / tokens_per_step)
+    steps = steps or int(rates[shape_key(name)] * CANDIDATES[name][2] / tokens_per_step)
     config = TrainConfig(
         max_steps=steps, time_budget=None, stop_fit=0, device=device, seed=seed, **training
     )
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", type=Path, default=SHAKESPEARE)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", default="1337")
+    p.add_argument("--steps", type=int, default=0, help="train every candidate this many steps")
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in CANDIDATES]
     if unknown:
@@ -161,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     path = OUT / f"stepsweep-{time.strftime('%Y%m%d-%H%M%S')}.json"
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
-            rows.append(run(name, seed, args.corpus, args.device, rates))
+            rows.append(run(name, seed, args.corpus, args.device, rates, args.steps))
             print(json.dumps(rows[-1]), flush=True)
             path.write_text(json.dumps(rows, indent=1))
 

@@ -33,9 +33,10 @@ from safetensors.torch import save as safetensors_bytes
 
 from charrnn.errors import CheckpointError, TrainingError
 
-FORMAT_VERSION = 3  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 4  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
+# 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 RUN_JSON = "run.json"
 BEST = "best.safetensors"
@@ -53,7 +54,17 @@ _JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionErro
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: lambda info: info,  # 1 -> 2 changed the weights only: see ADDED_IN
     2: lambda info: info,  # 2 -> 3 changed the weights only: see ADDED_IN and _upgrade_weights
+    3: lambda info: _with_model(info, unknown_scale=OLD_UNKNOWN_SCALE),
 }
+OLD_UNKNOWN_SCALE = 10.0  # how runs of format 3 and before read the length input's unknown rows
+
+
+def _with_model(info: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """``info`` with these settings in its model config (if it has one to add them to)."""
+    model = info.get("model")
+    return {**info, "model": {**model, **settings}} if isinstance(model, dict) else info
+
+
 # Model tensors a newer format added, and the version that added them. A file of an older
 # format loads without them; they keep the value that format implied (zeros: a unit started
 # from h = 0 before start_h existed), so the model computes what it computed then.

@@ -33,7 +33,7 @@ from charrnn.errors import ConfigError
 from charrnn.lengths import bucket_edges, bucket_widths, bucketize
 from charrnn.tokenizers import EOS, SOS
 
-LENGTH_INPUT_SCALE = 10.0  # the length input learns this many times faster (see _init_weights)
+LENGTH_INPUT_SCALE = 10.0  # the remaining-length rows learn this many times faster (_init_weights)
 
 State = tuple[Tensor, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (layers, B, H)
 
@@ -60,6 +60,9 @@ class ModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     stop_heads: bool = True  # halt and length heads, and the remaining-length input
+    # How the length input's "unknown" rows are read: as they are (runs of format 3 and before
+    # read them times LENGTH_INPUT_SCALE, as the remaining-length rows are; see _init_weights)
+    unknown_scale: float = 1.0
     max_len: int = 0  # the longest length the length head expresses; 0: fit to the corpus
 
     def __post_init__(self) -> None:
@@ -70,6 +73,7 @@ class ModelConfig:
             (self.embed >= 1, "--embed must be at least 1"),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             (self.max_len >= 0, "max_len must be >= 0"),
+            (self.unknown_scale > 0, "unknown_scale must be positive"),
         ]
         for ok, message in checks:
             if not ok:
@@ -138,16 +142,23 @@ class RNNLM(nn.Module):
             self.register_buffer("edges_t", edges, persistent=False)  # rebuilt from the config
             self.halt = nn.Linear(c.hidden, 1)
             self.length = nn.Linear(c.hidden, self.n_buckets)
+            scales = torch.full((2 * self.n_buckets, 1), LENGTH_INPUT_SCALE)
+            scales[self.n_buckets :] = c.unknown_scale
+            self.register_buffer("length_scales", scales, persistent=False)  # from the config
         self._init_weights()
 
     def _init_weights(self) -> None:
         if self.config.stop_heads:
-            # Quiet at first (the model starts as a plain language model), then learned fast:
-            # read through LENGTH_INPUT_SCALE, each optimizer step moves it that many times
-            # further. Learned at the plain rate, the rows for remaining lengths above 20 had
-            # barely moved after a 5-minute run; started loud (std 1), they cost the language
-            # model ~0.03 nats/char at equal steps.
-            nn.init.normal_(self.len_embed.weight, std=0.02 / LENGTH_INPUT_SCALE)
+            # Quiet at first (the model starts as a plain language model). The remaining-length
+            # rows are then learned fast: read through LENGTH_INPUT_SCALE, each optimizer step
+            # moves them that many times further. Learned at the plain rate, the rows for
+            # remaining lengths above 20 had barely moved after a 5-minute run; started loud
+            # (std 1), they cost the language model ~0.03 nats/char at equal steps. The
+            # "unknown" rows are read as they are: every token whose length is hidden trains
+            # them, and they are in every validation token's input, where the scale's larger
+            # steps cost the language model ~0.02 nats/char at equal steps (docs/defaults.md).
+            with torch.no_grad():
+                self.len_embed.weight.normal_(std=0.02).div_(self.length_scales)
 
     @property
     def unknown_length(self) -> int:
@@ -177,9 +188,19 @@ class RNNLM(nn.Module):
         shape = (self.config.layers, batch, self.config.hidden)
         return tuple(torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(n))
 
+    def stop_head_parameters(self) -> list[nn.Parameter]:
+        """The halting and length heads' parameters (none without stop heads)."""
+        if not self.config.stop_heads:
+            return []
+        return [*self.halt.parameters(), *self.length.parameters()]
+
+    def length_table(self) -> Tensor:
+        """The vectors the length input adds to the token embedding, one row per id (2n, E)."""
+        return self.length_scales * self.len_embed.weight
+
     def length_input(self, ids: Tensor) -> Tensor:
         """What the length input adds to the token embedding, for length input ids (...)."""
-        return LENGTH_INPUT_SCALE * self.len_embed(ids)  # (..., E)
+        return F.embedding(ids, self.length_table())  # (..., E)
 
     def features(
         self, tokens: Tensor, state: State | None = None, remaining: Tensor | None = None

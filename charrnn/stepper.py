@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn.model import LENGTH_INPUT_SCALE, RNNLM, Cell, Nonlinearity, State
+from charrnn.model import RNNLM, Cell, Nonlinearity, State
 from charrnn.tokenizers import EOS
 
 _CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., Any]] = {
@@ -69,7 +69,7 @@ class Stepper:
         self.head_bias = bias.detach().clone()
         if c.stop_heads:
             self.head_bias[EOS] += model.end_bias[0]
-            self.len_embed = LENGTH_INPUT_SCALE * model.len_embed.weight.detach()
+            self.len_embed = model.length_table().detach()
         if mask is not None:
             self.head_bias += mask
 

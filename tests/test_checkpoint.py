@@ -158,7 +158,6 @@ def test_a_format_2_model_loads_and_computes_what_it_computed_then(trained_run, 
     from safetensors.torch import save_file
 
     from charrnn.checkpoint import META_KEY, load_tensors
-    from charrnn.model import LENGTH_INPUT_SCALE
 
     run = tmp_path / "old"
     shutil.copytree(trained_run, run)
@@ -168,7 +167,7 @@ def test_a_format_2_model_loads_and_computes_what_it_computed_then(trained_run, 
         new.model.len_embed.weight[n:] = new.model.len_embed.weight[n]
         new.model.end_bias.zero_()
     tensors = load_tensors(run / "best.safetensors")
-    rows = new.model.len_embed.weight.detach() * LENGTH_INPUT_SCALE
+    rows = new.model.length_table().detach()
     tensors["model.len_embed.weight"] = torch.cat([rows[:n], rows[n : n + 1]]).contiguous()
     del tensors["model.end_bias"]
     meta = {**read_meta(run / "best.safetensors"), "format_version": 2}

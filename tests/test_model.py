@@ -118,3 +118,62 @@ def test_units_start_from_the_fitted_start_state():
     from_start, _ = model(tokens, model.start_state(2))
     from_zero, _ = model(tokens, model.init_state(2))
     assert torch.equal(from_none, from_start) and not torch.allclose(from_none, from_zero)
+
+
+def _grads(model: RNNLM, head_weight: float) -> None:
+    """Gradients of the token loss plus ``head_weight`` x the halt and length heads' losses,
+    the heads reading the state detached (as training does)."""
+    torch.manual_seed(0)
+    tokens = torch.randint(4, 12, (3, 9))
+    remaining = torch.randint(0, 2 * model.n_buckets, (3, 9))  # lengths shown and unknown
+    model.zero_grad()
+    h, _ = model.features(tokens, None, remaining)
+    loss = F.cross_entropy(model.token_logits(h[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+    h = h.detach()
+    heads = model.halt_logits(h).sum() + model.length_logits(h).logsumexp(-1).sum()
+    (loss + head_weight * heads).backward()
+
+
+def test_the_stop_heads_never_shrink_the_language_models_step():
+    """Clipping sees the language model's gradient alone, with the length input's rows at the
+    scale they are read through; the heads are clipped by their own norm."""
+    from charrnn.train import clip_gradients
+
+    model = RNNLM(config())
+    heads = {id(p) for p in model.stop_head_parameters()}
+    assert len(heads) == 4  # halt and length: a weight and a bias each
+    _grads(model, head_weight=0.0)
+    clip_gradients(model, 1e-3)
+    alone = {n: p.grad.clone() for n, p in model.named_parameters() if id(p) not in heads}
+    _grads(model, head_weight=1e3)  # loud heads: under one norm they would take the clip
+    clip_gradients(model, 1e-3)
+    for n, p in model.named_parameters():
+        if id(p) in heads:
+            continue
+        assert torch.allclose(p.grad, alone[n], rtol=1e-5, atol=0), n
+    effective = [
+        p.grad / model.length_scales if p is model.len_embed.weight else p.grad
+        for p in model.parameters()
+        if id(p) not in heads
+    ]
+    assert torch.linalg.vector_norm(torch.stack([g.norm() for g in effective])) == pytest.approx(
+        1e-3, rel=1e-4
+    )
+    head_norm = torch.stack([p.grad.norm() for p in model.stop_head_parameters()]).norm()
+    assert head_norm == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_unknown_length_rows_are_read_as_they_are():
+    """The remaining-length rows are read times LENGTH_INPUT_SCALE (they learn that much
+    faster), the unknown rows as stored, or as a run of format 3 read them (unknown_scale)."""
+    from charrnn.model import LENGTH_INPUT_SCALE
+
+    for unknown_scale in (1.0, 10.0):
+        model = RNNLM(config(unknown_scale=unknown_scale))
+        n, w = model.n_buckets, model.len_embed.weight
+        table = model.length_table()
+        assert torch.equal(table[:n], LENGTH_INPUT_SCALE * w[:n])
+        assert torch.equal(table[n:], unknown_scale * w[n:])
+        assert table.std().item() == pytest.approx(0.02, rel=0.3)  # quiet at first, every row
+        ids = torch.tensor([[0, n - 1, n, 2 * n - 1]])
+        assert torch.equal(model.length_input(ids)[0], table[ids[0]])

@@ -342,16 +342,48 @@ def test_an_older_format_is_migrated_or_refused_saying_why(trained_run, tmp_path
     assert json.loads((run / RUN_JSON).read_text())["format_version"] == now  # file untouched
 
 
-def _as_format_1(run: Path) -> None:
-    """Make a run what format 1 wrote: no start state in the weights."""
+def _as_format(run: Path, version: int, drop: tuple[str, ...] = ()) -> None:
+    """Make a run what an older format wrote of the same model: the length input's unknown
+    rows stored for reading times ckpt.OLD_UNKNOWN_SCALE (format 3 and before), without the
+    tensors in ``drop``."""
     from safetensors.torch import save_file
 
+    n = load_run(run).model.n_buckets
     for name in (BEST, LAST):
         tensors = load_tensors(run / name)
-        del tensors["model.start_h"]
-        meta = {**read_meta(run / name), "format_version": 1}
+        for key in drop:
+            del tensors[key]
+        rows = tensors["model.len_embed.weight"].clone()
+        rows[n:] /= ckpt.OLD_UNKNOWN_SCALE
+        tensors["model.len_embed.weight"] = rows
+        meta = {**read_meta(run / name), "format_version": version}
         save_file(tensors, str(run / name), metadata={META_KEY: json.dumps(meta)})
-    edit_json(RUN_JSON, _set("format_version", 1))(run)
+    info = json.loads((run / RUN_JSON).read_text())
+    del info["model"]["unknown_scale"]
+    (run / RUN_JSON).write_text(json.dumps({**info, "format_version": version}))
+
+
+def _as_format_1(run: Path) -> None:
+    """Make a run what format 1 wrote: no start state in the weights."""
+    _as_format(run, 1, drop=("model.start_h",))
+
+
+def test_a_format_3_run_reads_its_unknown_length_rows_as_it_did(trained_run, corpus, tmp_path):
+    """Format 3 read every row of the length input times LENGTH_INPUT_SCALE; format 4 reads
+    the unknown rows as they are. A format-3 run keeps its reading, computes what it computed
+    then, and resumes."""
+    run = copy_run(trained_run, tmp_path / "ck" / "r")
+    _as_format(run, 3)
+    old, new = load_run(run), load_run(trained_run)
+    assert old.model.config.unknown_scale == ckpt.OLD_UNKNOWN_SCALE
+    assert new.model.config.unknown_scale == 1.0
+    assert torch.allclose(old.model.length_table(), new.model.length_table(), atol=1e-6)
+    with torch.no_grad():
+        tokens = torch.tensor([[1, 5, 6, 7, 8]])
+        assert torch.allclose(old.model(tokens)[0], new.model(tokens)[0], atol=1e-5)
+    resumed = train(corpus, tiny_job(max_steps=44), run="r", root=tmp_path / "ck", resume=True)
+    assert resumed.steps == 44
+    assert json.loads((run / RUN_JSON).read_text())["model"].get("unknown_scale") is None
 
 
 def test_a_format_1_run_loads_and_resumes_as_it_was(trained_run, corpus, tmp_path):
@@ -366,7 +398,7 @@ def test_a_format_1_run_loads_and_resumes_as_it_was(trained_run, corpus, tmp_pat
     with torch.no_grad():
         new.model.start_h.zero_()
         tokens = torch.tensor([[1, 5, 6, 7, 8]])
-        assert torch.equal(old.model(tokens)[0], new.model(tokens)[0])
+        assert torch.allclose(old.model(tokens)[0], new.model(tokens)[0], atol=1e-5)
     resumed = train(corpus, tiny_job(max_steps=44), run="r", root=tmp_path / "ck", resume=True)
     assert resumed.steps == 44 and read_meta(run / LAST)["format_version"] == ckpt.FORMAT_VERSION
 
