@@ -740,7 +740,7 @@ class _Trainer:
         self, h: torch.Tensor, halt: torch.Tensor, length: torch.Tensor, norm: np.ndarray
     ) -> torch.Tensor:
         """Halting and length losses. The heads read the state but do not shape it
-        (unless --head-grad): they cost the language model nothing."""
+        (unless --head-grad), and clip_gradients clips theirs apart from the language model's."""
         c, m = self.config, self.model
         if not c.head_grad:
             h = h.detach()
