@@ -1,7 +1,7 @@
 """The best model per CPU-minute: charrnn's defaults next to two references, same machine,
 same run, same split (tinyshakespeare; the last 10% of the text held out).
 
-    python -m benchmarks.defaults                   # every row (about 95 minutes on 2 cores)
+    python -m benchmarks.defaults                   # every row (about 115 minutes on 2 cores)
     python -m benchmarks.defaults --only gpt budget # some rows
 
 Rows (validation loss in nats per character, over the whole held-out tail):
@@ -14,6 +14,9 @@ Rows (validation loss in nats per character, over the whole held-out tail):
     noflags  charrnn train CORPUS, no flags at all
     other    charrnn train --time-budget 150s on other corpora: WikiText-2 (word level) and
              German prose (the man pages on this machine, rendered by groff)
+    levels   charrnn train --time-budget 150s with the default level (auto) and with
+             --level char, one command after the other, on tinyshakespeare (--val-fraction 0.1),
+             WikiText-2's test text, the first 250 KB of its validation text and German prose
     regularize  the defaults' regularization against its light setting held fixed
              (--weight-decay 0.1 --min-lr-ratio 0.1), each pair one command after the other:
              --time-budget 150s on WikiText-2's test characters and on the first 250 KB of
@@ -42,13 +45,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.machine import describe
-from benchmarks.reference import BareLM
+from benchmarks.reference import CHARS, BareLM
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
-ROWS = ("gpt", "lstm", "budget", "noflags", "other", "regularize", "sweep")
+ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "sweep")
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
+CHAR = ("--level", "char")
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
 SWEEP = [
     (1, 512, 3e-3, 32, 64),
@@ -203,10 +207,12 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
         seconds = time.monotonic() - t0
         meta = read_meta(ck / "bench" / "best.safetensors")
         loop = read_meta(ck / "bench" / "last.safetensors")["loop"]
-        config = json.loads((ck / "bench" / "run.json").read_text())["model"]
+        run = json.loads((ck / "bench" / "run.json").read_text())
+    config, tok = run["model"], run["data"]["config"]["tokenizer"]
     size = f"{config['cell']} {config['layers']}x{config['hidden']}"
+    level = tok["level"] + (f" {tok['vocab_size']}" if tok["level"] in ("bpe", "unigram") else "")
     val = meta["val_bpc"] * math.log(2)
-    note = f"{' '.join(args) or 'no flags'}; {size}; {loop['step']:,} steps"
+    note = f"{' '.join(args) or 'no flags'}; {level}; {size}; {loop['step']:,} steps"
     if loop.get("passes") is not None:  # what the run decided, where its flags left it open
         note += (
             f"; expected {loop['passes']} passes, pressure {loop['pressure']}: weight decay "
@@ -236,7 +242,9 @@ def sweep_run(layers: int, hidden: int, lr: float, batch: int, seq_len: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CHARRNN_CACHE"] = str(Path(tmp) / "cache")
         t0 = time.monotonic()
-        r = train(SHAKESPEARE, Job(model=model, train=config), root=Path(tmp), started=t0)
+        r = train(
+            SHAKESPEARE, Job(model=model, train=config, data=CHARS), root=Path(tmp), started=t0
+        )
     assert r.val is not None
     note = f"{r.tokens:,} tokens, {r.tokens_per_s:,.0f} tokens/s"
     return {"seconds": time.monotonic() - t0, "val": r.val.bpc * math.log(2), "note": note}
@@ -303,6 +311,19 @@ def main(argv: list[str] | None = None) -> None:
             german = german_prose(Path(tmp))
             if german is not None:
                 row("charrnn German man pages, 150 s", charrnn_run(german, "--time-budget", "150s"))
+    if "levels" in which:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpora = [("tinyshakespeare", SHAKESPEARE, budget)]
+            corpora.append(("WikiText-2 test", SHARED / "wikitext2-test.txt", budget[:2]))
+            valid = SHARED / "wikitext2-valid.txt"
+            if valid.exists():
+                small = head_of(valid, 250_000, Path(tmp))
+                corpora.append(("WikiText-2 valid 250 KB", small, budget[:2]))
+            corpora.append(("German man pages", german_prose(Path(tmp)), budget[:2]))
+            for name, corpus, args in corpora:
+                if corpus is not None and corpus.exists():
+                    row(f"charrnn {name}, 150 s", charrnn_run(corpus, *args))
+                    row(f"charrnn {name}, 150 s, chars", charrnn_run(corpus, *args, *CHAR))
     if "regularize" in which:
         with tempfile.TemporaryDirectory() as tmp:
             corpora = [("WikiText-2 test chars", SHARED / "wikitext2-test.txt")]

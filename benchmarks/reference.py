@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.machine import Clock
+from charrnn.data import DataConfig
+from charrnn.tokenizers import Level, TokenizerConfig
+
+# The benchmarks measure char-level models (the default level, auto, is bpe on their corpora).
+CHARS = DataConfig(TokenizerConfig(level=Level.char))
 
 _LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 

@@ -27,9 +27,15 @@ from rich.console import Console
 from rich.progress import Progress
 
 from benchmarks.machine import Clock
-from benchmarks.reference import BareLM, BareTrainer, forward_seconds, sample_tokens_per_s
+from benchmarks.reference import (
+    CHARS,
+    BareLM,
+    BareTrainer,
+    forward_seconds,
+    sample_tokens_per_s,
+)
 from charrnn.cli import _TrainView
-from charrnn.data import DataConfig, Dataset, prepare
+from charrnn.data import Dataset, prepare
 from charrnn.generate import SampleConfig, Sampler, Stop
 from charrnn.model import RNNLM, Cell, ModelConfig
 from charrnn.score import score
@@ -128,7 +134,7 @@ def training(
     windows: int,
     precision: str = "fp32",
 ) -> Row:
-    ds, _ = prepare(corpus, DataConfig())
+    ds, _ = prepare(corpus, CHARS)
     vocab = ds.tokenizer.vocab_size
     bare = BareTrainer(
         BareLM(cell, vocab, shape.embed, shape.hidden, shape.layers),
@@ -139,6 +145,7 @@ def training(
     )
     bare.step()  # optimizer state and kernels set up before any timing
     job = Job(
+        data=CHARS,
         model=ModelConfig(
             cell=Cell(cell), layers=shape.layers, hidden=shape.hidden, embed=shape.embed
         ),
@@ -179,7 +186,7 @@ def make_trainer(
 
 
 def _models(corpus: Path, shape: Shape, cell: str = "lstm") -> tuple[RNNLM, BareLM, Tokenizer]:
-    ds, _ = prepare(corpus, DataConfig())
+    ds, _ = prepare(corpus, CHARS)
     train_split, _ = ds.split(0.1)
     config = ModelConfig(
         cell=Cell(cell), layers=shape.layers, hidden=shape.hidden, embed=shape.embed

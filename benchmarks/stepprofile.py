@@ -22,8 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks import speed
 from benchmarks.__main__ import SHARED_CORPUS, synthetic_corpus
 from benchmarks.machine import sync
-from benchmarks.reference import BareLM, BareTrainer
-from charrnn.data import DataConfig, prepare
+from benchmarks.reference import CHARS, BareLM, BareTrainer
+from charrnn.data import prepare
 from charrnn.model import Cell, ModelConfig
 from charrnn.train import TrainConfig
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     device, shape = torch.device(args.device), speed.Shape()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = SHARED_CORPUS if SHARED_CORPUS.exists() else synthetic_corpus(Path(tmp))
-        ds, _ = prepare(corpus, DataConfig())
+        ds, _ = prepare(corpus, CHARS)
         config = TrainConfig(seq_len=shape.seq_len, batch_size=shape.batch, device=device.type)
         model_config = ModelConfig(
             cell=Cell(args.cell), layers=shape.layers, hidden=shape.hidden, embed=shape.embed

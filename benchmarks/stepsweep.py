@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
+from benchmarks.reference import CHARS
 from benchmarks.speed import make_trainer
-from charrnn.data import DataConfig, prepare
+from charrnn.data import prepare
 from charrnn.model import Cell, ModelConfig
 from charrnn.train import Job, TrainConfig, train
 
@@ -99,7 +100,7 @@ def shape_key(name: str) -> str:
 
 def measure_rates(corpus: Path, names: list[str]) -> dict[str, float]:
     """Tokens/s of a training step on this machine, after 5 warm-up steps, over 20 steps."""
-    ds, _ = prepare(corpus, DataConfig())
+    ds, _ = prepare(corpus, CHARS)
     rates: dict[str, float] = {}
     for name in names:
         key = shape_key(name)
@@ -132,7 +133,7 @@ def run(
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CHARRNN_CACHE"] = str(Path(tmp) / "cache")
-        result = train(corpus, Job(model=model_config, train=config), root=Path(tmp))
+        result = train(corpus, Job(model=model_config, train=config, data=CHARS), root=Path(tmp))
     assert result.val is not None
     return {
         "name": name,

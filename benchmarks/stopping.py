@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.reference import CHARS  # noqa: E402
 from charrnn.checkpoint import load_run, write_json_atomic  # noqa: E402
-from charrnn.data import DataConfig, Holdout, LengthPlan, StreamBatches, prepare  # noqa: E402
+from charrnn.data import Holdout, LengthPlan, StreamBatches, prepare  # noqa: E402
 from charrnn.generate import SampleConfig, Sampler, Stop  # noqa: E402
 from charrnn.lengths import bucket_edges  # noqa: E402
 from charrnn.model import RNNLM, Cell, ModelConfig  # noqa: E402
@@ -85,7 +86,7 @@ def train_cli(args: argparse.Namespace) -> tuple[str, list[str]]:
     """Train the acceptance run with the command line itself; returns (run, command)."""
     name = args.run_name or time.strftime("stopping-%Y%m%d-%H%M%S")
     cmd = [
-        "charrnn", "train", str(args.corpus), "--unit", "paragraph",
+        "charrnn", "train", str(args.corpus), "--unit", "paragraph", "--level", "char",
         "--time-budget", args.time_budget, "--run", name, "--checkpoints", str(args.checkpoints),
         "--sample-every", "0", "--stop-fit", "0", "--seed", str(args.seed), "--split", args.split,
         "--cell", MODEL_ARGS["cell"], "--layers", str(MODEL_ARGS["layers"]),
@@ -182,7 +183,7 @@ def print_quality(r: dict[str, Any]) -> None:
 
 def _trainer(args: argparse.Namespace, heads: bool, root: Path) -> _Trainer:
     """The training loop's own state for one setting, as ``train`` builds it."""
-    ds, _ = prepare(args.corpus, DataConfig(unit=Unit.paragraph))
+    ds, _ = prepare(args.corpus, replace(CHARS, unit=Unit.paragraph))
     split, val = ds.split(0.1)
     config = TrainConfig(**TRAIN_ARGS, time_budget=None, device="cpu", seed=args.seed)
     model_config = ModelConfig(
@@ -202,7 +203,7 @@ def _trainer(args: argparse.Namespace, heads: bool, root: Path) -> _Trainer:
 
 def data_cost(args: argparse.Namespace, windows: int = 200) -> dict[str, float]:
     """Seconds per window of the data pipeline, with and without the stop targets."""
-    ds, _ = prepare(args.corpus, DataConfig(unit=Unit.paragraph))
+    ds, _ = prepare(args.corpus, replace(CHARS, unit=Unit.paragraph))
     split, _ = ds.split(0.1)
     plan = LengthPlan(bucket_edges(2 * int(split.unit_lengths().max())), unknown=64)
     out = {}

@@ -157,7 +157,15 @@ DATA, MODEL, TRAINING, RUN, SAMPLING, OUTPUT = (
 )
 
 CorpusArg = Annotated[Path, typer.Argument(help="A UTF-8 text file, or a folder made by tokenize.")]
-LevelOpt = Annotated[Level, typer.Option(help="Token level.", rich_help_panel=DATA)]
+LevelOpt = Annotated[
+    Level,
+    typer.Option(
+        help="Token level; auto = bpe for a training run on the CPU with --time-budget of 5 "
+        "minutes or less, on a text of 200 KB or more with at most 256 distinct characters "
+        "(and one it can encode in a tenth of the budget); otherwise char (tokenize: char).",
+        rich_help_panel=DATA,
+    ),
+]
 UnitOpt = Annotated[
     Unit,
     typer.Option(
@@ -176,7 +184,13 @@ MaxVocabOpt = Annotated[
     ),
 ]
 VocabSizeOpt = Annotated[
-    int, typer.Option(min=8, help="Subword vocabulary size (bpe, unigram).", rich_help_panel=DATA)
+    int,
+    typer.Option(
+        min=0,
+        help="Subword vocabulary size (bpe, unigram); 0 = one piece per 250 bytes of text, as "
+        "a power of two from 1024 to 4096.",
+        rich_help_panel=DATA,
+    ),
 ]
 SampleCharsOpt = Annotated[
     int,
@@ -346,7 +360,8 @@ class _TrainView(Callbacks):
         resumed = f", resumed at step {info['resumed_from']}" if info["resumed_from"] else ""
         self.bar.console.print(
             f"run [bold]{info['run']}[/]: {m['cell']} {m['layers']}x{m['hidden']}, "
-            f"{info['parameters']:,} parameters, {info['level']} level, "
+            f"{info['parameters']:,} parameters, {info['level']} level "
+            f"({info['vocab_size']:,} symbols), "
             f"{info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
             f"({info['split']} split), "
             f"on {info['device']}{resumed}"

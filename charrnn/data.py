@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from charrnn.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import bucketize
 from charrnn.text import Unit, check_corpus_path, iter_text, resolve_unit
-from charrnn.tokenizers import EOS, PAD, SOS, TokenizerConfig, load_tokenizer
+from charrnn.tokenizers import EOS, PAD, SOS, Level, TokenizerConfig, load_tokenizer, resolve_level
 
 DATASET_JSON = "dataset.json"
 FORMAT_VERSION = 1
@@ -295,6 +295,19 @@ def _replaceable(folder: Path) -> bool:
     return folder.is_dir() and ((folder / DATASET_JSON).is_file() or not any(folder.iterdir()))
 
 
+def resolve_data(corpus: Path, config: DataConfig, time_budget: float | None = None) -> DataConfig:
+    """``config`` with its tokenizer's level and vocabulary size decided for ``corpus`` and a
+    CPU run of ``time_budget`` seconds (``tokenizers.resolve_level``; without one, ``auto``
+    is char); reads the corpus's first MiB only when they are open."""
+    corpus, tok = check_corpus_path(corpus), config.tokenizer
+    if tok.level is not Level.auto and (tok.vocab_size or not tok.subword):
+        return config
+    errors = "replace" if config.replace_errors else "strict"
+    head = next(iter_text(corpus, errors, chunk_bytes=1 << 20), "")
+    tok = resolve_level(tok, corpus.stat().st_size, head, time_budget)
+    return replace(config, tokenizer=tok)
+
+
 def prepare(
     source: Path, config: DataConfig, progress: Progress | None = None, out: Path | None = None
 ) -> tuple[Dataset, bool]:
@@ -305,7 +318,7 @@ def prepare(
     source = Path(source)
     if source.is_dir() and (source / DATASET_JSON).exists():
         return Dataset(source), True
-    check_corpus_path(source)
+    config = resolve_data(source, config)
     digest = file_hash(source)
     key = cache_key(digest, config)
     folder = Path(out) if out else cache_root() / "datasets" / f"{source.stem}-{key}"

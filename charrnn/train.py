@@ -53,6 +53,7 @@ from charrnn.checkpoint import (
     write_json_atomic,
 )
 from charrnn.data import (
+    DATASET_JSON,
     Batch,
     DataConfig,
     Dataset,
@@ -62,6 +63,7 @@ from charrnn.data import (
     StreamBatches,
     prepare,
     reading_streams,
+    resolve_data,
     windows_to_read,
 )
 from charrnn.distributed import Ranks, session, share
@@ -1132,6 +1134,9 @@ def _train(
     )
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
+    if not (Path(corpus) / DATASET_JSON).exists():  # a text: auto's level decided here
+        budget = job.train.time_budget if ranks.device.type == "cpu" else None
+        job = replace(job, data=resolve_data(Path(corpus), job.data, budget))
     ds, _cached = ranks.main_first(lambda: prepare(Path(corpus), job.data, progress=on_data))
     if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
         raise ConfigError(
@@ -1204,6 +1209,7 @@ def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> Train
             "dataset": str(ds.folder),
             "model": model.config.to_dict(),
             "level": ds.tokenizer.level.value,
+            "vocab_size": ds.tokenizer.vocab_size,
         }
     )
     return trainer.run()

@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from charrnn import tokenizers
 from charrnn.data import (
     NEVER,
     SPREAD_SECTIONS,
@@ -15,13 +16,23 @@ from charrnn.data import (
     LengthPlan,
     StreamBatches,
     prepare,
+    resolve_data,
     reveal_points,
 )
 from charrnn.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import Unit, iter_text, iter_unit_blocks, read_text, split_units
-from charrnn.tokenizers import EOS, PAD, SOS, UNK, Level, TokenizerConfig
+from charrnn.tokenizers import (
+    EOS,
+    PAD,
+    SOS,
+    UNK,
+    Level,
+    TokenizerConfig,
+    resolve_level,
+    subword_vocab_size,
+)
 from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES, drifting_corpus
 
@@ -362,3 +373,43 @@ def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
         assert np.all(b.remaining[shown & (b.y == EOS)] == 0)
         # the length head learns exactly where the length is not shown (inside a unit)
         assert np.array_equal(b.length >= 0, ~shown & (b.x != EOS))
+
+
+def test_auto_level_is_bpe_for_a_short_run_on_a_large_text_in_a_small_alphabet():
+    auto = TokenizerConfig()  # the default: --level auto, --vocab-size 0
+    big, text, short = tokenizers.AUTO_MIN_BYTES, "The cat sat on the mat.\n", 150.0
+    bpe = replace(auto, level=Level.bpe, vocab_size=1024)
+    assert resolve_level(auto, big, text, short) == bpe
+    assert resolve_level(auto, big, text, tokenizers.AUTO_MAX_BUDGET) == bpe
+    assert resolve_level(auto, big, text, tokenizers.AUTO_MAX_BUDGET + 1).level is Level.char
+    assert resolve_level(auto, big, text).level is Level.char  # no budget: a long run
+    assert resolve_level(auto, big - 1, text, short).level is Level.char  # too little text
+    many = "".join(chr(0x4E00 + i) for i in range(tokenizers.AUTO_MAX_SYMBOLS + 1))
+    assert resolve_level(auto, big, many, short).level is Level.char  # too many symbols
+    # bpe only for a text it can encode in a tenth of the budget
+    seconds = big / tokenizers.SUBWORD_ENCODE_RATE / tokenizers.AUTO_ENCODE_SHARE
+    assert seconds < tokenizers.AUTO_MAX_BUDGET
+    assert resolve_level(auto, big, text, seconds).level is Level.bpe
+    assert resolve_level(auto, big, text, seconds * 0.9).level is Level.char
+    # what the user chose stays; a subword vocabulary of 0 is sized from the text
+    assert resolve_level(replace(auto, vocab_size=700), big, text, short).vocab_size == 700
+    unigram = replace(auto, level=Level.unigram)
+    assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=1024)
+    char = replace(auto, level=Level.char)
+    assert resolve_level(char, 10**9, text, short) == char
+
+
+def test_subword_vocabulary_grows_with_the_text_as_a_power_of_two():
+    sizes = [subword_vocab_size(n) for n in (0, 250_000, 500_000, 1_115_394, 10**9)]
+    assert sizes == [1024, 1024, 2048, 4096, 4096]
+
+
+def test_auto_level_decided_for_a_corpus_and_budget(corpus, monkeypatch):
+    ds, _ = prepare(corpus, DataConfig())
+    assert ds.tokenizer.level is Level.char  # no budget: auto is char
+    monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
+    assert resolve_data(corpus, DataConfig(), 60.0).tokenizer.level is Level.bpe
+    ds, _ = prepare(corpus, resolve_data(corpus, DataConfig(), 60.0))
+    assert ds.config.tokenizer == TokenizerConfig(level=Level.bpe, vocab_size=1024)
+    again, cached = prepare(corpus, DataConfig(TokenizerConfig(level=Level.bpe)))
+    assert cached and again.folder == ds.folder  # the same encoding, asked for by name

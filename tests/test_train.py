@@ -245,3 +245,24 @@ def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path
     assert info["model"]["hidden"] == 448
     assert info["train"]["lr"] == pytest.approx(lr_for_width(448))
     assert load_run(tmp_path / "sized").model.config.hidden == 448
+
+
+def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, monkeypatch):
+    from charrnn import tokenizers
+
+    monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
+    job = tiny_job(level=Level.auto, max_steps=3, time_budget=60.0)
+    train(corpus, job, run="r", root=tmp_path)
+    saved = read_run_json(tmp_path / "r")["data"]
+    assert saved["level"] == "bpe"
+    assert saved["config"]["tokenizer"]["level"] == "bpe"  # decided, not "auto"
+    assert saved["config"]["tokenizer"]["vocab_size"] == 1024
+    # a resume with a budget too short to encode pieces in still reads the same pieces
+    monkeypatch.setattr(tokenizers, "SUBWORD_ENCODE_RATE", 1.0)  # bytes/s
+    short = replace(job.train, max_steps=5, time_budget=60.0)
+    result = train(corpus, replace(job, train=short), run="r", root=tmp_path, resume=True)
+    assert result.steps == 5
+    assert read_run_json(tmp_path / "r")["data"]["level"] == "bpe"
+    # a new run with that budget is char
+    train(corpus, replace(job, train=replace(short, max_steps=2)), run="c", root=tmp_path)
+    assert read_run_json(tmp_path / "c")["data"]["level"] == "char"
