@@ -128,3 +128,17 @@ def test_parse_duration():
     assert parse_duration("1h30m") == 5400
     assert parse_duration("90") == 90
     assert parse_duration("none") is None
+
+
+def test_train_names_the_level_auto_chose(corpus: Path, tmp_path: Path, monkeypatch):
+    from charrnn import tokenizers
+
+    ck = tmp_path / "ck"
+    args = ("train", corpus, *TINY, "--max-steps", "2", "--checkpoints", ck)
+    r = run(*args, "--run", "long")  # the default 15-minute budget: characters
+    assert r.exit_code == 0, r.output
+    assert "char level (" in r.output
+    monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
+    r = run(*args, "--run", "short", "--time-budget", "2m")
+    assert r.exit_code == 0, r.output
+    assert "bpe level (" in r.output and "symbols)" in r.output
