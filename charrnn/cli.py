@@ -187,8 +187,8 @@ VocabSizeOpt = Annotated[
     int,
     typer.Option(
         min=0,
-        help="Subword vocabulary size (bpe, unigram); 0 = one piece per 250 bytes of text, as "
-        "a power of two from 1024 to 4096.",
+        help="Subword vocabulary size (bpe, unigram); 0 = 2048 (fewer where the text cannot "
+        "fill them).",
         rich_help_panel=DATA,
     ),
 ]

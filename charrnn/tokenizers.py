@@ -62,7 +62,7 @@ class TokenizerConfig:
     level: Level = Level.auto
     min_freq: int = 1
     max_vocab: int | None = None  # including the four specials
-    vocab_size: int = 0  # subword levels only; 0: from the corpus's size (subword_vocab_size)
+    vocab_size: int = 0  # subword levels only; 0: SUBWORD_VOCAB
     sample_chars: int = 10_000_000  # subword levels: how much text trains the tokenizer
 
     @property
@@ -100,17 +100,7 @@ AUTO_MIN_BYTES = 200_000
 AUTO_MAX_SYMBOLS = 256  # distinct characters in the text's first MiB
 AUTO_ENCODE_SHARE = 0.1  # of a time budget, at SUBWORD_ENCODE_RATE
 SUBWORD_ENCODE_RATE = 5e6  # bytes/s: a slow moment of the 2-core machine
-SUBWORD_BYTES_PER_PIECE = 250
-SUBWORD_VOCAB = (1024, 4096)  # the least and most pieces subword_vocab_size gives
-
-
-def subword_vocab_size(n_bytes: int) -> int:
-    """Pieces for a subword vocabulary of a text of ``n_bytes`` bytes: one per 250 bytes, as
-    the nearest power of two within SUBWORD_VOCAB: 1,024 up to 362 KB, 2,048 up to 724 KB,
-    4,096 above."""
-    lo, hi = SUBWORD_VOCAB
-    per_piece = max(1, n_bytes) / SUBWORD_BYTES_PER_PIECE
-    return int(min(hi, max(lo, 2 ** round(np.log2(per_piece)))))
+SUBWORD_VOCAB = 2048  # pieces when none is given (docs/defaults.md, "Characters or pieces")
 
 
 def resolve_level(
@@ -119,7 +109,7 @@ def resolve_level(
     """The settings ``config`` stands for on a text of ``n_bytes`` bytes that begins with
     ``head`` (its first MiB), for a CPU run of ``time_budget`` seconds (None: no budget, or
     not on the CPU): ``auto`` becomes bpe or char, and a subword vocabulary of size 0 gets
-    ``subword_vocab_size``."""
+    SUBWORD_VOCAB pieces (a text too small to fill them gets fewer)."""
     level = config.level
     if level is Level.auto:
         short = time_budget is not None and time_budget <= AUTO_MAX_BUDGET
@@ -128,7 +118,7 @@ def resolve_level(
         level = Level.bpe if fits and text else Level.char
     vocab = config.vocab_size
     if level in (Level.bpe, Level.unigram) and not vocab:
-        vocab = subword_vocab_size(n_bytes)
+        vocab = SUBWORD_VOCAB
     return replace(config, level=level, vocab_size=vocab)
 
 

@@ -31,7 +31,6 @@ from charrnn.tokenizers import (
     Level,
     TokenizerConfig,
     resolve_level,
-    subword_vocab_size,
 )
 from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES, drifting_corpus
@@ -378,7 +377,7 @@ def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
 def test_auto_level_is_bpe_for_a_short_run_on_a_large_text_in_a_small_alphabet():
     auto = TokenizerConfig()  # the default: --level auto, --vocab-size 0
     big, text, short = tokenizers.AUTO_MIN_BYTES, "The cat sat on the mat.\n", 150.0
-    bpe = replace(auto, level=Level.bpe, vocab_size=1024)
+    bpe = replace(auto, level=Level.bpe, vocab_size=tokenizers.SUBWORD_VOCAB)
     assert resolve_level(auto, big, text, short) == bpe
     assert resolve_level(auto, big, text, tokenizers.AUTO_MAX_BUDGET) == bpe
     assert resolve_level(auto, big, text, tokenizers.AUTO_MAX_BUDGET + 1).level is Level.char
@@ -394,14 +393,9 @@ def test_auto_level_is_bpe_for_a_short_run_on_a_large_text_in_a_small_alphabet()
     # what the user chose stays; a subword vocabulary of 0 is sized from the text
     assert resolve_level(replace(auto, vocab_size=700), big, text, short).vocab_size == 700
     unigram = replace(auto, level=Level.unigram)
-    assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=1024)
+    assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=2048)
     char = replace(auto, level=Level.char)
     assert resolve_level(char, 10**9, text, short) == char
-
-
-def test_subword_vocabulary_grows_with_the_text_as_a_power_of_two():
-    sizes = [subword_vocab_size(n) for n in (0, 250_000, 500_000, 1_115_394, 10**9)]
-    assert sizes == [1024, 1024, 2048, 4096, 4096]
 
 
 def test_auto_level_decided_for_a_corpus_and_budget(corpus, monkeypatch):
@@ -410,6 +404,6 @@ def test_auto_level_decided_for_a_corpus_and_budget(corpus, monkeypatch):
     monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
     assert resolve_data(corpus, DataConfig(), 60.0).tokenizer.level is Level.bpe
     ds, _ = prepare(corpus, resolve_data(corpus, DataConfig(), 60.0))
-    assert ds.config.tokenizer == TokenizerConfig(level=Level.bpe, vocab_size=1024)
+    assert ds.config.tokenizer == TokenizerConfig(level=Level.bpe, vocab_size=2048)
     again, cached = prepare(corpus, DataConfig(TokenizerConfig(level=Level.bpe)))
     assert cached and again.folder == ds.folder  # the same encoding, asked for by name

@@ -256,7 +256,7 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     saved = read_run_json(tmp_path / "r")["data"]
     assert saved["level"] == "bpe"
     assert saved["config"]["tokenizer"]["level"] == "bpe"  # decided, not "auto"
-    assert saved["config"]["tokenizer"]["vocab_size"] == 1024
+    assert saved["config"]["tokenizer"]["vocab_size"] == 2048
     # a resume with a budget too short to encode pieces in still reads the same pieces
     monkeypatch.setattr(tokenizers, "SUBWORD_ENCODE_RATE", 1.0)  # bytes/s
     short = replace(job.train, max_steps=5, time_budget=60.0)
