@@ -160,9 +160,9 @@ CorpusArg = Annotated[Path, typer.Argument(help="A UTF-8 text file, or a folder 
 LevelOpt = Annotated[
     Level,
     typer.Option(
-        help="Token level; auto = bpe for a training run on the CPU with --time-budget of 5 "
-        "minutes or less, on a text of 200 KB or more with at most 256 distinct characters "
-        "(and one it can encode in a tenth of the budget); otherwise char (tokenize: char).",
+        help="Token level; auto = bpe for a training run on the CPU whose text holds at least "
+        "3.5 KB per second of --time-budget, has at most 256 distinct characters and encodes "
+        "in a tenth of the budget; otherwise char (in tokenize: char).",
         rich_help_panel=DATA,
     ),
 ]

@@ -87,16 +87,18 @@ class TokenizerConfig:
         return cls(**{**d, "level": Level(d["level"])})
 
 
-# --level auto, the default: bpe pieces for a short run on the CPU, else characters. A short
-# run is bound by its steps, and a bpe token is two to three characters: at 150 s a bpe model
-# beat the char model on four corpora, by 0.02 to 0.35 nats per character. A long run on a
-# small text is bound by the text, and there characters won (15 minutes on tinyshakespeare:
-# 1.475 against 1.421). docs/defaults.md, "Characters or pieces". Characters stay too where
-# pieces have little text to learn from, where a text has more symbols than a small
+# --level auto, the default: bpe pieces for a run bound by its steps, characters for one bound
+# by its text. A bpe token is two to three characters, so a step reads more text: at 150 s on
+# texts of 1.1-1.5 MB bpe beat char by 0.03 to 0.35 nats per character. Where the run reads
+# its text many times, characters give more targets per byte and won: tinyshakespeare (1.1
+# MB) in 15 minutes (1.475 against 1.421), and the first 250 KB of WikiText-2 in 150 s (0.036
+# better in one pair of runs, 0.018 worse in another). So bpe where the text holds at least
+# AUTO_BYTES_PER_SECOND of the time budget (between the 1.7 KB/s that tied or lost and the
+# 7.4 KB/s that won), and only on the CPU, where it was measured. docs/defaults.md,
+# "Characters or pieces". Characters stay too where a text has more symbols than a small
 # vocabulary holds (Chinese, say), and where encoding would eat the budget (bpe encodes at
 # ~7.5 MB/s here, chars at ~120).
-AUTO_MAX_BUDGET = 300.0  # seconds; the crossover lies between 150 s and 15 minutes
-AUTO_MIN_BYTES = 200_000
+AUTO_BYTES_PER_SECOND = 3500
 AUTO_MAX_SYMBOLS = 256  # distinct characters in the text's first MiB
 AUTO_ENCODE_SHARE = 0.1  # of a time budget, at SUBWORD_ENCODE_RATE
 SUBWORD_ENCODE_RATE = 5e6  # bytes/s: a slow moment of the 2-core machine
@@ -112,10 +114,9 @@ def resolve_level(
     SUBWORD_VOCAB pieces (a text too small to fill them gets fewer)."""
     level = config.level
     if level is Level.auto:
-        short = time_budget is not None and time_budget <= AUTO_MAX_BUDGET
-        fits = short and n_bytes / SUBWORD_ENCODE_RATE <= AUTO_ENCODE_SHARE * time_budget
-        text = n_bytes >= AUTO_MIN_BYTES and len(set(head)) <= AUTO_MAX_SYMBOLS
-        level = Level.bpe if fits and text else Level.char
+        steps_bound = time_budget is not None and n_bytes >= AUTO_BYTES_PER_SECOND * time_budget
+        fits = steps_bound and n_bytes / SUBWORD_ENCODE_RATE <= AUTO_ENCODE_SHARE * time_budget
+        level = Level.bpe if fits and len(set(head)) <= AUTO_MAX_SYMBOLS else Level.char
     vocab = config.vocab_size
     if level in (Level.bpe, Level.unigram) and not vocab:
         vocab = SUBWORD_VOCAB

@@ -138,7 +138,7 @@ def test_train_names_the_level_auto_chose(corpus: Path, tmp_path: Path, monkeypa
     r = run(*args, "--run", "long")  # the default 15-minute budget: characters
     assert r.exit_code == 0, r.output
     assert "char level (" in r.output
-    monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
+    monkeypatch.setattr(tokenizers, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
     r = run(*args, "--run", "short", "--time-budget", "2m")
     assert r.exit_code == 0, r.output
     assert "bpe level (" in r.output and "symbols)" in r.output

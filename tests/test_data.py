@@ -374,36 +374,34 @@ def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
         assert np.array_equal(b.length >= 0, ~shown & (b.x != EOS))
 
 
-def test_auto_level_is_bpe_for_a_short_run_on_a_large_text_in_a_small_alphabet():
+def test_auto_level_is_bpe_where_the_text_outlasts_the_budget_in_a_small_alphabet():
     auto = TokenizerConfig()  # the default: --level auto, --vocab-size 0
-    big, text, short = tokenizers.AUTO_MIN_BYTES, "The cat sat on the mat.\n", 150.0
+    text, budget = "The cat sat on the mat.\n", 150.0
+    big = int(tokenizers.AUTO_BYTES_PER_SECOND * budget)
     bpe = replace(auto, level=Level.bpe, vocab_size=tokenizers.SUBWORD_VOCAB)
-    assert resolve_level(auto, big, text, short) == bpe
-    assert resolve_level(auto, big, text, tokenizers.AUTO_MAX_BUDGET) == bpe
-    assert resolve_level(auto, big, text, tokenizers.AUTO_MAX_BUDGET + 1).level is Level.char
-    assert resolve_level(auto, big, text).level is Level.char  # no budget: a long run
-    assert resolve_level(auto, big - 1, text, short).level is Level.char  # too little text
+    assert resolve_level(auto, big, text, budget) == bpe
+    assert resolve_level(auto, big - 1, text, budget).level is Level.char  # read many times
+    assert resolve_level(auto, big, text, budget * 1.01).level is Level.char
+    assert resolve_level(auto, 10**9, text).level is Level.char  # no budget: a long run
     many = "".join(chr(0x4E00 + i) for i in range(tokenizers.AUTO_MAX_SYMBOLS + 1))
-    assert resolve_level(auto, big, many, short).level is Level.char  # too many symbols
+    assert resolve_level(auto, big, many, budget).level is Level.char  # too many symbols
     # bpe only for a text it can encode in a tenth of the budget
-    seconds = big / tokenizers.SUBWORD_ENCODE_RATE / tokenizers.AUTO_ENCODE_SHARE
-    assert seconds < tokenizers.AUTO_MAX_BUDGET
-    assert resolve_level(auto, big, text, seconds).level is Level.bpe
-    assert resolve_level(auto, big, text, seconds * 0.9).level is Level.char
-    # what the user chose stays; a subword vocabulary of 0 is sized from the text
-    assert resolve_level(replace(auto, vocab_size=700), big, text, short).vocab_size == 700
+    limit = tokenizers.SUBWORD_ENCODE_RATE * tokenizers.AUTO_ENCODE_SHARE * budget
+    assert resolve_level(auto, int(limit), text, budget).level is Level.bpe
+    assert resolve_level(auto, int(limit) + 1, text, budget).level is Level.char
+    # what the user chose stays; a subword vocabulary of 0 gets SUBWORD_VOCAB
+    assert resolve_level(replace(auto, vocab_size=700), big, text, budget).vocab_size == 700
     unigram = replace(auto, level=Level.unigram)
     assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=2048)
     char = replace(auto, level=Level.char)
-    assert resolve_level(char, 10**9, text, short) == char
+    assert resolve_level(char, big, text, budget) == char
 
 
-def test_auto_level_decided_for_a_corpus_and_budget(corpus, monkeypatch):
+def test_auto_level_decided_for_a_corpus_and_budget(corpus):
     ds, _ = prepare(corpus, DataConfig())
     assert ds.tokenizer.level is Level.char  # no budget: auto is char
-    monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
-    assert resolve_data(corpus, DataConfig(), 60.0).tokenizer.level is Level.bpe
-    ds, _ = prepare(corpus, resolve_data(corpus, DataConfig(), 60.0))
+    assert resolve_data(corpus, DataConfig(), 60.0).tokenizer.level is Level.char  # a few KB
+    ds, _ = prepare(corpus, resolve_data(corpus, DataConfig(), 1.0))
     assert ds.config.tokenizer == TokenizerConfig(level=Level.bpe, vocab_size=2048)
     again, cached = prepare(corpus, DataConfig(TokenizerConfig(level=Level.bpe)))
     assert cached and again.folder == ds.folder  # the same encoding, asked for by name

@@ -250,7 +250,7 @@ def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path
 def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, monkeypatch):
     from charrnn import tokenizers
 
-    monkeypatch.setattr(tokenizers, "AUTO_MIN_BYTES", 1000)  # the corpus: a few KB
+    monkeypatch.setattr(tokenizers, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
     job = tiny_job(level=Level.auto, max_steps=3, time_budget=60.0)
     train(corpus, job, run="r", root=tmp_path)
     saved = read_run_json(tmp_path / "r")["data"]
