@@ -89,10 +89,11 @@ class TokenizerConfig:
 
 # --level auto, the default: bpe pieces for a run bound by its steps, characters for one bound
 # by its text. A bpe token is two to three characters, so a step reads more text: at 150 s on
-# texts of 1.1-1.5 MB bpe beat char by 0.03 to 0.35 nats per character. Where the run reads
-# its text many times, characters give more targets per byte and won: tinyshakespeare (1.1
-# MB) in 15 minutes (1.475 against 1.421), and the first 250 KB of WikiText-2 in 150 s (0.036
-# better in one pair of runs, 0.018 worse in another). So bpe where the text holds at least
+# texts of 1.1-1.5 MB bpe beat char by 0.03 to 0.34 nats per character. Where the run reads
+# its text many times, characters give more targets per byte and did as well or better:
+# tinyshakespeare (1.1 MB) in 15 minutes (1.421 against bpe's 1.475), the first 250 KB of
+# WikiText-2 in 150 s (0.036 better in one pair of runs, 0.018 worse in another). So bpe
+# where the text holds at least
 # AUTO_BYTES_PER_SECOND of the time budget (between the 1.7 KB/s that tied or lost and the
 # 7.4 KB/s that won), and only on the CPU, where it was measured. docs/defaults.md,
 # "Characters or pieces". Characters stay too where a text has more symbols than a small

@@ -257,7 +257,8 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     assert saved["level"] == "bpe"
     assert saved["config"]["tokenizer"]["level"] == "bpe"  # decided, not "auto"
     assert saved["config"]["tokenizer"]["vocab_size"] == 2048
-    # a resume with a budget too short to encode pieces in still reads the same pieces
+    # once auto would choose char (encoding now too slow for the budget), a resume still
+    # reads the pieces the run started with
     monkeypatch.setattr(tokenizers, "SUBWORD_ENCODE_RATE", 1.0)  # bytes/s
     short = replace(job.train, max_steps=5, time_budget=60.0)
     result = train(corpus, replace(job, train=short), run="r", root=tmp_path, resume=True)
