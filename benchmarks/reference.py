@@ -19,7 +19,7 @@ from benchmarks.machine import Clock
 from charrnn.data import DataConfig
 from charrnn.tokenizers import Level, TokenizerConfig
 
-# The benchmarks measure char-level models (the default level, auto, is bpe on their corpora).
+# The benchmarks measure char-level models (the default level, auto, may choose bpe pieces).
 CHARS = DataConfig(TokenizerConfig(level=Level.char))
 
 _LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}

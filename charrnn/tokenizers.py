@@ -92,13 +92,12 @@ class TokenizerConfig:
 # texts of 1.1-1.5 MB bpe beat char by 0.03 to 0.34 nats per character. Where the run reads
 # its text many times, characters give more targets per byte and did as well or better:
 # tinyshakespeare (1.1 MB) in 15 minutes (1.421 against bpe's 1.475), the first 250 KB of
-# WikiText-2 in 150 s (0.036 better in one pair of runs, 0.018 worse in another). So bpe
-# where the text holds at least
-# AUTO_BYTES_PER_SECOND of the time budget (between the 1.7 KB/s that tied or lost and the
-# 7.4 KB/s that won), and only on the CPU, where it was measured. docs/defaults.md,
-# "Characters or pieces". Characters stay too where a text has more symbols than a small
-# vocabulary holds (Chinese, say), and where encoding would eat the budget (bpe encodes at
-# ~7.5 MB/s here, chars at ~120).
+# WikiText-2 in 150 s (0.036 better in one pair of runs, 0.018 worse in another). So bpe where
+# the text holds at least AUTO_BYTES_PER_SECOND of the time budget (between the 1.7 KB/s that
+# tied or lost and the 7.4 KB/s that won), and only on the CPU, where it was measured.
+# docs/defaults.md, "Characters or pieces". Characters stay too where a text has more symbols
+# than a small vocabulary holds (Chinese, say), and where encoding would eat the budget (bpe
+# encodes at ~7.5 MB/s here, chars at ~120).
 AUTO_BYTES_PER_SECOND = 3500
 AUTO_MAX_SYMBOLS = 256  # distinct characters in the text's first MiB
 AUTO_ENCODE_SHARE = 0.1  # of a time budget, at SUBWORD_ENCODE_RATE
