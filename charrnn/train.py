@@ -996,10 +996,12 @@ class _Trainer:
         cap = None
         if self.config.time_budget and self.stop_fit_cost > 0:
             # what is left of the budget, in steps of the estimate: a model that rarely ends
-            # its samples (early in training) must not run past the budget
+            # its samples (early in training) must not run past the budget; never longer than
+            # the samples are without a budget (a long budget and a fast step would ask for
+            # more tokens than a sample may have)
             per_step = self.stop_fit_cost / (len(RULES) * STEPS_PER_LENGTH * lengths.mean())
             left = self.config.time_budget - self.elapsed()
-            cap = max(1, int(left / (len(RULES) * per_step)))
+            cap = max(1, min(self.model.config.max_len, int(left / (len(RULES) * per_step))))
         fit = fit_lengths(
             self.model, self.ds.tokenizer, lengths, n, seed=self.config.seed, max_tokens=cap
         )

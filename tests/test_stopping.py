@@ -170,6 +170,12 @@ def test_training_ends_with_the_stop_fit(corpus, tmp_path):
     assert skipped.stop_fit is None and read_stopfit(skipped.run) is None
 
 
+def test_a_long_budget_caps_the_stop_fit_samples_at_the_longest_unit(corpus, tmp_path):
+    # the time left over a fast step once asked for more tokens than a sample may have
+    long = train(corpus, tiny_job(max_steps=4, stop_fit=4, time_budget=1e8), root=tmp_path)
+    assert long.stop_fit is not None and long.stop_fit.n == 4
+
+
 def test_ks_distance():
     assert ks_distance(np.array([1, 2, 3]), np.array([3, 2, 1])) == 0.0
     assert ks_distance(np.array([1, 2]), np.array([3, 4])) == 1.0
