@@ -30,7 +30,7 @@ from charrnn.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import bucketize
 from charrnn.text import Unit, check_corpus_path, iter_text, resolve_unit
-from charrnn.tokenizers import EOS, PAD, SOS, Level, TokenizerConfig, load_tokenizer, resolve_level
+from charrnn.tokenizers import EOS, PAD, SOS, TokenizerConfig, load_tokenizer, resolve_level
 
 DATASET_JSON = "dataset.json"
 FORMAT_VERSION = 1
@@ -295,12 +295,19 @@ def _replaceable(folder: Path) -> bool:
     return folder.is_dir() and ((folder / DATASET_JSON).is_file() or not any(folder.iterdir()))
 
 
+def is_dataset(path: Path) -> bool:
+    """Whether ``path`` is a dataset folder (made by tokenize), rather than a text."""
+    return Path(path).is_dir() and (Path(path) / DATASET_JSON).exists()
+
+
 def resolve_data(corpus: Path, config: DataConfig, time_budget: float | None = None) -> DataConfig:
     """``config`` with its tokenizer's level and vocabulary size decided for ``corpus`` and a
     CPU run of ``time_budget`` seconds (``tokenizers.resolve_level``; without one, ``auto``
     is char); reads the corpus's first MiB only when they are open."""
+    if is_dataset(corpus):  # its level and vocabulary were decided when it was made
+        return config
     corpus, tok = check_corpus_path(corpus), config.tokenizer
-    if tok.level is not Level.auto and (tok.vocab_size or not tok.subword):
+    if tok.decided:
         return config
     errors = "replace" if config.replace_errors else "strict"
     head = next(iter_text(corpus, errors, chunk_bytes=1 << 20), "")
@@ -316,7 +323,7 @@ def prepare(
     Returns the dataset and whether it came from the cache.
     """
     source = Path(source)
-    if source.is_dir() and (source / DATASET_JSON).exists():
+    if is_dataset(source):
         return Dataset(source), True
     config = resolve_data(source, config)
     digest = file_hash(source)

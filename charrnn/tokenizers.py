@@ -69,6 +69,12 @@ class TokenizerConfig:
     def subword(self) -> bool:
         return self.level in (Level.bpe, Level.unigram)
 
+    @property
+    def decided(self) -> bool:
+        """Whether the level and (at a subword level) the vocabulary size are set, rather than
+        left to the corpus (``resolve_level``)."""
+        return self.level is not Level.auto and (bool(self.vocab_size) or not self.subword)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["level"] = self.level.value
@@ -117,10 +123,8 @@ def resolve_level(
         steps_bound = time_budget is not None and n_bytes >= AUTO_BYTES_PER_SECOND * time_budget
         fits = steps_bound and n_bytes / SUBWORD_ENCODE_RATE <= AUTO_ENCODE_SHARE * time_budget
         level = Level.bpe if fits and len(set(head)) <= AUTO_MAX_SYMBOLS else Level.char
-    vocab = config.vocab_size
-    if level in (Level.bpe, Level.unigram) and not vocab:
-        vocab = SUBWORD_VOCAB
-    return replace(config, level=level, vocab_size=vocab)
+    config = replace(config, level=level)
+    return config if config.decided else replace(config, vocab_size=SUBWORD_VOCAB)
 
 
 def frame_units(ids: np.ndarray, is_mark: np.ndarray) -> np.ndarray:
@@ -875,7 +879,7 @@ TOKENIZERS: dict[Level, type[Tokenizer]] = {
 
 def fit_tokenizer(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:
     """A tokenizer for the text of ``chunks`` (subword levels train on all of it)."""
-    if config.level is Level.auto or (config.subword and not config.vocab_size):
+    if not config.decided:
         chunks = list(chunks)
         n_bytes = sum(len(c.encode("utf-8", "surrogatepass")) for c in chunks)
         config = resolve_level(config, n_bytes, "".join(chunks)[: 1 << 20])

@@ -53,7 +53,6 @@ from charrnn.checkpoint import (
     write_json_atomic,
 )
 from charrnn.data import (
-    DATASET_JSON,
     Batch,
     DataConfig,
     Dataset,
@@ -1136,9 +1135,8 @@ def _train(
     )
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
-    if not (Path(corpus) / DATASET_JSON).exists():  # a text: auto's level decided here
-        budget = job.train.time_budget if ranks.device.type == "cpu" else None
-        job = replace(job, data=resolve_data(Path(corpus), job.data, budget))
+    budget = job.train.time_budget if ranks.device.type == "cpu" else None
+    job = replace(job, data=resolve_data(Path(corpus), job.data, budget))  # auto's level
     ds, _cached = ranks.main_first(lambda: prepare(Path(corpus), job.data, progress=on_data))
     if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
         raise ConfigError(
