@@ -41,9 +41,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.reference import CHARS  # noqa: E402
-from charrnn.checkpoint import load_run, write_json_atomic  # noqa: E402
+from charrnn.checkpoint import load_run  # noqa: E402
 from charrnn.data import Holdout, LengthPlan, StreamBatches, prepare  # noqa: E402
 from charrnn.generate import SampleConfig, Sampler, Stop  # noqa: E402
+from charrnn.io import write_json_atomic  # noqa: E402
 from charrnn.lengths import bucket_edges  # noqa: E402
 from charrnn.model import RNNLM, Cell, ModelConfig  # noqa: E402
 from charrnn.stopfit import (  # noqa: E402

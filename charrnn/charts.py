@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.checkpoint import write_bytes_atomic
 from charrnn.errors import ConfigError
+from charrnn.io import write_bytes_atomic
 
 Row = list[tuple[str, str]]  # (text, tag) segments
 _EIGHTHS = " ▁▂▃▄▅▆▇█"

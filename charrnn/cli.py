@@ -28,11 +28,12 @@ from typer.core import TyperGroup
 from charrnn import __version__
 from charrnn.api import load
 from charrnn.charts import loss_chart, save_loss_plot
-from charrnn.checkpoint import DEFAULT_ROOT, find_run, list_runs, write_bytes_atomic
+from charrnn.checkpoint import DEFAULT_ROOT, find_run, list_runs
 from charrnn.data import SPREAD_SECTIONS, DataConfig, Holdout, describe, prepare
 from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import Sample, SampleConfig, Stop
+from charrnn.io import write_bytes_atomic
 from charrnn.model import Cell, ModelConfig, Nonlinearity
 from charrnn.precision import Precision
 from charrnn.runs import RULES as STOP_RULES

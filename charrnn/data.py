@@ -28,6 +28,7 @@ import numpy as np
 
 from charrnn.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.errors import CorpusError
+from charrnn.io import file_hash
 from charrnn.lengths import bucketize
 from charrnn.text import Unit, check_corpus_path, iter_text, resolve_unit
 from charrnn.tokenizers import EOS, PAD, SOS, TokenizerConfig, load_tokenizer, resolve_level
@@ -64,14 +65,6 @@ def cache_root() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "charrnn"
-
-
-def file_hash(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_key(content_hash: str, config: DataConfig) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run, write_json_atomic
+from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.data import (
     DataConfig,
     Dataset,
@@ -33,13 +33,13 @@ from charrnn.data import (
     LengthPlan,
     Split,
     StreamBatches,
-    file_hash,
     prepare,
     reading_streams,
     windows_to_read,
 )
 from charrnn.errors import CheckpointError, ConfigError, CorpusError
 from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
+from charrnn.io import file_hash, write_json_atomic
 from charrnn.model import RNNLM
 from charrnn.runs import STOPFIT, StopFit
 from charrnn.tokenizers import EOS, SOS, Tokenizer

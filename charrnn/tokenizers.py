@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from charrnn.errors import TokenizerError
+from charrnn.io import write_bytes_atomic, write_json_atomic
 from charrnn.text import UnitBlock, code_points
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
@@ -234,8 +235,6 @@ class Tokenizer(ABC):
         return [framed[s + 1 : e].tolist() for s, e in zip(starts.tolist(), ends.tolist())]
 
     def save(self, folder: Path) -> None:
-        from charrnn.checkpoint import write_json_atomic
-
         payload = {"format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         payload.update(self._state())
         write_json_atomic(Path(folder) / TOKENIZER_JSON, payload)
@@ -841,8 +840,6 @@ class SentencePieceTokenizer(Tokenizer):
         }
 
     def save(self, folder: Path) -> None:
-        from charrnn.checkpoint import write_bytes_atomic
-
         write_bytes_atomic(Path(folder) / TOKENIZER_MODEL, self.model)
         super().save(folder)
 

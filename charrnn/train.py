@@ -50,7 +50,6 @@ from charrnn.checkpoint import (
     remove_stale_temps,
     run_lock,
     save_tensors,
-    write_json_atomic,
 )
 from charrnn.data import (
     Batch,
@@ -68,6 +67,7 @@ from charrnn.data import (
 from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
 from charrnn.precision import Amp
 from charrnn.stopfit import (

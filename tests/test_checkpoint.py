@@ -13,9 +13,9 @@ from charrnn.checkpoint import (
     load_run,
     read_meta,
     save_tensors,
-    write_bytes_atomic,
 )
 from charrnn.errors import CheckpointError, TrainingError
+from charrnn.io import write_bytes_atomic
 
 
 def test_save_then_load_gives_identical_logits(trained_run):
@@ -140,7 +140,7 @@ def test_find_run(trained_run, tmp_path):
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
 
-    from charrnn.checkpoint import write_bytes_atomic
+    from charrnn.io import write_bytes_atomic
 
     old = os.umask(0o022)
     try:
