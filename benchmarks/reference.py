@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.machine import Clock
-from charrnn.data import DataConfig
-from charrnn.tokenizers import Level, TokenizerConfig
+from charrnn.config import DataConfig, Level, TokenizerConfig
 
 # The benchmarks measure char-level models (the default level, auto, may choose bpe pieces).
 CHARS = DataConfig(TokenizerConfig(level=Level.char))

@@ -35,21 +35,14 @@ from benchmarks.reference import (
     sample_tokens_per_s,
 )
 from charrnn.cli import _TrainView
+from charrnn.config import Cell, Job, ModelConfig, SampleConfig, Stop, TrainConfig
 from charrnn.data import Dataset, prepare
-from charrnn.generate import SampleConfig, Sampler, Stop
-from charrnn.model import RNNLM, Cell, ModelConfig
+from charrnn.generate import Sampler
+from charrnn.model import RNNLM
 from charrnn.score import score
 from charrnn.stepper import Stepper
 from charrnn.tokenizers import Tokenizer
-from charrnn.train import (
-    Callbacks,
-    Job,
-    StepStats,
-    TrainConfig,
-    _Trainer,
-    fit_model_config,
-    train,
-)
+from charrnn.train import Callbacks, StepStats, _Trainer, fit_model_config, train
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 

@@ -23,9 +23,8 @@ from benchmarks import speed
 from benchmarks.__main__ import SHARED_CORPUS, synthetic_corpus
 from benchmarks.machine import sync
 from benchmarks.reference import CHARS, BareLM, BareTrainer
+from charrnn.config import Cell, ModelConfig, TrainConfig
 from charrnn.data import prepare
-from charrnn.model import Cell, ModelConfig
-from charrnn.train import TrainConfig
 
 
 def profiled(step: Callable[[], object], steps: int, device: torch.device) -> profile:

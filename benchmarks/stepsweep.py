@@ -28,9 +28,9 @@ import torch
 
 from benchmarks.reference import CHARS
 from benchmarks.speed import make_trainer
+from charrnn.config import Cell, Job, ModelConfig, TrainConfig
 from charrnn.data import prepare
-from charrnn.model import Cell, ModelConfig
-from charrnn.train import Job, TrainConfig, train
+from charrnn.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"

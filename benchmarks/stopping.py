@@ -42,11 +42,20 @@ import torch  # noqa: E402
 
 from benchmarks.reference import CHARS  # noqa: E402
 from charrnn.checkpoint import load_run  # noqa: E402
-from charrnn.data import Holdout, LengthPlan, StreamBatches, prepare  # noqa: E402
-from charrnn.generate import SampleConfig, Sampler, Stop  # noqa: E402
+from charrnn.config import (  # noqa: E402  # noqa: E402
+    Cell,
+    Holdout,
+    ModelConfig,
+    SampleConfig,
+    Stop,
+    TrainConfig,
+    Unit,
+)
+from charrnn.data import LengthPlan, StreamBatches, prepare  # noqa: E402
+from charrnn.generate import Sampler  # noqa: E402
 from charrnn.io import write_json_atomic  # noqa: E402
 from charrnn.lengths import bucket_edges  # noqa: E402
-from charrnn.model import RNNLM, Cell, ModelConfig  # noqa: E402
+from charrnn.model import RNNLM  # noqa: E402
 from charrnn.stopfit import (  # noqa: E402
     draw_lengths,
     ks_distance,
@@ -55,14 +64,8 @@ from charrnn.stopfit import (  # noqa: E402
     summarize,
     write_stopfit,
 )
-from charrnn.text import Unit  # noqa: E402
 from charrnn.tokenizers import EOS  # noqa: E402
-from charrnn.train import (  # noqa: E402
-    Callbacks,
-    TrainConfig,
-    _Trainer,
-    fit_model_config,
-)
+from charrnn.train import Callbacks, _Trainer, fit_model_config  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 OUT = ROOT / "benchmarks" / "out"

@@ -24,14 +24,22 @@ from typing import Any, overload
 import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
-from charrnn.data import DataConfig
+from charrnn.config import (
+    DataConfig,
+    Job,
+    ModelConfig,
+    SampleConfig,
+    Stop,
+    TokenizerConfig,
+    TrainConfig,
+)
 from charrnn.errors import ConfigError
-from charrnn.generate import Sample, SampleConfig, Sampler, Stop
-from charrnn.model import RNNLM, ModelConfig, count_parameters
+from charrnn.generate import Sample, Sampler
+from charrnn.model import RNNLM, count_parameters
 from charrnn.score import NextToken, SentenceScore, next_tokens, score
 from charrnn.stream import SampleStream
-from charrnn.tokenizers import Tokenizer, TokenizerConfig
-from charrnn.train import Callbacks, Job, TrainConfig, TrainResult
+from charrnn.tokenizers import Tokenizer
+from charrnn.train import Callbacks, TrainResult
 from charrnn.train import train as _train
 
 __all__ = ["Model", "load", "train"]

@@ -372,8 +372,8 @@ def load_run(
 
 def model_config(info: dict[str, Any], folder: Path) -> Any:
     """The ModelConfig a run.json records."""
+    from charrnn.config import ModelConfig
     from charrnn.errors import CharRNNError
-    from charrnn.model import ModelConfig
 
     try:
         return ModelConfig.from_dict(info["model"])

@@ -29,29 +29,33 @@ from charrnn import __version__
 from charrnn.api import load
 from charrnn.charts import loss_chart, save_loss_plot
 from charrnn.checkpoint import DEFAULT_ROOT, find_run, list_runs
-from charrnn.data import SPREAD_SECTIONS, DataConfig, Holdout, describe, prepare
+from charrnn.config import (
+    SPREAD_SECTIONS,
+    Cell,
+    DataConfig,
+    Holdout,
+    Job,
+    Level,
+    ModelConfig,
+    Nonlinearity,
+    Precision,
+    SampleConfig,
+    Stop,
+    TokenizerConfig,
+    TrainConfig,
+    Unit,
+)
+from charrnn.data import describe, prepare
 from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
-from charrnn.generate import Sample, SampleConfig, Stop
+from charrnn.generate import Sample
 from charrnn.io import write_bytes_atomic
-from charrnn.model import Cell, ModelConfig, Nonlinearity
-from charrnn.precision import Precision
 from charrnn.runs import RULES as STOP_RULES
 from charrnn.runs import STOPFIT_HINT, RunDetails, RunSummary, details, summarize_all
 from charrnn.score import HeatCell, NextToken, SentenceScore, surprisal_map
 from charrnn.stream import SampleStream
-from charrnn.text import Unit
-from charrnn.tokenizers import UNK, Level, TokenizerConfig
-from charrnn.train import (
-    Callbacks,
-    EvalStats,
-    Job,
-    StepStats,
-    TrainConfig,
-    TrainResult,
-    in_force,
-    train,
-)
+from charrnn.tokenizers import UNK
+from charrnn.train import Callbacks, EvalStats, StepStats, TrainResult, in_force, train
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

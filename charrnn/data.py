@@ -19,44 +19,22 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Unit
 from charrnn.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
 from charrnn.lengths import bucketize
-from charrnn.text import Unit, check_corpus_path, iter_text, resolve_unit
-from charrnn.tokenizers import EOS, PAD, SOS, TokenizerConfig, load_tokenizer, resolve_level
+from charrnn.text import check_corpus_path, iter_text, resolve_unit
+from charrnn.tokenizers import EOS, PAD, SOS, load_tokenizer, resolve_level
 
 DATASET_JSON = "dataset.json"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    unit: Unit = Unit.auto
-    replace_errors: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tokenizer": self.tokenizer.to_dict(),
-            "unit": self.unit.value,
-            "replace_errors": self.replace_errors,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
-        return cls(TokenizerConfig.from_dict(d["tokenizer"]), Unit(d["unit"]), d["replace_errors"])
-
-    def key(self) -> dict[str, Any]:
-        """The settings an encoding depends on (those unused at its level left out)."""
-        return {**self.to_dict(), "tokenizer": self.tokenizer.key()}
 
 
 def cache_root() -> Path:
@@ -73,22 +51,6 @@ def cache_key(content_hash: str, config: DataConfig) -> str:
 
 
 # -- the dataset --------------------------------------------------------------------------
-
-
-class Holdout(str, Enum):
-    """Which text validates a run.
-
-    ``tail``: the last part of the corpus, as nanoGPT and char-rnn split a stream.
-    ``spread``: the last part of each of ``SPREAD_SECTIONS`` equal stretches of the text, so
-    that validation samples the whole corpus; fit for a corpus of many units whose kind
-    drifts through the file (speeches, songs, posts by date).
-    """
-
-    tail = "tail"
-    spread = "spread"
-
-
-SPREAD_SECTIONS = 20
 
 
 class Pieces:

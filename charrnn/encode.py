@@ -26,15 +26,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from charrnn.text import Unit, UnitBlock, iter_sample, iter_text, iter_unit_blocks
+from charrnn.config import Level, TokenizerConfig, Unit
+from charrnn.text import UnitBlock, iter_sample, iter_text, iter_unit_blocks
 from charrnn.tokenizers import (
     SOS,
     UNK,
     CharTokenizer,
-    Level,
     SentencePieceTokenizer,
     Tokenizer,
-    TokenizerConfig,
     WordVocabulary,
     token_dtype,
     training_sentences,

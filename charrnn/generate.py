@@ -16,55 +16,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from charrnn.config import SampleConfig, Stop
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM, State
 from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
-MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
 Feed = Callable[[Tensor, State, "Tensor | None"], tuple[Tensor, State]]
 Step = tuple[list[tuple[int, int]], list[int]]  # (sample, token) pairs drawn; samples drawing
-
-
-class Stop(str, Enum):
-    eos = "eos"
-    halt = "halt"
-    length = "length"
-    none = "none"
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    max_tokens: int = 2000  # a safety cap in every mode; the draw length in "none" mode
-    stop: Stop = Stop.eos
-    length: int | None = None  # length mode: exactly this many tokens
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        t = self.temperature
-        checks = [
-            (not math.isnan(t) and t >= 0, "--temp must be a number >= 0 (0 means greedy)"),
-            (math.isfinite(t), "--temp must be finite"),
-            (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
-            (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-            (self.max_tokens >= 1, "--max-tokens must be at least 1"),
-            (self.max_tokens <= MAX_TOKENS, f"--max-tokens must be at most {MAX_TOKENS:,}"),
-            (self.length is None or self.length >= 1, "--length must be at least 1"),
-            (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
 
 
 @dataclass

@@ -20,8 +20,6 @@ tokens in the recurrent state is what a small or young network does worst.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from charrnn.config import Cell, ModelConfig
 from charrnn.errors import ConfigError
 from charrnn.lengths import bucket_edges, bucket_widths, bucketize
 from charrnn.tokenizers import EOS, SOS
@@ -36,59 +35,6 @@ from charrnn.tokenizers import EOS, SOS
 LENGTH_INPUT_SCALE = 10.0  # the remaining-length rows learn this many times faster (_init_weights)
 
 State = tuple[Tensor, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (layers, B, H)
-
-
-class Cell(str, Enum):
-    rnn = "rnn"
-    gru = "gru"
-    lstm = "lstm"
-
-
-class Nonlinearity(str, Enum):
-    tanh = "tanh"
-    relu = "relu"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 0  # 0: taken from the tokenizer when training starts
-    cell: Cell = Cell.lstm
-    nonlinearity: Nonlinearity = Nonlinearity.tanh  # Elman rnn only
-    layers: int = 1
-    hidden: int = 0  # 0: sized from the time budget when training starts (hidden_for_budget)
-    embed: int = 128
-    dropout: float = 0.0
-    tie_weights: bool = False
-    stop_heads: bool = True  # halt and length heads, and the remaining-length input
-    # How the length input's "unknown" rows are read: as they are (runs of format 3 and before
-    # read them times LENGTH_INPUT_SCALE, as the remaining-length rows are; see _init_weights)
-    unknown_scale: float = 1.0
-    max_len: int = 0  # the longest length the length head expresses; 0: fit to the corpus
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.vocab_size >= 0, "vocab_size must be >= 0"),
-            (self.layers >= 1, "--layers must be at least 1"),
-            (self.hidden >= 0, "--hidden must be at least 1 (or 0: sized from the time budget)"),
-            (self.embed >= 1, "--embed must be at least 1"),
-            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (self.max_len >= 0, "max_len must be >= 0"),
-            (self.unknown_scale > 0, "unknown_scale must be positive"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cell"], d["nonlinearity"] = self.cell.value, self.nonlinearity.value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return cls(
-            **{**d, "cell": Cell(d["cell"]), "nonlinearity": Nonlinearity(d["nonlinearity"])}
-        )
 
 
 _RECURRENT = {Cell.rnn: nn.RNN, Cell.gru: nn.GRU, Cell.lstm: nn.LSTM}

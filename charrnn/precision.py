@@ -13,18 +13,11 @@ Weights, optimizer state and losses stay in float32 throughout.
 from __future__ import annotations
 
 import contextlib
-from enum import Enum
 
 import torch
 
+from charrnn.config import Precision
 from charrnn.errors import ConfigError
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
 
 _DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 

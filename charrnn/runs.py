@@ -179,7 +179,8 @@ def checkpoint_parameters(path: Path, model: dict[str, Any]) -> int:
 def _parameter_names(model: dict[str, Any]) -> set[str]:
     """Which tensors of a model are parameters: they depend on the config's switches (cell,
     layers, tied weights, stop heads), not on its sizes, so a tiny twin tells."""
-    from charrnn.model import RNNLM, ModelConfig
+    from charrnn.config import ModelConfig
+    from charrnn.model import RNNLM
 
     try:
         config = ModelConfig.from_dict(model)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charrnn.config import Stop
 from charrnn.errors import ConfigError
-from charrnn.generate import Stop, rule_logits, rule_mask
+from charrnn.generate import rule_logits, rule_mask
 from charrnn.model import RNNLM
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 

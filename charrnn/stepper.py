@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn.model import RNNLM, Cell, Nonlinearity, State
+from charrnn.config import Cell, Nonlinearity
+from charrnn.model import RNNLM, State
 from charrnn.tokenizers import EOS
 
 _CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., Any]] = {

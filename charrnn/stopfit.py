@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
+from charrnn.config import DataConfig, Holdout, SampleConfig, Stop
 from charrnn.data import (
-    DataConfig,
     Dataset,
-    Holdout,
     LengthPlan,
     Split,
     StreamBatches,
@@ -38,7 +37,7 @@ from charrnn.data import (
     windows_to_read,
 )
 from charrnn.errors import CheckpointError, ConfigError, CorpusError
-from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
+from charrnn.generate import Sampler, rule_logits
 from charrnn.io import file_hash, write_json_atomic
 from charrnn.model import RNNLM
 from charrnn.runs import STOPFIT, StopFit

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.generate import Sample, SampleConfig, Sampler
+from charrnn.config import SampleConfig
+from charrnn.generate import Sample, Sampler
 from charrnn.tokenizers import Tokenizer
 
 _INCOMPLETE = "\ufffd"  # what a byte-level decoder shows for a character not yet complete

@@ -21,23 +21,16 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
+from charrnn.config import Unit
 from charrnn.errors import CorpusError
 
 CHUNK_BYTES = 1 << 24  # 16 MiB: large enough to amortise, small enough to bound memory
 BINARY_PROBE_BYTES = 1 << 16
 SAMPLE_WINDOW = 1 << 20  # a subword training sample is read in windows of this many bytes
-
-
-class Unit(str, Enum):
-    auto = "auto"
-    line = "line"
-    paragraph = "paragraph"
-    document = "document"
 
 
 # [^\S\n] is whitespace other than a line break.

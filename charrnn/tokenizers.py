@@ -26,13 +26,13 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
-from enum import Enum
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from charrnn.config import Level, TokenizerConfig
 from charrnn.errors import TokenizerError
 from charrnn.io import write_bytes_atomic, write_json_atomic
 from charrnn.text import UnitBlock, code_points
@@ -48,50 +48,6 @@ FORMAT_VERSION = 1
 # in-band markers: one joins units, one stands for a corpus's literal "<unk>".
 _UNIT_MARK = "\ud800"
 _UNK_MARK = "\ud801"
-
-
-class Level(str, Enum):
-    auto = "auto"  # bpe or char, decided for a corpus and a time budget (resolve_level)
-    char = "char"
-    word = "word"
-    bpe = "bpe"
-    unigram = "unigram"
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    level: Level = Level.auto
-    min_freq: int = 1
-    max_vocab: int | None = None  # including the four specials
-    vocab_size: int = 0  # subword levels only; 0: SUBWORD_VOCAB
-    sample_chars: int = 10_000_000  # subword levels: how much text trains the tokenizer
-
-    @property
-    def subword(self) -> bool:
-        return self.level in (Level.bpe, Level.unigram)
-
-    @property
-    def decided(self) -> bool:
-        """Whether the level and (at a subword level) the vocabulary size are set, rather than
-        left to the corpus (``resolve_level``)."""
-        return self.level is not Level.auto and (bool(self.vocab_size) or not self.subword)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["level"] = self.level.value
-        return d
-
-    def key(self) -> dict[str, Any]:
-        """The settings that change the encoding at this level (what a cache is keyed by)."""
-        d = self.to_dict()
-        unused = ("min_freq", "max_vocab") if self.subword else ("vocab_size", "sample_chars")
-        for k in unused:
-            d.pop(k)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        return cls(**{**d, "level": Level(d["level"])})
 
 
 # --level auto, the default: bpe pieces for a run bound by its steps, characters for one bound

@@ -51,11 +51,10 @@ from charrnn.checkpoint import (
     run_lock,
     save_tensors,
 )
+from charrnn.config import DataConfig, Holdout, Job, ModelConfig, SampleConfig, Stop, TrainConfig
 from charrnn.data import (
     Batch,
-    DataConfig,
     Dataset,
-    Holdout,
     LengthPlan,
     Split,
     StreamBatches,
@@ -66,9 +65,9 @@ from charrnn.data import (
 )
 from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
-from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.generate import Sampler
 from charrnn.io import write_json_atomic
-from charrnn.model import RNNLM, ModelConfig, count_parameters, detach_state, fit_start_state
+from charrnn.model import RNNLM, count_parameters, detach_state, fit_start_state
 from charrnn.precision import Amp
 from charrnn.stopfit import (
     RULES,
@@ -82,68 +81,6 @@ from charrnn.stopfit import (
 from charrnn.tokenizers import PAD
 
 LOG2 = math.log(2.0)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    seq_len: int = 64
-    batch_size: int = 32
-    lr: float = 0.0  # 0: fitted to the model's width when training starts (lr_for_width)
-    # None: from how much the run can memorize, decided as it goes (see regularization)
-    min_lr_ratio: float | None = None  # the learning rate decays to lr * this by the end
-    warmup_steps: int = 20
-    weight_decay: float | None = None  # AdamW's decoupled decay, times the learning rate per step
-    clip: float = 1.0  # gradient norm; 0 turns clipping off
-    max_steps: int | None = None
-    epochs: float | None = None
-    time_budget: float | None = 900.0  # seconds, counted from the command's start
-    val_fraction: float = 0.1
-    split: str = "tail"  # which text validates: see data.Holdout
-    evals: int = 8  # evaluations per run when its end is known
-    eval_every: int = 500  # steps between evaluations when it is not
-    eval_tokens: int = 16384  # tokens of the validation split per evaluation (0 = all)
-    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
-    sample_every: int = 250  # steps between samples printed while training; 0 = never
-    sample_tokens: int = 160
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; the last two need CUDA)
-    halt_weight: float = 1.0
-    length_weight: float = 1.0
-    head_grad: bool = False  # let the halt and length losses shape the recurrent state
-    skip_nonfinite: bool = False  # skip a step whose loss is NaN/inf instead of stopping
-    stop_fit: int = 100  # samples per stopping rule compared with the validation lengths at the end
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.seq_len >= 1, "--seq-len must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr >= 0 and math.isfinite(self.lr), "--lr must be a positive number (or 0)"),
-            (self.clip >= 0, "--clip must be >= 0"),
-            (
-                self.weight_decay is None
-                or (self.weight_decay >= 0 and math.isfinite(self.weight_decay)),
-                "--weight-decay must be >= 0",
-            ),
-            (
-                self.min_lr_ratio is None or 0 <= self.min_lr_ratio <= 1,
-                "--min-lr-ratio must be in [0, 1]",
-            ),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
-            (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
-            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
-            (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
-            (self.split in [h.value for h in Holdout], "--split must be tail or spread"),
-            (self.patience >= 0, "--patience must be >= 0"),
-            (self.stop_fit >= 0, "--stop-fit must be >= 0"),
-            (self.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- callbacks ----------------------------------------------------------------------------
@@ -1077,15 +1014,6 @@ def _json_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # -- the whole job ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything ``train`` needs besides the corpus."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
 
 
 def train(

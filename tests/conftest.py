@@ -7,10 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.data import DataConfig
-from charrnn.model import Cell, ModelConfig
-from charrnn.tokenizers import Level, TokenizerConfig
-from charrnn.train import Job, TrainConfig, train
+from charrnn.config import Cell, DataConfig, Job, Level, ModelConfig, TokenizerConfig, TrainConfig
+from charrnn.train import train
 
 # Tiny test models run fastest on one thread, and a busy machine does not stall them.
 torch.set_num_threads(1)

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 import charrnn
+from charrnn.config import Cell, Stop
 from charrnn.errors import ConfigError
-from charrnn.generate import Stop
-from charrnn.model import Cell
 from charrnn.score import score
 from charrnn.tokenizers import EOS
 
@@ -62,7 +61,7 @@ def test_import_is_light_and_version_needs_no_torch():
 
 
 def test_train_is_a_callable_module():
-    from charrnn.train import TrainConfig  # the module is still a module
+    from charrnn.config import TrainConfig  # the module is still a module
 
     assert TrainConfig().seq_len > 0
     assert callable(charrnn.train)

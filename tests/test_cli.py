@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from charrnn.cli import app, parse_duration
-from charrnn.data import DataConfig, Holdout, prepare
+from charrnn.config import DataConfig, Holdout
+from charrnn.data import prepare
 from tests.conftest import drifting_corpus
 
 runner = CliRunner()

@@ -33,10 +33,10 @@ from charrnn.checkpoint import (
     load_tensors,
     read_meta,
 )
+from charrnn.config import TrainConfig
 from charrnn.errors import CheckpointError
 from charrnn.runs import STOPFIT
 from charrnn.tokenizers import TOKENIZER_JSON
-from charrnn.train import TrainConfig
 from tests.conftest import VERSES
 from tests.forkserver import ForkServer, cli_env
 

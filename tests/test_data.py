@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 from charrnn import tokenizers
+from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Level, TokenizerConfig, Unit
 from charrnn.data import (
     NEVER,
-    SPREAD_SECTIONS,
-    DataConfig,
     Dataset,
-    Holdout,
     LengthPlan,
     StreamBatches,
     prepare,
@@ -22,16 +20,8 @@ from charrnn.data import (
 from charrnn.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import EXACT, bucket_edges, bucketize
-from charrnn.text import Unit, iter_text, iter_unit_blocks, read_text, split_units
-from charrnn.tokenizers import (
-    EOS,
-    PAD,
-    SOS,
-    UNK,
-    Level,
-    TokenizerConfig,
-    resolve_level,
-)
+from charrnn.text import iter_text, iter_unit_blocks, read_text, split_units
+from charrnn.tokenizers import EOS, PAD, SOS, UNK, resolve_level
 from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES, drifting_corpus
 

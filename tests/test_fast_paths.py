@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.generate import SampleConfig, Sampler, Stop, rule_logits
-from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity
+from charrnn.config import Cell, ModelConfig, Nonlinearity, SampleConfig, Stop
+from charrnn.generate import Sampler, rule_logits
+from charrnn.model import RNNLM
 from charrnn.score import _target_log_probs
 from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, SOS

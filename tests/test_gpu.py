@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from charrnn.checkpoint import LAST, load_tensors
-from charrnn.data import DataConfig, prepare
+from charrnn.config import Cell, DataConfig, ModelConfig, SampleConfig, Stop, TrainConfig
+from charrnn.data import prepare
 from charrnn.errors import ConfigError
-from charrnn.generate import SampleConfig, Sampler, Stop
-from charrnn.model import RNNLM, Cell, ModelConfig
-from charrnn.train import Callbacks, TrainConfig, _Trainer, fit_model_config, train
+from charrnn.generate import Sampler
+from charrnn.model import RNNLM
+from charrnn.train import Callbacks, _Trainer, fit_model_config, train
 from tests.conftest import tiny_job
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

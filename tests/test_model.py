@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from charrnn.config import Cell, ModelConfig, Nonlinearity
 from charrnn.errors import ConfigError
-from charrnn.model import RNNLM, Cell, ModelConfig, Nonlinearity, detach_state, fit_start_state
+from charrnn.model import RNNLM, detach_state, fit_start_state
 
 
 def config(cell=Cell.lstm, **kw) -> ModelConfig:

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from charrnn.checkpoint import load_run
-from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.config import Level, SampleConfig, Stop, TokenizerConfig
+from charrnn.generate import Sampler
 from charrnn.score import score
-from charrnn.tokenizers import EOS, PAD, SOS, TOKENIZERS, Level, TokenizerConfig, fit_tokenizer
+from charrnn.tokenizers import EOS, PAD, SOS, TOKENIZERS, fit_tokenizer
 from tests.conftest import VERSES
 
 FEW = settings(

@@ -210,7 +210,8 @@ def test_summarize_a_run_without_checkpoints(runs_root):
 def test_parameter_count_from_the_header_matches_the_model(tmp_path, overrides):
     """Buffers (the start state) are in the checkpoint but are not parameters."""
     from charrnn.checkpoint import save_tensors
-    from charrnn.model import RNNLM, ModelConfig
+    from charrnn.config import ModelConfig
+    from charrnn.model import RNNLM
     from charrnn.runs import checkpoint_parameters
 
     config = ModelConfig(vocab_size=20, hidden=32, embed=16, layers=1, max_len=50)

@@ -19,10 +19,19 @@ import pytest
 import torch
 
 from charrnn.checkpoint import LoadedRun, load_run
-from charrnn.data import DataConfig, Holdout
+from charrnn.config import (
+    Cell,
+    DataConfig,
+    Holdout,
+    Job,
+    ModelConfig,
+    SampleConfig,
+    Stop,
+    TrainConfig,
+    Unit,
+)
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.generate import SampleConfig, Sampler, Stop
-from charrnn.model import Cell, ModelConfig
+from charrnn.generate import Sampler
 from charrnn.runs import STOPFIT, read_stopfit
 from charrnn.score import score
 from charrnn.stopfit import (
@@ -34,9 +43,8 @@ from charrnn.stopfit import (
     sample_lengths,
     val_lengths,
 )
-from charrnn.text import Unit
 from charrnn.tokenizers import EOS
-from charrnn.train import Job, TrainConfig, train
+from charrnn.train import train
 from corpora import synthetic
 from tests.conftest import tiny_job
 

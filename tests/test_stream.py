@@ -5,9 +5,10 @@ from collections.abc import Iterable
 import pytest
 
 from charrnn.checkpoint import load_run
-from charrnn.generate import SampleConfig, Sampler, Stop
+from charrnn.config import SampleConfig, Stop, TokenizerConfig
+from charrnn.generate import Sampler
 from charrnn.stream import IncrementalDecoder, SampleStream
-from charrnn.tokenizers import EOS, CharTokenizer, TokenizerConfig, WordTokenizer
+from charrnn.tokenizers import EOS, CharTokenizer, WordTokenizer
 
 
 @pytest.fixture(scope="module")

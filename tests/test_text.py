@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from charrnn.config import Unit
 from charrnn.errors import CorpusError
 from charrnn.text import (
-    Unit,
     iter_sample,
     iter_text,
     iter_unit_blocks,

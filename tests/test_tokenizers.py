@@ -2,15 +2,14 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from charrnn.config import Level, TokenizerConfig
 from charrnn.errors import TokenizerError
 from charrnn.tokenizers import (
     EOS,
     SOS,
     UNK,
     CharTokenizer,
-    Level,
     SentencePieceTokenizer,
-    TokenizerConfig,
     WordTokenizer,
     WordVocabulary,
     detokenize,
@@ -251,7 +250,8 @@ def test_word_encoding_by_whitespace_chunks_equals_split_words():
 def test_word_vocabulary_ranks_like_fit():
     text = "b a c a b a\nc d"
     vocab = WordVocabulary(TokenizerConfig(level=Level.word, min_freq=2))
-    from charrnn.text import Unit, iter_unit_blocks
+    from charrnn.config import Unit
+    from charrnn.text import iter_unit_blocks
 
     stream = np.concatenate([vocab.encode_block(b) for b in iter_unit_blocks([text], Unit.line)])
     tok, remap = vocab.finish()

@@ -5,14 +5,13 @@ import pytest
 import torch
 
 from charrnn.checkpoint import BEST, LAST, MetricsLog, load_run, read_meta, read_run_json
+from charrnn.config import Level, SampleConfig, TrainConfig
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.generate import SampleConfig, Sampler
+from charrnn.generate import Sampler
 from charrnn.model import count_parameters
-from charrnn.tokenizers import Level
 from charrnn.train import (
     Callbacks,
     LoopState,
-    TrainConfig,
     hidden_for_budget,
     lr_at,
     lr_for_width,
