@@ -46,6 +46,7 @@ from charrnn.config import (
     Unit,
 )
 from charrnn.data import describe, prepare
+from charrnn.defaults import in_force
 from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import Sample
@@ -55,7 +56,7 @@ from charrnn.runs import STOPFIT_HINT, RunDetails, RunSummary, details, summariz
 from charrnn.score import HeatCell, NextToken, SentenceScore, surprisal_map
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import UNK
-from charrnn.train import Callbacks, EvalStats, StepStats, TrainResult, in_force, train
+from charrnn.train import Callbacks, EvalStats, StepStats, TrainResult, train
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Unit
+from charrnn.defaults import resolve_level
 from charrnn.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
 from charrnn.lengths import bucketize
 from charrnn.text import check_corpus_path, iter_text, resolve_unit
-from charrnn.tokenizers import EOS, PAD, SOS, load_tokenizer, resolve_level
+from charrnn.tokenizers import EOS, PAD, SOS, load_tokenizer
 
 DATASET_JSON = "dataset.json"
 FORMAT_VERSION = 1

@@ -26,13 +26,13 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from charrnn.config import Level, TokenizerConfig
+from charrnn.defaults import resolve_level
 from charrnn.errors import TokenizerError
 from charrnn.io import write_bytes_atomic, write_json_atomic
 from charrnn.text import UnitBlock, code_points
@@ -48,40 +48,6 @@ FORMAT_VERSION = 1
 # in-band markers: one joins units, one stands for a corpus's literal "<unk>".
 _UNIT_MARK = "\ud800"
 _UNK_MARK = "\ud801"
-
-
-# --level auto, the default: bpe pieces for a run bound by its steps, characters for one bound
-# by its text. A bpe token is two to three characters, so a step reads more text: at 150 s on
-# texts of 1.1-1.5 MB bpe beat char by 0.03 to 0.34 nats per character. Where the run reads
-# its text many times, characters give more targets per byte and did as well or better:
-# tinyshakespeare (1.1 MB) in 15 minutes (1.421 against bpe's 1.475), the first 250 KB of
-# WikiText-2 in 150 s (0.036 better in one pair of runs, 0.018 worse in another). So bpe where
-# the text holds at least AUTO_BYTES_PER_SECOND of the time budget (between the 1.7 KB/s that
-# tied or lost and the 7.4 KB/s that won), and only on the CPU, where it was measured.
-# docs/defaults.md, "Characters or pieces". Characters stay too where a text has more symbols
-# than a small vocabulary holds (Chinese, say), and where encoding would eat the budget (bpe
-# encodes at ~7.5 MB/s here, chars at ~120).
-AUTO_BYTES_PER_SECOND = 3500
-AUTO_MAX_SYMBOLS = 256  # distinct characters in the text's first MiB
-AUTO_ENCODE_SHARE = 0.1  # of a time budget, at SUBWORD_ENCODE_RATE
-SUBWORD_ENCODE_RATE = 5e6  # bytes/s: a slow moment of the 2-core machine
-SUBWORD_VOCAB = 2048  # pieces when none is given (docs/defaults.md, "Characters or pieces")
-
-
-def resolve_level(
-    config: TokenizerConfig, n_bytes: int, head: str, time_budget: float | None = None
-) -> TokenizerConfig:
-    """The settings ``config`` stands for on a text of ``n_bytes`` bytes that begins with
-    ``head`` (its first MiB), for a CPU run of ``time_budget`` seconds (None: no budget, or
-    not on the CPU): ``auto`` becomes bpe or char, and a subword vocabulary of size 0 gets
-    SUBWORD_VOCAB pieces (a text too small to fill them gets fewer)."""
-    level = config.level
-    if level is Level.auto:
-        steps_bound = time_budget is not None and n_bytes >= AUTO_BYTES_PER_SECOND * time_budget
-        fits = steps_bound and n_bytes / SUBWORD_ENCODE_RATE <= AUTO_ENCODE_SHARE * time_budget
-        level = Level.bpe if fits and len(set(head)) <= AUTO_MAX_SYMBOLS else Level.char
-    config = replace(config, level=level)
-    return config if config.decided else replace(config, vocab_size=SUBWORD_VOCAB)
 
 
 def frame_units(ids: np.ndarray, is_mark: np.ndarray) -> np.ndarray:

@@ -63,6 +63,18 @@ from charrnn.data import (
     resolve_data,
     windows_to_read,
 )
+from charrnn.defaults import (
+    DECIDE_AFTER,
+    DECIDE_AT,
+    EVAL_SHARE,
+    LIGHT,
+    STOP_FIT_MIN,
+    STOP_FIT_SHARE,
+    hidden_for_budget,
+    in_force,
+    lr_for_width,
+    regularization,
+)
 from charrnn.distributed import Ranks, session, share
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.generate import Sampler
@@ -174,37 +186,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unknown --device {name!r}: use auto, cpu, cuda or mps")
     return torch.device(name)
-
-
-EVAL_SHARE = 0.1  # the most of a time budget the periodic evaluations may take together
-STOP_FIT_SHARE = 0.05  # the most of a time budget the stop fit at the end may take
-STOP_FIT_MIN = 20  # fewer samples per rule than this measure nothing: the fit is skipped
-
-# The hidden size a 150-second run does best with on a 2-core CPU (docs/defaults.md), and
-# the size used where no time budget is set, or on a device the rule was not measured on.
-HIDDEN_AT_150S = 256
-HIDDEN_UNSIZED = 512
-
-
-# A budget this many times longer doubles the width: 256 does best at 150 s, and at 15
-# minutes 512 beats 384 by 0.05 nats/char (docs/defaults.md). Compute-optimal scaling (the
-# width as the fourth root of the budget) gave 384 there: it grows the model too slowly.
-BUDGET_PER_DOUBLING = 6.0
-
-
-def hidden_for_budget(time_budget: float | None, device: torch.device) -> int:
-    """The hidden size for a run of ``time_budget`` seconds: HIDDEN_AT_150S, doubled for each
-    BUDGET_PER_DOUBLING times more time, rounded to 64 (128 to 1024)."""
-    if not time_budget or device.type != "cpu":
-        return HIDDEN_UNSIZED
-    hidden = HIDDEN_AT_150S * 2 ** math.log(time_budget / 150.0, BUDGET_PER_DOUBLING)
-    return int(min(1024, max(128, 64 * round(hidden / 64))))
-
-
-def lr_for_width(hidden: int) -> float:
-    """The peak learning rate for a model ``hidden`` units wide: 1e-2 at 256, falling as
-    1/sqrt(width), as wider layers take smaller steps (docs/defaults.md)."""
-    return round(1e-2 * min(1.0, math.sqrt(256 / hidden)), 5)
 
 
 def fit_model_config(
@@ -337,40 +318,6 @@ class LoopState:
         ):
             raise ValueError("loop state fields have the wrong types")
         return loop
-
-
-# How hard to regularize, from how much a run can memorize: the passes it will make over its
-# training text times its recurrent layers' parameters per training token (not the embedding
-# and output rows, each trained only by its own token). Up to LIGHT_BELOW, weight decay 0.1
-# with the rate decayed to 0.1 x peak did best; from HEAVY_FROM, weight decay 0.2 with the rate
-# decayed to 0; in between, a straight line (docs/defaults.md, "How hard to regularize"). A
-# run with no known end is light.
-LIGHT_BELOW, HEAVY_FROM = 3.0, 6.0
-LIGHT, HEAVY = (0.1, 0.1), (0.2, 0.0)  # (weight decay, min_lr_ratio)
-# A run decides at step DECIDE_AFTER where --max-steps or --epochs ends it (a resumed run
-# then decides alike), at its first step where they alone can end it. Where the time budget
-# ends it, once DECIDE_AT of it has passed and DECIDE_AFTER steps of this session: the pace of
-# those steps, samples included, tells how many more it will make.
-DECIDE_AT, DECIDE_AFTER = 0.1, 50
-
-
-def regularization(pressure: float | None) -> tuple[float, float]:
-    """(weight decay, min_lr_ratio) for a run whose passes over its training text times its
-    recurrent parameters per training token will be ``pressure``."""
-    if pressure is None:
-        return LIGHT
-    s = min(1.0, max(0.0, (pressure - LIGHT_BELOW) / (HEAVY_FROM - LIGHT_BELOW)))
-    wd, floor = (round(a + s * (b - a), 4) for a, b in zip(LIGHT, HEAVY))
-    return wd, floor
-
-
-def in_force(
-    given: tuple[float | None, float | None], decided: tuple[float | None, float | None] | None
-) -> tuple[float, float]:
-    """(weight decay, min_lr_ratio) a run trains with: what its config gives, else what it
-    decided (``decided``: None while undecided, light until then)."""
-    wd, floor = (d if g is None else g for g, d in zip(given, decided or LIGHT))
-    return wd, floor
 
 
 def lr_at(

@@ -132,14 +132,14 @@ def test_parse_duration():
 
 
 def test_train_names_the_level_auto_chose(corpus: Path, tmp_path: Path, monkeypatch):
-    from charrnn import tokenizers
+    from charrnn import defaults
 
     ck = tmp_path / "ck"
     args = ("train", corpus, *TINY, "--max-steps", "2", "--checkpoints", ck)
     r = run(*args, "--run", "long")  # the default 15-minute budget: characters
     assert r.exit_code == 0, r.output
     assert "char level (" in r.output
-    monkeypatch.setattr(tokenizers, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
+    monkeypatch.setattr(defaults, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
     r = run(*args, "--run", "short", "--time-budget", "2m")
     assert r.exit_code == 0, r.output
     assert "bpe level (" in r.output and "symbols)" in r.output

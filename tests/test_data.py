@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from charrnn import tokenizers
+from charrnn import defaults
 from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Level, TokenizerConfig, Unit
 from charrnn.data import (
     NEVER,
@@ -17,11 +17,12 @@ from charrnn.data import (
     resolve_data,
     reveal_points,
 )
+from charrnn.defaults import resolve_level
 from charrnn.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import iter_text, iter_unit_blocks, read_text, split_units
-from charrnn.tokenizers import EOS, PAD, SOS, UNK, resolve_level
+from charrnn.tokenizers import EOS, PAD, SOS, UNK
 from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES, drifting_corpus
 
@@ -367,16 +368,16 @@ def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
 def test_auto_level_is_bpe_where_the_text_outlasts_the_budget_in_a_small_alphabet():
     auto = TokenizerConfig()  # the default: --level auto, --vocab-size 0
     text, budget = "The cat sat on the mat.\n", 150.0
-    big = int(tokenizers.AUTO_BYTES_PER_SECOND * budget)
-    bpe = replace(auto, level=Level.bpe, vocab_size=tokenizers.SUBWORD_VOCAB)
+    big = int(defaults.AUTO_BYTES_PER_SECOND * budget)
+    bpe = replace(auto, level=Level.bpe, vocab_size=defaults.SUBWORD_VOCAB)
     assert resolve_level(auto, big, text, budget) == bpe
     assert resolve_level(auto, big - 1, text, budget).level is Level.char  # read many times
     assert resolve_level(auto, big, text, budget * 1.01).level is Level.char
     assert resolve_level(auto, 10**9, text).level is Level.char  # no budget: a long run
-    many = "".join(chr(0x4E00 + i) for i in range(tokenizers.AUTO_MAX_SYMBOLS + 1))
+    many = "".join(chr(0x4E00 + i) for i in range(defaults.AUTO_MAX_SYMBOLS + 1))
     assert resolve_level(auto, big, many, budget).level is Level.char  # too many symbols
     # bpe only for a text it can encode in a tenth of the budget
-    limit = tokenizers.SUBWORD_ENCODE_RATE * tokenizers.AUTO_ENCODE_SHARE * budget
+    limit = defaults.SUBWORD_ENCODE_RATE * defaults.AUTO_ENCODE_SHARE * budget
     assert resolve_level(auto, int(limit), text, budget).level is Level.bpe
     assert resolve_level(auto, int(limit) + 1, text, budget).level is Level.char
     # what the user chose stays; a subword vocabulary of 0 gets SUBWORD_VOCAB

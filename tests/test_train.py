@@ -6,18 +6,11 @@ import torch
 
 from charrnn.checkpoint import BEST, LAST, MetricsLog, load_run, read_meta, read_run_json
 from charrnn.config import Level, SampleConfig, TrainConfig
+from charrnn.defaults import hidden_for_budget, lr_for_width, regularization
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import Sampler
 from charrnn.model import count_parameters
-from charrnn.train import (
-    Callbacks,
-    LoopState,
-    hidden_for_budget,
-    lr_at,
-    lr_for_width,
-    regularization,
-    train,
-)
+from charrnn.train import Callbacks, LoopState, lr_at, train
 from tests.conftest import tiny_job
 
 
@@ -247,9 +240,9 @@ def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path
 
 
 def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, monkeypatch):
-    from charrnn import tokenizers
+    from charrnn import defaults
 
-    monkeypatch.setattr(tokenizers, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
+    monkeypatch.setattr(defaults, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
     job = tiny_job(level=Level.auto, max_steps=3, time_budget=60.0)
     train(corpus, job, run="r", root=tmp_path)
     saved = read_run_json(tmp_path / "r")["data"]
@@ -258,7 +251,7 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     assert saved["config"]["tokenizer"]["vocab_size"] == 2048
     # once auto would choose char (encoding now too slow for the budget), a resume still
     # reads the pieces the run started with
-    monkeypatch.setattr(tokenizers, "SUBWORD_ENCODE_RATE", 1.0)  # bytes/s
+    monkeypatch.setattr(defaults, "SUBWORD_ENCODE_RATE", 1.0)  # bytes/s
     short = replace(job.train, max_steps=5, time_budget=60.0)
     result = train(corpus, replace(job, train=short), run="r", root=tmp_path, resume=True)
     assert result.steps == 5
