@@ -14,11 +14,11 @@ from charrnn.tokenizers import (
     WordVocabulary,
     detokenize,
     fit_tokenizer,
-    frame_spans,
     load_tokenizer,
     split_words,
     training_sentences,
 )
+from charrnn.tokenizers.base import frame_spans
 
 MULTILINGUAL = "Hello, world! Ça va? Привет, мир. 日本語のテキスト。 مرحبا بالعالم 🙂👍"
 
@@ -237,7 +237,8 @@ def test_training_sentences_skip_blank_lines_and_literal_unk():
 
 
 def test_word_encoding_by_whitespace_chunks_equals_split_words():
-    from charrnn.tokenizers import _UNIT_MARK, _ChunkIds, _FirstSight
+    from charrnn.tokenizers.base import _UNIT_MARK
+    from charrnn.tokenizers.word import _ChunkIds, _FirstSight
 
     units = ["He said \"yes\"; it's well-known.\n  <unk> don't\u3000x@-@y 3.14", "\n\nAnd 'tis"]
     units += ["o' the cats'", "a-", "-b", "c.\x1c,d"]
