@@ -75,8 +75,8 @@ def chunks():
 
 _OURS = """
 import charrnn.cli  # what `charrnn tokenize` loads
-from charrnn.data import DataConfig, build_dataset
-from charrnn.tokenizers import Level, TokenizerConfig
+from charrnn.config import DataConfig, Level, TokenizerConfig
+from charrnn.data import build_dataset
 config = DataConfig(TokenizerConfig(level=Level(level), vocab_size=int(sys.argv[4])))
 t0, c0 = time.perf_counter(), time.process_time()
 ds = build_dataset(corpus, config, out)

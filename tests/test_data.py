@@ -8,17 +8,10 @@ import pytest
 
 from charrnn import defaults
 from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Level, TokenizerConfig, Unit
-from charrnn.data import (
-    NEVER,
-    Dataset,
-    LengthPlan,
-    StreamBatches,
-    prepare,
-    resolve_data,
-    reveal_points,
-)
+from charrnn.data import Dataset, LengthPlan, StreamBatches, prepare, resolve_data, reveal_points
+from charrnn.data.batches import NEVER
+from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.defaults import resolve_level
-from charrnn.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.errors import CorpusError
 from charrnn.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import iter_text, iter_unit_blocks, read_text, split_units

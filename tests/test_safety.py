@@ -508,7 +508,7 @@ def test_a_disk_full_at_the_first_write_leaves_nothing(corpus, tmp_path, monkeyp
 def test_a_disk_full_while_tokenizing_is_one_line_and_leaves_no_dataset(
     corpus, tmp_path, monkeypatch
 ):
-    import charrnn.encode as encode
+    import charrnn.data.encode as encode
 
     class Full:
         def write(self, data):

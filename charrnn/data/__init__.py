@@ -1,0 +1,48 @@
+"""Corpora encoded on disk, their splits, and the batches training reads.
+
+encode.py    a text file -> token and unit files, streamed in bounded memory
+dataset.py   the dataset folder, its cache, train/validation splits
+batches.py   B parallel streams read in windows of T tokens, with the stop heads' targets
+"""
+
+from __future__ import annotations
+
+from charrnn.data.batches import (
+    Batch,
+    LengthPlan,
+    StreamBatches,
+    reading_streams,
+    reveal_points,
+    windows_to_read,
+)
+from charrnn.data.dataset import (
+    DATASET_JSON,
+    Dataset,
+    Pieces,
+    Split,
+    build_dataset,
+    cache_root,
+    describe,
+    is_dataset,
+    prepare,
+    resolve_data,
+)
+
+__all__ = [
+    "DATASET_JSON",
+    "Batch",
+    "Dataset",
+    "LengthPlan",
+    "Pieces",
+    "Split",
+    "StreamBatches",
+    "build_dataset",
+    "cache_root",
+    "describe",
+    "is_dataset",
+    "prepare",
+    "reading_streams",
+    "resolve_data",
+    "reveal_points",
+    "windows_to_read",
+]
