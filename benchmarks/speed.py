@@ -39,8 +39,8 @@ from charrnn.config import Cell, Job, ModelConfig, SampleConfig, Stop, TrainConf
 from charrnn.data import Dataset, prepare
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM
+from charrnn.model.stepper import Stepper
 from charrnn.score import score
-from charrnn.stepper import Stepper
 from charrnn.tokenizers import Tokenizer
 from charrnn.train import Callbacks, StepStats, _Trainer, fit_model_config, train
 

@@ -54,8 +54,8 @@ from charrnn.config import (  # noqa: E402  # noqa: E402
 from charrnn.data import LengthPlan, StreamBatches, prepare  # noqa: E402
 from charrnn.generate import Sampler  # noqa: E402
 from charrnn.io import write_json_atomic  # noqa: E402
-from charrnn.lengths import bucket_edges  # noqa: E402
 from charrnn.model import RNNLM  # noqa: E402
+from charrnn.model.lengths import bucket_edges  # noqa: E402
 from charrnn.stopfit import (  # noqa: E402
     draw_lengths,
     ks_distance,

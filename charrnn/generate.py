@@ -25,7 +25,7 @@ from torch import Tensor
 from charrnn.config import SampleConfig, Stop
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM, State
-from charrnn.stepper import Stepper
+from charrnn.model.stepper import Stepper
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 Feed = Callable[[Tensor, State, "Tensor | None"], tuple[Tensor, State]]

@@ -26,8 +26,8 @@ from charrnn.cli import app
 from charrnn.data import LengthPlan, StreamBatches, prepare
 from charrnn.distributed import Ranks, _detail, _device_and_backend, is_main_process, share
 from charrnn.errors import ConfigError
-from charrnn.lengths import bucket_edges
 from charrnn.model import RNNLM
+from charrnn.model.lengths import bucket_edges
 from charrnn.train import evaluate, fit_model_config, train
 from tests.conftest import VERSES, tiny_job
 

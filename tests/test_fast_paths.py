@@ -8,8 +8,8 @@ import torch
 from charrnn.config import Cell, ModelConfig, Nonlinearity, SampleConfig, Stop
 from charrnn.generate import Sampler, rule_logits
 from charrnn.model import RNNLM
+from charrnn.model.stepper import Stepper
 from charrnn.score import _target_log_probs
-from charrnn.stepper import Stepper
 from charrnn.tokenizers import EOS, SOS
 
 KINDS = [

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn.data.dataset import Split
-from charrnn.lengths import bucketize
+from charrnn.model.lengths import bucketize
 from charrnn.tokenizers import EOS, PAD, SOS
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from charrnn.config import Cell, Nonlinearity
-from charrnn.model import RNNLM, State
+from charrnn.model.rnnlm import RNNLM, State
 from charrnn.tokenizers import EOS
 
 _CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., Any]] = {

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from charrnn.config import Cell, ModelConfig
 from charrnn.errors import ConfigError
-from charrnn.lengths import bucket_edges, bucket_widths, bucketize
+from charrnn.model.lengths import bucket_edges, bucket_widths, bucketize
 from charrnn.tokenizers import EOS, SOS
 
 LENGTH_INPUT_SCALE = 10.0  # the remaining-length rows learn this many times faster (_init_weights)

@@ -1,0 +1,28 @@
+"""The recurrent language model: RNNLM, its length buckets, and the one-step path for sampling.
+
+rnnlm.py     RNNLM: embedding, fused recurrent stack, token / halt / length heads
+lengths.py   how remaining lengths are bucketed, read and predicted
+stepper.py   one token per stream through the fused cell kernels (sampling)
+"""
+
+from __future__ import annotations
+
+from charrnn.model.rnnlm import (
+    LENGTH_INPUT_SCALE,
+    RNNLM,
+    State,
+    count_parameters,
+    detach_state,
+    fit_start_state,
+)
+from charrnn.model.stepper import Stepper
+
+__all__ = [
+    "LENGTH_INPUT_SCALE",
+    "RNNLM",
+    "State",
+    "Stepper",
+    "count_parameters",
+    "detach_state",
+    "fit_start_state",
+]
