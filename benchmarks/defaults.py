@@ -225,7 +225,7 @@ def sweep_run(layers: int, hidden: int, lr: float, batch: int, seq_len: int) -> 
     """One 150-second run through the library: 5 evaluations of 16,384 tokens, no stop fit,
     the rest at its default."""
     from charrnn.config import Job, ModelConfig, TrainConfig
-    from charrnn.train import train
+    from charrnn.training.run import train
 
     model = ModelConfig(layers=layers, hidden=hidden)
     config = TrainConfig(

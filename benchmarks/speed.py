@@ -42,7 +42,9 @@ from charrnn.model import RNNLM
 from charrnn.model.stepper import Stepper
 from charrnn.score import score
 from charrnn.tokenizers import Tokenizer
-from charrnn.train import Callbacks, StepStats, _Trainer, fit_model_config, train
+from charrnn.training.callbacks import Callbacks, StepStats
+from charrnn.training.loop import _Trainer
+from charrnn.training.run import fit_model_config, train
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 

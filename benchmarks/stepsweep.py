@@ -30,7 +30,7 @@ from benchmarks.reference import CHARS
 from benchmarks.speed import make_trainer
 from charrnn.config import Cell, Job, ModelConfig, TrainConfig
 from charrnn.data import prepare
-from charrnn.train import train
+from charrnn.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"

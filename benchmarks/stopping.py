@@ -65,7 +65,9 @@ from charrnn.stopfit import (  # noqa: E402
     write_stopfit,
 )
 from charrnn.tokenizers import EOS  # noqa: E402
-from charrnn.train import Callbacks, _Trainer, fit_model_config  # noqa: E402
+from charrnn.training.callbacks import Callbacks  # noqa: E402
+from charrnn.training.loop import _Trainer  # noqa: E402
+from charrnn.training.run import fit_model_config  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 OUT = ROOT / "benchmarks" / "out"

@@ -25,9 +25,6 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # Importing torch takes seconds: `import charrnn` (and `charrnn --version`) stay light,
     # and the API is imported when it is first used.
-    if name in ("Model", "load"):
+    if name in __all__ and name != "__version__":
         return getattr(importlib.import_module("charrnn.api"), name)
-    if name == "train":
-        # The submodule charrnn.train; calling it trains (see the end of charrnn/train.py).
-        return importlib.import_module("charrnn.train")
     raise AttributeError(f"module 'charrnn' has no attribute {name!r}")

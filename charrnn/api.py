@@ -39,8 +39,8 @@ from charrnn.model import RNNLM, count_parameters
 from charrnn.score import NextToken, SentenceScore, next_tokens, score
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import Tokenizer
-from charrnn.train import Callbacks, TrainResult
-from charrnn.train import train as _train
+from charrnn.training.callbacks import Callbacks, TrainResult
+from charrnn.training.run import train as _train
 
 __all__ = ["Model", "load", "train"]
 

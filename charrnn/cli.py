@@ -47,7 +47,6 @@ from charrnn.config import (
 )
 from charrnn.data import describe, prepare
 from charrnn.defaults import in_force
-from charrnn.distributed import is_main_process, world_size
 from charrnn.errors import CharRNNError
 from charrnn.generate import Sample
 from charrnn.io import write_bytes_atomic
@@ -56,7 +55,9 @@ from charrnn.runs import STOPFIT_HINT, RunDetails, RunSummary, details, summariz
 from charrnn.score import HeatCell, NextToken, SentenceScore, surprisal_map
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import UNK
-from charrnn.train import Callbacks, EvalStats, StepStats, TrainResult, train
+from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
+from charrnn.training.distributed import is_main_process, world_size
+from charrnn.training.run import train
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -16,7 +16,6 @@ The result is written to ``checkpoints/<run>/stopfit.json``:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,15 +28,11 @@ from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.config import DataConfig, Holdout, SampleConfig, Stop
 from charrnn.data import (
     Dataset,
-    LengthPlan,
     Split,
-    StreamBatches,
     prepare,
-    reading_streams,
-    windows_to_read,
 )
 from charrnn.errors import CheckpointError, ConfigError, CorpusError
-from charrnn.generate import Sampler, rule_logits
+from charrnn.generate import Sampler
 from charrnn.io import file_hash, write_json_atomic
 from charrnn.model import RNNLM
 from charrnn.runs import STOPFIT, StopFit
@@ -138,78 +133,6 @@ def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
     per_step = (marks[-1] - marks[0]) / max(1, len(marks) - 1)
     model.train(was_training)
     return len(RULES) * per_step * STEPS_PER_LENGTH * mean_length
-
-
-@torch.no_grad()
-def end_logits(
-    model: RNNLM,
-    split: Split,
-    seq_len: int,
-    max_tokens: int = 32768,
-    batch_size: int = 64,
-    device: torch.device | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where a unit may end in the first windows of ``batch_size`` streams over ``split``
-    (up to ``max_tokens`` in all; 0 = the whole split, as in evaluation), read
-    with the remaining length unknown (as the eos and halt rules read it): the logit of <eos>
-    against the other tokens eos mode may draw, the halt logit, and whether the unit ends
-    there. Three (N,) tensors."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    streams = reading_streams(split, batch_size, seq_len)
-    plan = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)
-    batches = StreamBatches(split, streams, seq_len, plan)
-    n_windows = windows_to_read(batches, streams, max_tokens)
-    eos_logit, halt_logit, ends = [], [], []
-    state = None
-    for k in range(n_windows):
-        b = batches.window(k)
-        remaining = torch.from_numpy(b.remaining).to(device)
-        h, state = model.features(torch.from_numpy(b.x).to(device), state, remaining)
-        z = rule_logits(model.token_logits(h), Stop.eos)  # (B, T, V)
-        others = z.clone()
-        others[..., EOS] = -math.inf
-        decides = torch.from_numpy(b.halt >= 0).to(device)  # inside a unit, past its <sos>
-        eos_logit.append((z[..., EOS] - others.logsumexp(-1))[decides])
-        halt_logit.append(model.halt_logits(h).float()[decides])
-        ends.append(torch.from_numpy(b.halt == 1).to(device)[decides])
-    model.train(was_training)
-    return torch.cat(eos_logit), torch.cat(halt_logit), torch.cat(ends)
-
-
-def fit_end_bias(
-    model: RNNLM,
-    split: Split,
-    seq_len: int,
-    max_tokens: int = 32768,
-    batch_size: int = 64,
-    device: torch.device | None = None,
-) -> tuple[float, float]:
-    """Refit ``model.end_bias`` on ``split`` (training text): the shifts of the <eos> logit and
-    of the halt logit that make the model's chance of ending (see ``end_logits``) match how
-    often units end there. Each is a one-number maximum-likelihood fit (a logistic regression
-    with the model's own logits as offsets), after which the model's end probabilities over
-    that text add up to its number of ends. Returns the shifts added."""
-    eos_logit, halt_logit, ends = end_logits(model, split, seq_len, max_tokens, batch_size, device)
-    y = ends.double()
-    shifts = (_logistic_shift(eos_logit, y), _logistic_shift(halt_logit, y))
-    model.end_bias += torch.tensor(shifts, device=model.end_bias.device)
-    return shifts
-
-
-def _logistic_shift(a: torch.Tensor, y: torch.Tensor, bound: float = 20.0) -> float:
-    """The b that maximises sum log P(y | sigmoid(a + b)): the root of the increasing
-    sum sigmoid(a + b) - sum y, by bisection (Newton's steps overshoot from a poor start);
-    0 when y has a single class (nothing to fit)."""
-    a, target = a.double(), float(y.sum())
-    if not 0 < target < len(y):
-        return 0.0
-    lo, hi = -bound, bound
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if float(torch.sigmoid(a + mid).sum()) < target else (lo, mid)
-    return (lo + hi) / 2
 
 
 def open_dataset(info: dict[str, Any]) -> Dataset:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charrnn.config import Cell, DataConfig, Job, Level, ModelConfig, TokenizerConfig, TrainConfig
-from charrnn.train import train
+from charrnn.training.run import train
 
 # Tiny test models run fastest on one thread, and a busy machine does not stall them.
 torch.set_num_threads(1)

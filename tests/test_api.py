@@ -60,12 +60,11 @@ def test_import_is_light_and_version_needs_no_torch():
     assert r.stdout.split() == ["charrnn", charrnn.__version__, "False"]
 
 
-def test_train_is_a_callable_module():
-    from charrnn.config import TrainConfig  # the module is still a module
+def test_train_is_the_api_function():
+    import charrnn.api
 
-    assert TrainConfig().seq_len > 0
-    assert callable(charrnn.train)
-    assert charrnn.train.TrainConfig is TrainConfig
+    assert charrnn.train is charrnn.api.train
+    assert charrnn.load is charrnn.api.load and charrnn.Model is charrnn.api.Model
 
 
 def test_sample_is_text_samples_carry_log_probs(model):

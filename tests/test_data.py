@@ -13,10 +13,10 @@ from charrnn.data.batches import NEVER
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
+from charrnn.evaluate import bits_per_byte, bits_per_char
 from charrnn.model.lengths import EXACT, bucket_edges, bucketize
 from charrnn.text import iter_text, iter_unit_blocks, read_text, split_units
 from charrnn.tokenizers import EOS, PAD, SOS, UNK
-from charrnn.train import bits_per_byte, bits_per_char
 from tests.conftest import VERSES, drifting_corpus
 
 

@@ -15,7 +15,9 @@ from charrnn.data import prepare
 from charrnn.errors import ConfigError
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM
-from charrnn.train import Callbacks, _Trainer, fit_model_config, train
+from charrnn.training.callbacks import Callbacks
+from charrnn.training.loop import _Trainer
+from charrnn.training.run import fit_model_config, train
 from tests.conftest import tiny_job
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -148,7 +148,7 @@ def test_info_shows_config_parameters_tokenizer_curves(runs_root):
 
 
 def test_info_shows_how_hard_the_run_decided_to_regularize(corpus, tmp_path, runs_root):
-    from charrnn.train import train
+    from charrnn.training.run import train
     from tests.conftest import tiny_job
 
     train(corpus, tiny_job(max_steps=400, time_budget=None), run="long", root=tmp_path)

@@ -24,7 +24,7 @@ from charrnn.checkpoint import BEST, LAST, META_KEY, RUN_JSON, load_run, load_te
 from charrnn.cli import app
 from charrnn.errors import CheckpointError
 from charrnn.tokenizers import TOKENIZER_JSON
-from charrnn.train import train
+from charrnn.training.run import train
 from tests.conftest import tiny_job
 
 runner = CliRunner()

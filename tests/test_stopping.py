@@ -34,17 +34,10 @@ from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import Sampler
 from charrnn.runs import STOPFIT, read_stopfit
 from charrnn.score import score
-from charrnn.stopfit import (
-    end_logits,
-    fit_end_bias,
-    ks_distance,
-    measure_run,
-    open_dataset,
-    sample_lengths,
-    val_lengths,
-)
+from charrnn.stopfit import ks_distance, measure_run, open_dataset, sample_lengths, val_lengths
 from charrnn.tokenizers import EOS
-from charrnn.train import train
+from charrnn.training.calibrate import end_logits, fit_end_bias
+from charrnn.training.run import train
 from corpora import synthetic
 from tests.conftest import tiny_job
 

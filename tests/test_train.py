@@ -10,7 +10,9 @@ from charrnn.defaults import hidden_for_budget, lr_for_width, regularization
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import Sampler
 from charrnn.model import count_parameters
-from charrnn.train import Callbacks, LoopState, lr_at, train
+from charrnn.training.callbacks import Callbacks
+from charrnn.training.loop import LoopState, lr_at
+from charrnn.training.run import train
 from tests.conftest import tiny_job
 
 

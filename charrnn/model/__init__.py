@@ -13,7 +13,6 @@ from charrnn.model.rnnlm import (
     State,
     count_parameters,
     detach_state,
-    fit_start_state,
 )
 from charrnn.model.stepper import Stepper
 
@@ -24,5 +23,4 @@ __all__ = [
     "Stepper",
     "count_parameters",
     "detach_state",
-    "fit_start_state",
 ]

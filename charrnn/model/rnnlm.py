@@ -208,30 +208,6 @@ class RNNLM(nn.Module):
         return per_length.repeat_interleave(widths, dim=-1)
 
 
-@torch.no_grad()
-def fit_start_state(
-    model: RNNLM, tokens: np.ndarray, eos_positions: np.ndarray, units: int = 128, context: int = 64
-) -> None:
-    """Set ``model.start_h`` to the mean state right after reading <eos>, over up to
-    ``units`` unit ends spread through ``tokens``, each read with ``context`` tokens before it."""
-    ends = eos_positions[eos_positions >= context - 1]
-    if len(ends) == 0:
-        return
-    ends = ends[np.linspace(0, len(ends) - 1, min(units, len(ends))).astype(np.int64)]
-    idx = ends[:, None] - context + 1 + np.arange(context)  # (U, context), each ending at <eos>
-    x = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64)).to(model.start_h.device)
-    remaining = None
-    if model.config.stop_heads:  # each token's offset in its unit, as in training
-        prev_eos = np.searchsorted(eos_positions, idx, side="left") - 1
-        offsets = idx - np.where(prev_eos >= 0, eos_positions[prev_eos] + 1, 0)
-        remaining = torch.from_numpy(model.unknown_at(offsets)).to(x.device)
-    was_training = model.training
-    model.eval()
-    _, state = model.features(x, model.init_state(len(ends)), remaining)
-    model.train(was_training)
-    model.start_h.copy_(torch.stack([s.mean(dim=1, keepdim=True) for s in state]))
-
-
 def detach_state(state: State) -> State:
     """Cut the graph between BPTT windows; the values carry on."""
     return tuple(s.detach() for s in state)

@@ -1,0 +1,117 @@
+"""Calibrations fitted on training text: the state a unit starts from, and how often the eos
+and halt rules end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from charrnn.config import Stop
+from charrnn.data import (
+    LengthPlan,
+    Split,
+    StreamBatches,
+    reading_streams,
+    windows_to_read,
+)
+from charrnn.generate import rule_logits
+from charrnn.model import RNNLM
+from charrnn.tokenizers import EOS
+
+
+@torch.no_grad()
+def fit_start_state(
+    model: RNNLM, tokens: np.ndarray, eos_positions: np.ndarray, units: int = 128, context: int = 64
+) -> None:
+    """Set ``model.start_h`` to the mean state right after reading <eos>, over up to
+    ``units`` unit ends spread through ``tokens``, each read with ``context`` tokens before it."""
+    ends = eos_positions[eos_positions >= context - 1]
+    if len(ends) == 0:
+        return
+    ends = ends[np.linspace(0, len(ends) - 1, min(units, len(ends))).astype(np.int64)]
+    idx = ends[:, None] - context + 1 + np.arange(context)  # (U, context), each ending at <eos>
+    x = torch.from_numpy(np.asarray(tokens[idx], dtype=np.int64)).to(model.start_h.device)
+    remaining = None
+    if model.config.stop_heads:  # each token's offset in its unit, as in training
+        prev_eos = np.searchsorted(eos_positions, idx, side="left") - 1
+        offsets = idx - np.where(prev_eos >= 0, eos_positions[prev_eos] + 1, 0)
+        remaining = torch.from_numpy(model.unknown_at(offsets)).to(x.device)
+    was_training = model.training
+    model.eval()
+    _, state = model.features(x, model.init_state(len(ends)), remaining)
+    model.train(was_training)
+    model.start_h.copy_(torch.stack([s.mean(dim=1, keepdim=True) for s in state]))
+
+
+@torch.no_grad()
+def end_logits(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    max_tokens: int = 32768,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a unit may end in the first windows of ``batch_size`` streams over ``split``
+    (up to ``max_tokens`` in all; 0 = the whole split, as in evaluation), read
+    with the remaining length unknown (as the eos and halt rules read it): the logit of <eos>
+    against the other tokens eos mode may draw, the halt logit, and whether the unit ends
+    there. Three (N,) tensors."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    streams = reading_streams(split, batch_size, seq_len)
+    plan = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)
+    batches = StreamBatches(split, streams, seq_len, plan)
+    n_windows = windows_to_read(batches, streams, max_tokens)
+    eos_logit, halt_logit, ends = [], [], []
+    state = None
+    for k in range(n_windows):
+        b = batches.window(k)
+        remaining = torch.from_numpy(b.remaining).to(device)
+        h, state = model.features(torch.from_numpy(b.x).to(device), state, remaining)
+        z = rule_logits(model.token_logits(h), Stop.eos)  # (B, T, V)
+        others = z.clone()
+        others[..., EOS] = -math.inf
+        decides = torch.from_numpy(b.halt >= 0).to(device)  # inside a unit, past its <sos>
+        eos_logit.append((z[..., EOS] - others.logsumexp(-1))[decides])
+        halt_logit.append(model.halt_logits(h).float()[decides])
+        ends.append(torch.from_numpy(b.halt == 1).to(device)[decides])
+    model.train(was_training)
+    return torch.cat(eos_logit), torch.cat(halt_logit), torch.cat(ends)
+
+
+def fit_end_bias(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    max_tokens: int = 32768,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[float, float]:
+    """Refit ``model.end_bias`` on ``split`` (training text): the shifts of the <eos> logit and
+    of the halt logit that make the model's chance of ending (see ``end_logits``) match how
+    often units end there. Each is a one-number maximum-likelihood fit (a logistic regression
+    with the model's own logits as offsets), after which the model's end probabilities over
+    that text add up to its number of ends. Returns the shifts added."""
+    eos_logit, halt_logit, ends = end_logits(model, split, seq_len, max_tokens, batch_size, device)
+    y = ends.double()
+    shifts = (_logistic_shift(eos_logit, y), _logistic_shift(halt_logit, y))
+    model.end_bias += torch.tensor(shifts, device=model.end_bias.device)
+    return shifts
+
+
+def _logistic_shift(a: torch.Tensor, y: torch.Tensor, bound: float = 20.0) -> float:
+    """The b that maximises sum log P(y | sigmoid(a + b)): the root of the increasing
+    sum sigmoid(a + b) - sum y, by bisection (Newton's steps overshoot from a poor start);
+    0 when y has a single class (nothing to fit)."""
+    a, target = a.double(), float(y.sum())
+    if not 0 < target < len(y):
+        return 0.0
+    lo, hi = -bound, bound
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float(torch.sigmoid(a + mid).sum()) < target else (lo, mid)
+    return (lo + hi) / 2

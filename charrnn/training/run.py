@@ -1,0 +1,333 @@
+"""Training: truncated BPTT over parallel streams, as a function with callbacks.
+
+    for each window [B, T] of the B parallel streams:
+        features, state = model(x, state)          state carried from the previous window
+        loss = CE(tokens) + w_h BCE(halt) + w_l CE(length)
+        backward, clip, AdamW step                 lr: warmup, then cosine to the end
+        state = state.detach()                     truncation: no gradient across windows
+    evaluate on the held-out tail now and then; keep the best weights; save "last" for resume
+
+The run ends at --max-steps, --epochs or --time-budget (whichever comes first), by early
+stopping, or when a callback asks it to stop (Ctrl-C). Progress bars live in the CLI.
+Under torchrun, several processes train one model together (see charrnn.distributed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable, Collection
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from charrnn import __version__
+from charrnn.checkpoint import (
+    DEFAULT_ROOT,
+    FORMAT_VERSION,
+    LAST,
+    RUN_JSON,
+    check_run_name,
+    check_shapes,
+    find_run,
+    is_incomplete_run,
+    new_run_name,
+    read_run_json,
+    remove_stale_temps,
+    run_lock,
+)
+from charrnn.config import DataConfig, Holdout, Job, ModelConfig, TrainConfig
+from charrnn.data import (
+    Dataset,
+    Split,
+    prepare,
+    resolve_data,
+)
+from charrnn.defaults import (
+    hidden_for_budget,
+    lr_for_width,
+)
+from charrnn.device import resolve_device
+from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
+from charrnn.io import write_json_atomic
+from charrnn.model import RNNLM, count_parameters
+from charrnn.training.callbacks import Callbacks, TrainResult, _Muted
+from charrnn.training.distributed import Ranks, session
+from charrnn.training.loop import _Trainer
+
+# -- callbacks ----------------------------------------------------------------------------
+
+
+# -- devices and models -------------------------------------------------------------------
+
+
+def fit_model_config(
+    model: ModelConfig,
+    ds: Dataset,
+    train: Split,
+    config: TrainConfig | None = None,
+    device: torch.device | None = None,
+) -> ModelConfig:
+    """Fill in what the corpus decides (vocabulary size, the longest length to predict) and,
+    unless it was given, the hidden size the time budget allows (``config``'s; none: 512)."""
+    longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
+    budget = config.time_budget if config else None
+    hidden = model.hidden or hidden_for_budget(budget, device or torch.device("cpu"))
+    return replace(
+        model, vocab_size=ds.tokenizer.vocab_size, max_len=max(64, 2 * longest), hidden=hidden
+    )
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+# -- the whole job ------------------------------------------------------------------------
+
+
+def train(
+    corpus: str | Path,
+    job: Job = Job(),
+    run: str | None = None,
+    root: Path = DEFAULT_ROOT,
+    resume: bool = False,
+    callbacks: Callbacks | None = None,
+    started: float | None = None,
+    on_data: Callable[[int, int], None] | None = None,
+    overrides: Collection[str] | None = None,
+) -> TrainResult:
+    """Tokenize (or reuse) the corpus, then train a new run or resume one.
+
+    ``started`` is the monotonic time the time budget counts from (default: now). Under
+    torchrun every process calls this and they train one model; rank 0 alone writes the run
+    and calls the callbacks (the others only ask theirs whether to stop).
+    ``overrides``: on a resume, the settings of ``job.train`` that replace the run's own
+    (the caller set them explicitly); None means all those a resume may change.
+    """
+    started = time.monotonic() if started is None else started
+    with session(resolve_device(job.train.device)) as ranks:
+        if not ranks.is_main:
+            callbacks, on_data = _Muted(callbacks), None
+        return _train(
+            corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
+        )
+
+
+def _train(
+    corpus: str | Path,
+    job: Job,
+    run: str | None,
+    root: Path,
+    resume: bool,
+    callbacks: Callbacks | None,
+    started: float,
+    on_data: Callable[[int, int], None] | None,
+    ranks: Ranks,
+    overrides: Collection[str] | None = None,
+) -> TrainResult:
+    cb = callbacks or Callbacks()
+    main = ranks.is_main
+    folder, job, info = (
+        _open_run(corpus, job, run, root, resume, overrides) if main or resume else (root, job, {})
+    )
+    folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
+    ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
+    budget = job.train.time_budget if ranks.device.type == "cpu" else None
+    job = replace(job, data=resolve_data(Path(corpus), job.data, budget))  # auto's level
+    ds, _cached = ranks.main_first(lambda: prepare(Path(corpus), job.data, progress=on_data))
+    if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
+        raise ConfigError(
+            f"the corpus has changed since run {folder.name!r} started; "
+            "resume needs the same corpus"
+        )
+    train_split, val = ds.split(job.train.val_fraction, Holdout(job.train.split))
+    _check_sizes(train_split, val, job.train)
+    device = ranks.device
+    model_config = (
+        job.model if resume else fit_model_config(job.model, ds, train_split, job.train, device)
+    )
+    if not job.train.lr:
+        job = replace(job, train=replace(job.train, lr=lr_for_width(model_config.hidden)))
+    torch.manual_seed(job.train.seed)
+    np.random.seed(job.train.seed % 2**32)
+    model = RNNLM(model_config).to(device)
+    if main:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainingError(
+                f"cannot create the run folder {folder}: {e.strerror or e}"
+            ) from None
+    with run_lock(folder) if main else contextlib.nullcontext():
+        try:
+            if main and not resume and (folder / LAST).exists():  # started meanwhile elsewhere
+                raise ConfigError(f"run {folder.name!r} already exists in {root}/")
+            if main:
+                remove_stale_temps(folder)  # left by a writer that was killed
+            trainer = _Trainer(
+                model, ds, train_split, val, job.train, folder, cb, started, device, ranks
+            )
+            if resume:
+                trainer.restore()
+            else:
+                if main:
+                    run_info = _run_json(model_config, job, ds, train_split, val, corpus)
+                    _write_run_files(folder, ds, run_info)
+                trainer.save_last()  # from here on, every moment of the run is resumable
+            ranks.reseed(job.train.seed, trainer.loop.step)
+            return _start(trainer, cb, ds, resume)
+        except BaseException:
+            if main and not resume and not (folder / LAST).exists():
+                shutil.rmtree(folder, ignore_errors=True)  # ours, and nothing worth keeping
+            raise
+
+
+def _write_run_files(folder: Path, ds: Dataset, run_info: dict[str, Any]) -> None:
+    try:
+        ds.tokenizer.save(folder)
+        write_json_atomic(folder / RUN_JSON, run_info)
+    except OSError as e:
+        raise TrainingError(f"could not write the run folder {folder}: {e.strerror or e}") from None
+
+
+def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
+    model = trainer.model
+    cb.on_start(
+        {
+            "run": trainer.folder.name,
+            "folder": str(trainer.folder),
+            "parameters": count_parameters(model),
+            "device": str(trainer.device),
+            "train_tokens": len(trainer.train_split),
+            "val_tokens": len(trainer.val),
+            "split": trainer.config.split,
+            "steps_per_epoch": len(trainer.batches),
+            "resumed_from": trainer.loop.step if resume else None,
+            "dataset": str(ds.folder),
+            "model": model.config.to_dict(),
+            "level": ds.tokenizer.level.value,
+            "vocab_size": ds.tokenizer.vocab_size,
+        }
+    )
+    return trainer.run()
+
+
+def _open_run(
+    corpus: str | Path,
+    job: Job,
+    run: str | None,
+    root: Path,
+    resume: bool,
+    overrides: Collection[str] | None = None,
+) -> tuple[Path, Job, dict[str, Any]]:
+    """The run folder, and for a resume the job as the run recorded it."""
+    if resume:
+        if run is not None and is_incomplete_run(root / run):
+            raise CheckpointError(
+                f"run {run!r} has no checkpoint to resume from (its first start was cut "
+                "short); start it again without --resume"
+            )
+        folder = find_run(run, root)
+        info = read_run_json(folder)
+        if not (folder / LAST).exists():
+            raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from")
+        try:
+            saved = Job(
+                ModelConfig.from_dict(info["model"]),
+                TrainConfig(**{**info["train"], **_overridable(job.train, overrides)}),
+                DataConfig.from_dict(info["data"]["config"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{folder / RUN_JSON} cannot be resumed ({e})") from None
+        changed = _changed_settings(job, saved, overrides or ())
+        if changed:
+            raise ConfigError(
+                f"{_flags(changed)}: run {folder.name!r} started with other values, and a "
+                f"resume keeps them (it may change {_flags(RESUMABLE)})"
+            )
+        check_shapes(saved.model, folder / LAST)
+        return folder, saved, info
+    if run is not None:
+        check_run_name(run)
+        folder = root / run
+        if folder.exists() and not is_incomplete_run(folder):
+            raise ConfigError(
+                f"run {run!r} already exists in {root}/; pass --resume to continue it, "
+                "or choose another --run"
+            )
+        return folder, job, {}
+    return root / new_run_name(root, Path(corpus).stem), job, {}
+
+
+# Settings a resume may change: how long to go on, and where. The others are the run's.
+RESUMABLE = ("max_steps", "epochs", "time_budget", "device", "precision", "patience")
+RESUMABLE += ("sample_every",)
+
+
+def _changed_settings(given: Job, saved: Job, names: Collection[str]) -> list[str]:
+    """The settings among ``names`` a resume cannot change that ``given`` sets otherwise than
+    the run did (the same value given again is no change)."""
+    configs = [given.data.tokenizer, given.data, given.model, given.train]  # tokenizer first:
+    kept = [saved.data.tokenizer, saved.data, saved.model, saved.train]  # its vocab_size
+    changed = []
+    for name in sorted(set(names) - set(RESUMABLE)):
+        for mine, theirs in zip(configs, kept):
+            if name in {f.name for f in fields(mine)}:
+                if getattr(mine, name) != getattr(theirs, name):
+                    changed.append(name)
+                break
+    return changed
+
+
+def _flags(names: Collection[str]) -> str:
+    """Settings as the command line spells them: max_steps -> --max-steps."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
+def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[str, Any]:
+    """The settings of ``train`` a resume takes: those in ``overrides`` (None: all)."""
+    return {k: getattr(train, k) for k in RESUMABLE if overrides is None or k in overrides}
+
+
+def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:
+    need = config.batch_size * config.seq_len + 1
+    if len(train) < need:
+        raise CorpusError(
+            f"corpus too short for one batch: {len(train)} training tokens, need "
+            f"batch-size x seq-len + 1 = {need}; lower --batch-size or --seq-len"
+        )
+    if len(val) < 2:
+        raise CorpusError("validation split is empty; raise --val-fraction or use a longer corpus")
+
+
+def _run_json(
+    model: ModelConfig, job: Job, ds: Dataset, train: Split, val: Split, corpus: str | Path
+) -> dict[str, Any]:
+    val_lengths = val.unit_lengths()
+    return {
+        "format_version": FORMAT_VERSION,
+        "charrnn_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "corpus": str(Path(corpus).resolve()),
+        "model": model.to_dict(),
+        "train": job.train.to_dict(),
+        "data": {
+            "config": job.data.to_dict(),
+            "hash": ds.meta["source"]["hash"],
+            "dataset": str(ds.folder),
+            "unit": ds.meta["unit"],
+            "level": ds.tokenizer.level.value,
+            "train_tokens": len(train),
+            "val_tokens": len(val),
+            "val_chars": val.n_chars,
+            "val_bytes": val.n_bytes,
+            "val_units": len(val.unit_starts),
+            "val_unit_length_mean": float(val_lengths.mean()) if len(val_lengths) else 0.0,
+        },
+    }
