@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 import charrnn
-import charrnn.checkpoint as ckpt
+import charrnn.checkpoint.formats as ckpt
 from charrnn.checkpoint import BEST, LAST, META_KEY, RUN_JSON, load_run, load_tensors, read_meta
 from charrnn.cli import app
 from charrnn.errors import CheckpointError

@@ -1,0 +1,95 @@
+"""Run format versions: what each one changed, and the upgrades that let older runs load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from charrnn.checkpoint.layout import RUN_JSON
+from charrnn.errors import CheckpointError
+
+FORMAT_VERSION = 4  # 2: the weights hold the state a unit starts from (model.start_h)
+
+
+# 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
+#    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
+# 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
+OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
+
+
+_JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionError: deep nesting
+
+
+# Upgrades of run.json, keyed by the format version they upgrade from: MIGRATIONS[v] turns a
+# version-v run.json into a version v + 1 one (and says why not with a CheckpointError).
+# Loading applies them in turn, so a run of any version from OLDEST_FORMAT on still loads.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: lambda info: info,  # 1 -> 2 changed the weights only: see ADDED_IN
+    2: lambda info: info,  # 2 -> 3 changed the weights only: see ADDED_IN and _upgrade_weights
+    3: lambda info: _with_model(info, unknown_scale=OLD_UNKNOWN_SCALE),
+}
+
+
+OLD_UNKNOWN_SCALE = 10.0  # how runs of format 3 and before read the length input's unknown rows
+
+
+def _with_model(info: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """``info`` with these settings in its model config (if it has one to add them to)."""
+    model = info.get("model")
+    return {**info, "model": {**model, **settings}} if isinstance(model, dict) else info
+
+
+# Model tensors a newer format added, and the version that added them. A file of an older
+# format loads without them; they keep the value that format implied (zeros: a unit started
+# from h = 0 before start_h existed), so the model computes what it computed then.
+ADDED_IN = {"start_h": 2, "end_bias": 3}
+
+
+def read_run_json(folder: Path) -> dict[str, Any]:
+    """run.json, upgraded to the current format version (or a CheckpointError saying why not)."""
+    path = Path(folder) / RUN_JSON
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {folder}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a file") from None
+    except _JSON_ERRORS as e:
+        raise CheckpointError(f"{path} is not valid JSON ({_first_line(e)})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    return migrate(info, path)
+
+
+def migrate(info: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Bring a run.json of an older format version up to FORMAT_VERSION, step by step."""
+    version = info.get("format_version")
+    if type(version) is not int:
+        raise CheckpointError(f"{path} has no format version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"run format version {version} is newer than this charrnn understands "
+            f"({FORMAT_VERSION}); upgrade charrnn"
+        )
+    if version < OLDEST_FORMAT:
+        raise CheckpointError(
+            f"run format version {version} is older than any this charrnn reads "
+            f"({OLDEST_FORMAT} to {FORMAT_VERSION}); train the run again"
+        )
+    while version < FORMAT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise CheckpointError(
+                f"run format version {version} cannot be upgraded to {FORMAT_VERSION} "
+                "(no migration); train the run again"
+            )
+        info = step(dict(info))
+        version += 1
+        info["format_version"] = version
+    return info
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -1,0 +1,183 @@
+"""A run folder: its file names, finding runs, the lock, the metrics log."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charrnn.errors import CheckpointError, TrainingError
+from charrnn.io import write_bytes_atomic
+
+RUN_JSON = "run.json"
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+DEFAULT_ROOT = Path("checkpoints")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+# -- checkpoint files -------------------------------------------------------------------
+
+
+# -- run folders --------------------------------------------------------------------------
+
+
+def check_run_name(name: str) -> str:
+    if not _RUN_NAME.match(name):
+        raise CheckpointError(
+            f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)"
+        )
+    return name
+
+
+def new_run_name(root: Path, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... whichever does not exist yet."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "run"
+    base = base[:90]
+    name, n = base, 1
+    while (Path(root) / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def is_run(folder: Path) -> bool:
+    return (Path(folder) / RUN_JSON).is_file()
+
+
+def is_incomplete_run(folder: Path) -> bool:
+    """A run folder whose first start was cut short (killed before its first checkpoint):
+    it holds nothing but files a start writes, so starting the run again may replace it."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / LAST).exists():
+        return False
+    ours = {RUN_JSON, LOCK, METRICS, BEST}
+    return all(
+        p.name in ours or p.name.startswith("tokenizer.") or _is_temp(p) for p in folder.iterdir()
+    )
+
+
+def _is_temp(path: Path) -> bool:
+    """A file write_bytes_atomic was writing: never a checkpoint, whatever it holds."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def list_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
+    """Run folders under ``root``, most recently trained first."""
+    root = Path(root)
+    if not root.is_dir():
+        if root.exists():
+            raise CheckpointError(f"the checkpoints folder {root} is a file, not a folder")
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)]
+    return sorted(runs, key=last_trained, reverse=True)
+
+
+def last_trained(folder: Path) -> float:
+    times = [(folder / f).stat().st_mtime for f in (LAST, BEST, RUN_JSON) if (folder / f).exists()]
+    return max(times, default=0.0)
+
+
+def find_run(ref: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
+    """A run folder from a name, a path, or (None) the most recently trained run."""
+    if ref is None:
+        runs = [r for r in list_runs(root) if (r / BEST).exists() or (r / LAST).exists()]
+        if not runs:
+            raise CheckpointError(
+                f"no trained run found in {root}/; train one first: charrnn train CORPUS.txt"
+            )
+        return runs[0]
+    path = Path(ref)
+    candidates = (path, Path(root) / path)
+    for candidate in candidates:  # a run wins over a same-named folder of something else
+        if candidate.is_dir() and is_run(candidate):
+            return candidate
+        if candidate.is_file() and candidate.suffix == ".safetensors" and is_run(candidate.parent):
+            return candidate.parent
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {candidate}")
+        if candidate.exists():
+            raise CheckpointError(
+                f"not a charrnn checkpoint (give a run folder or its .safetensors file): "
+                f"{candidate}"
+            )
+    raise CheckpointError(f"no run named {str(ref)!r} (looked for {path} and {Path(root) / path})")
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files a killed writer left behind; call it holding the run's lock."""
+    stale = [p for p in Path(folder).iterdir() if _is_temp(p) and p.is_file()]
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return stale
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run's lock while training; a second trainer is refused, not interleaved."""
+    path = Path(folder) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise TrainingError(f"cannot write in the run folder {folder}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise TrainingError(
+                f"run {Path(folder).name!r} is being trained by {holder}; "
+                "wait for it or choose another --run"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class MetricsLog:
+    """Append-only JSON-lines log; a torn last line (after a crash) is skipped on read."""
+
+    path: Path
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps({"time": round(time.time(), 3), **record}) + "\n"
+        with contextlib.suppress(OSError), self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if isinstance(rec, dict):
+                    out.append(rec)
+        return out
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (they belong to training a resume will redo), and the
+        final evaluation, which the resumed run will make again."""
+        kept = [
+            r
+            for r in self.read()
+            if isinstance(r.get("step"), int) and r["step"] <= step and "final_val_loss" not in r
+        ]
+        write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+# -- loading a trained model --------------------------------------------------------------
