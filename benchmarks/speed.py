@@ -34,7 +34,7 @@ from benchmarks.reference import (
     forward_seconds,
     sample_tokens_per_s,
 )
-from charrnn.cli import _TrainView
+from charrnn.cli.train import TrainView
 from charrnn.config import Cell, Job, ModelConfig, SampleConfig, Stop, TrainConfig
 from charrnn.data import Dataset, prepare
 from charrnn.generate import Sampler
@@ -97,7 +97,7 @@ def forward_flops_per_token(cell: str, shape: Shape, vocab: int) -> float:
 # -- training -----------------------------------------------------------------------------
 
 
-class _Interleaved(_TrainView):
+class _Interleaved(TrainView):
     """The CLI's own progress view; at every report after the first ten steps it runs a block
     of bare steps. The loop leaves callback time out of its tokens/s (wall time), so each of
     charrnn's windows and each bare block is timed on its own; CPU time is read at the end of

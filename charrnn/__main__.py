@@ -15,8 +15,7 @@ def main() -> None:
         return
     from charrnn import cli
 
-    cli.COMMAND_STARTED = STARTED
-    cli.main()
+    cli.main(STARTED)
 
 
 if __name__ == "__main__":

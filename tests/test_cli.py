@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.cli import app, parse_duration
+from charrnn.cli import app
+from charrnn.cli.options import parse_duration
 from charrnn.config import DataConfig, Holdout
 from charrnn.data import prepare
 from tests.conftest import drifting_corpus

@@ -73,11 +73,11 @@ def test_per_token_draws_the_heatmap(ck):
 
 
 def test_heatmap_colours_grow_with_surprisal():
-    from charrnn.cli import _heat_line
+    from charrnn.cli.heatmap import heat_line
     from charrnn.score import HeatCell
 
     cells = [HeatCell("token", "a", 0.5), HeatCell("token", " b", 9.0), HeatCell("eos", "", 3.0)]
-    line = _heat_line(cells)
+    line = heat_line(cells)
     assert line.plain == "a b⏎"
     styles = {line.plain[s.start : s.end]: str(s.style) for s in line.spans}
     assert set(styles) == {"a", "b", "⏎"}  # the space before b is not coloured

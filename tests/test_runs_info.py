@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.charts import loss_chart, plain, save_loss_plot
 from charrnn.checkpoint import BEST, read_meta
 from charrnn.cli import app
+from charrnn.cli.charts import loss_chart, plain, save_loss_plot
 from charrnn.errors import ConfigError
 from charrnn.model import count_parameters
 from charrnn.runs import STOPFIT, details, read_curves, summarize, summarize_all

@@ -1,0 +1,73 @@
+"""The Typer app: its commands, --version, and a mistake on the command line as one line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from charrnn import __version__
+from charrnn.cli import info, runs, sample, score, tokenize, train
+from charrnn.cli.output import err, escape, out
+
+# Typer may bundle its own copy of click: take its exception classes from Typer itself.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(TyperGroup):
+    """A user's mistake on the command line is one line on stderr, never a usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+            code = rv if isinstance(rv, int) else 0
+        except _ClickException as e:
+            hint = ""
+            ctx = getattr(e, "ctx", None)
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} -h')"
+            err.print(f"[red]error:[/] {escape(e.format_message())}{hint}", soft_wrap=True)
+            code = e.exit_code
+        except typer.Abort:
+            err.print("[red]aborted[/]")
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="charrnn",
+    help="Train recurrent language models on plain text, sample from them, score sentences.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """charrnn: char-, word- and subword-level RNN language models."""
+
+
+# The commands, in the order the help lists them.
+app.command("tokenize")(tokenize.tokenize_cmd)
+app.command("train")(train.train_cmd)
+app.command("sample")(sample.sample_cmd)
+app.command("score")(score.score_cmd)
+app.command("runs")(runs.runs_cmd)
+app.command("info")(info.info_cmd)

@@ -1,0 +1,216 @@
+"""`charrnn info`: everything about one run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.checkpoint import DEFAULT_ROOT, find_run
+from charrnn.cli.charts import loss_chart, save_loss_plot
+from charrnn.cli.format import duration_text, num, shown_piece, size_text, when_text
+from charrnn.cli.options import (
+    OUTPUT,
+    CheckpointsDirOpt,
+    JsonOpt,
+    RunArg,
+)
+from charrnn.cli.output import err, escape, friendly, out
+from charrnn.defaults import in_force
+from charrnn.runs import RULES as STOP_RULES
+from charrnn.runs import STOPFIT_HINT, RunDetails, details
+
+
+@friendly
+def info_cmd(
+    run: RunArg = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Also write the loss curves to this image (.png, .svg or .pdf); needs "
+            "matplotlib: pip install 'charrnn[plot]'.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
+) -> None:
+    """Everything about one run: config, parameters, tokenizer, loss curves, stopping rules."""
+    d = details(find_run(run, checkpoints))
+    if plot is not None:
+        c = d.curves
+        save_loss_plot(
+            plot,
+            f"{d.summary.name}: loss",
+            c.train_steps,
+            c.train_loss,
+            c.val_steps,
+            c.val_loss,
+            d.best.get("step"),
+        )
+    if as_json:
+        out.print_json(json.dumps(d.to_json(), default=str))
+    else:
+        _print_info(d)
+    if plot is not None:
+        err.print(f"wrote the loss curves to {escape(str(plot))}")
+
+
+def _print_info(d: RunDetails) -> None:
+    s, info = d.summary, d.info
+    out.print(f"[bold]{escape(s.name)}[/]  [dim]{escape(str(s.folder))}[/]")
+    out.print(
+        f"created {escape(str(info.get('created', '?')))} by charrnn "
+        f"{escape(str(info.get('charrnn_version', '?')))}; trained {when_text(s.trained)}; "
+        f"{size_text(s.size_bytes)} on disk"
+    )
+    out.print(f"corpus {escape(str(info.get('corpus', '?')))}")
+    out.print()
+    out.print(_progress_table(d))
+    out.print()
+    out.print(_config_table(d))
+    out.print(_tokenizer_text(d.tokenizer))
+    out.print()
+    _print_curves(d)
+    out.print()
+    _print_stopfit(d)
+
+
+def _progress_table(d: RunDetails) -> Table:
+    t = Table(title="training", title_justify="left", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    data, loop, best = d.info.get("data", {}), d.loop, d.best
+    rows = [
+        ("parameters", num(d.parameters, ",")),
+        ("steps", num(loop.get("step"), ",")),
+        ("tokens seen", num(loop.get("tokens"), ",")),
+        ("training time", duration_text(loop.get("elapsed"))),
+        (
+            "split",
+            f"{data.get('train_tokens', 0):,} train / {data.get('val_tokens', 0):,} val tokens "
+            f"({d.info.get('train', {}).get('split', 'tail')})",
+        ),
+    ]
+    if loop.get("passes") is not None:  # decided by the run where its config left it open
+        given = d.info.get("train", {})
+        wd, floor = in_force(
+            (given.get("weight_decay"), given.get("min_lr_ratio")),
+            (loop.get("weight_decay"), loop.get("min_lr_ratio")),
+        )
+        passes, pressure = loop["passes"], loop.get("pressure") or 0.0
+        rows.append(
+            (
+                "regularization",
+                f"weight decay {wd}, learning rate decayed to {floor} x peak (for {passes} "
+                f"passes over the training text expected x {pressure / max(passes, 1e-9):.2f} "
+                f"recurrent parameters per training token = {pressure})",
+            )
+        )
+    if best:
+        scope = "whole validation split" if best.get("full") else "validation sample"
+        rows.append(
+            (
+                "kept model",
+                f"step {best.get('step', 0):,}: {best.get('val_loss', math.nan):.4f} nats/token, "
+                f"{best.get('val_bpc', math.nan):.3f} bits/char ({scope})",
+            )
+        )
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _config_table(d: RunDetails) -> Table:
+    """The three configs side by side, every field."""
+    configs = [
+        ("model", d.info.get("model", {})),
+        ("training", d.info.get("train", {})),
+        ("data", _flat(d.info.get("data", {}).get("config", {}))),
+    ]
+    t = Table(title="config", title_justify="left")
+    for name, _ in configs:
+        t.add_column(name)
+        t.add_column("", justify="right")
+    items = [sorted(c.items()) for _, c in configs]
+    for i in range(max(len(x) for x in items)):
+        row: list[str] = []
+        for x in items:
+            k, v = x[i] if i < len(x) else ("", "")
+            row += [k, escape(str(v))]
+        t.add_row(*row)
+    return t
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out_: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out_.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out_[prefix + k] = v
+    return out_
+
+
+def _tokenizer_text(tok: dict[str, Any]) -> Text:
+    t = Text("tokenizer: ", style="bold")
+    t.append(f"{tok.get('level', '?')} level, {tok.get('vocab_size', 0):,} symbols")
+    t.append(" (<pad> <sos> <eos> <unk> and the corpus's own)", style="dim")
+    commonest = tok.get("commonest")
+    if commonest:
+        t.append("\ncommonest: ", style="bold")
+        t.append(" ".join(shown_piece(p) for p in commonest))
+    return t
+
+
+def _print_curves(d: RunDetails) -> None:
+    c = d.curves
+    if not c.train_steps and not c.val_steps:
+        out.print("[dim]no loss records yet (metrics.jsonl)[/]")
+        return
+    width = max(20, min(72, out.width - 12))
+    rows = loss_chart(c.train_steps, c.train_loss, c.val_steps, c.val_loss, width, 10)
+    styles = {"train": "cyan", "val": "bold magenta", "val+train": "bold magenta on cyan"}
+    title = Text("loss (nats/token)   ", style="bold")
+    title.append("█ train", style="cyan")
+    title.append("   ● validation", style="bold magenta")
+    out.print(title)
+    for row in rows:
+        line = Text()
+        for text, tag in row:
+            line.append(text, style=styles.get(tag, "dim" if tag == "axis" else ""))
+        out.print(line, no_wrap=True, crop=False)
+    if c.final_loss is not None:
+        out.print(
+            f"kept model on the whole validation split: {c.final_loss:.4f} nats/token, "
+            f"{c.final_bpc:.3f} bits/char"
+        )
+
+
+def _print_stopfit(d: RunDetails) -> None:
+    f = d.stopfit
+    if d.stopfit_problem:
+        out.print(f"[yellow]stopping rules: {escape(d.stopfit_problem)}[/]")
+        return
+    if f is None:
+        out.print(f"[dim]stopping rules: no fit for this run yet; {escape(STOPFIT_HINT)}[/]")
+        return
+    t = Table(
+        title=f"stopping rules: sample lengths against the validation units "
+        f"({f.n:,} samples a rule at temperature {f.temperature:g}; validation mean "
+        f"{f.val_mean_length:.1f} tokens)",
+        title_justify="left",
+    )
+    for col in ("rule", "KS distance", "mean length"):
+        t.add_column(col, justify="left" if col == "rule" else "right")
+    for rule in [*[r for r in STOP_RULES if r in f.ks], *sorted(set(f.ks) - set(STOP_RULES))]:
+        mean = f.mean_length.get(rule)
+        t.add_row(rule, f"{f.ks[rule]:.3f}", "-" if mean is None else f"{mean:.1f}")
+    out.print(t)
+    out.print(Text("KS distance: 0 = the same length distribution, 1 = disjoint", style="dim"))

@@ -1,0 +1,191 @@
+"""Options shared by several commands, and turning them into configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charrnn.checkpoint import DEFAULT_ROOT, list_runs
+from charrnn.config import (
+    DataConfig,
+    Level,
+    ModelConfig,
+    SampleConfig,
+    Stop,
+    TokenizerConfig,
+    TrainConfig,
+    Unit,
+)
+
+# Option defaults come from the config dataclasses, so the CLI and the library never disagree.
+_M, _T, _D, _TOK, _S = ModelConfig, TrainConfig, DataConfig, TokenizerConfig, SampleConfig
+
+
+DATA, MODEL, TRAINING, RUN, SAMPLING, OUTPUT = (
+    "Data",
+    "Model",
+    "Training",
+    "Run",
+    "Sampling",
+    "Output",
+)
+
+
+CorpusArg = Annotated[Path, typer.Argument(help="A UTF-8 text file, or a folder made by tokenize.")]
+
+
+LevelOpt = Annotated[
+    Level,
+    typer.Option(
+        help="Token level; auto = bpe for a training run on the CPU whose text holds at least "
+        "3.5 KB per second of --time-budget, has at most 256 distinct characters and encodes "
+        "in a tenth of the budget; otherwise char (in tokenize: char).",
+        rich_help_panel=DATA,
+    ),
+]
+
+
+UnitOpt = Annotated[
+    Unit,
+    typer.Option(
+        help="What one <sos> ... <eos> unit is; auto = paragraph if the text has blank "
+        "lines, else line.",
+        rich_help_panel=DATA,
+    ),
+]
+
+
+MinFreqOpt = Annotated[
+    int, typer.Option(min=1, help="Rarer symbols become <unk>.", rich_help_panel=DATA)
+]
+
+
+MaxVocabOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=5, help="Keep at most this many symbols (specials included).", rich_help_panel=DATA
+    ),
+]
+
+
+VocabSizeOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Subword vocabulary size (bpe, unigram); 0 = 2048 (fewer where the text cannot "
+        "fill them).",
+        rich_help_panel=DATA,
+    ),
+]
+
+
+SampleCharsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Subword levels: characters of the corpus (spread over it) that train the tokenizer.",
+        rich_help_panel=DATA,
+    ),
+]
+
+
+ReplaceErrorsOpt = Annotated[
+    bool,
+    typer.Option(help="Replace invalid UTF-8 bytes instead of stopping.", rich_help_panel=DATA),
+]
+
+
+def complete_runs(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of run names, from --checkpoints if it is given."""
+    root = Path(ctx.params.get("checkpoints") or DEFAULT_ROOT)
+    return [r.name for r in list_runs(root) if r.name.startswith(incomplete)]
+
+
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Run name or folder; default: the latest trained run.",
+        autocompletion=complete_runs,
+    ),
+]
+
+
+CheckpointsDirOpt = Annotated[
+    Path, typer.Option("--checkpoints", help="Folder that holds the runs.", rich_help_panel=RUN)
+]
+
+
+StopOpt = Annotated[Stop, typer.Option(help="How a sample ends: eos, halt, length or none.")]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.", rich_help_panel=OUTPUT)]
+
+
+def data_config(
+    level: Level,
+    unit: Unit,
+    min_freq: int,
+    max_vocab: int | None,
+    vocab_size: int,
+    replace_errors: bool,
+    sample_chars: int = _TOK.sample_chars,
+) -> DataConfig:
+    tok = TokenizerConfig(
+        level=level,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
+        vocab_size=vocab_size,
+        sample_chars=sample_chars,
+    )
+    return DataConfig(tokenizer=tok, unit=unit, replace_errors=replace_errors)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    if seconds % 3600 == 0:
+        return f"{int(seconds) // 3600}h"
+    return f"{int(seconds) // 60}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'150s', '10m', '1h30m' or plain seconds -> seconds."""
+    if text is None or text.lower() in ("none", "off", ""):
+        return None
+    pos, total = 0, 0.0
+    text = text.strip()
+    while pos < len(text):
+        m = _DURATION.match(text, pos)
+        if not m:
+            raise typer.BadParameter(f"{text!r} is not a duration like 150s, 10m or 1h30m")
+        total += (
+            float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, None: 1}[(m.group(2) or "s").lower()]
+        )
+        pos = m.end()
+    if total <= 0:
+        raise typer.BadParameter("the time budget must be positive")
+    return total
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was set by the user rather than left at its default."""
+    source = ctx.get_parameter_source(name)  # Typer's own click: compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
+RunArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Run name or folder; default: the latest trained run.",
+        autocompletion=complete_runs,
+        show_default=False,
+    ),
+]

@@ -1,0 +1,179 @@
+"""`charrnn score`: sentences ranked by log-probability, per-token terms, likeliest next tokens."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.api import load
+from charrnn.checkpoint import DEFAULT_ROOT
+from charrnn.cli.format import bar, prob_text, shown_piece
+from charrnn.cli.heatmap import per_token_view
+from charrnn.cli.options import (
+    OUTPUT,
+    CheckpointOpt,
+    CheckpointsDirOpt,
+    JsonOpt,
+    StopOpt,
+)
+from charrnn.cli.output import err, escape, fail, friendly, out
+from charrnn.config import (
+    Stop,
+)
+from charrnn.score import NextToken, SentenceScore, surprisal_map
+
+
+def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "text": s.text,
+        "stop": s.stop.value,
+        "log_prob": s.log_prob,
+        "prob": s.prob,
+        "tokens": s.n_tokens,
+        "perplexity": s.perplexity,
+        "bits_per_char": s.bits_per_char,
+        "bits_per_byte": s.bits_per_byte,
+        "unknown": s.n_unk,
+    }
+    if per_token:
+        d["terms"] = [
+            {"kind": t.kind, "piece": t.piece, "log_prob": t.log_prob, "unk": t.unk}
+            for t in s.terms
+        ]
+    return d
+
+
+def _read_sentences(sentences: list[str], file: Path | None) -> list[str]:
+    lines = list(sentences)
+    for i, s in enumerate(lines, 1):
+        if not s.strip():
+            fail(f"cannot score an empty sentence (argument {i})")
+    if file is not None:
+        lines += [ln for ln in _read_lines(file) if ln.strip()]
+        if not lines:
+            name = "standard input" if str(file) == "-" else str(file)
+            fail(f"nothing to score: {name} has no sentences")
+    if not lines:
+        fail("nothing to score: give sentences as arguments or --file")
+    return lines
+
+
+def _read_lines(file: Path) -> list[str]:
+    """The lines of a UTF-8 file, or of standard input for ``-``; one error line otherwise."""
+    stdin = str(file) == "-"
+    name = "standard input" if stdin else f"sentence file {file}"
+    try:
+        if stdin:
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        elif file.is_dir():
+            fail(f"sentence file is a folder: {file}")
+        elif not file.is_file():
+            fail(f"sentence file not found: {file}")
+        else:
+            data = file.read_bytes()
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        fail(f"{name} is not valid UTF-8 at byte offset {e.start}")
+    except KeyboardInterrupt:
+        err.print(f"[red]error:[/] interrupted while reading {escape(name)}", soft_wrap=True)
+        raise typer.Exit(130) from None
+    except OSError as e:
+        fail(f"cannot read {name}: {e.strerror or e}")
+    return text.removeprefix("\ufeff").splitlines()
+
+
+@friendly
+def score_cmd(
+    sentences: Annotated[list[str] | None, typer.Argument(help="Sentences to score.")] = None,
+    checkpoint: CheckpointOpt = None,
+    stop: StopOpt = Stop.eos,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="One sentence a line; - reads stdin.")
+    ] = None,
+    per_token: Annotated[
+        bool,
+        typer.Option(
+            help="Colour each token by its surprisal and show every term of each score.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    next_k: Annotated[
+        int | None,
+        typer.Option(
+            "--next",
+            min=1,
+            help="Also list the K likeliest next tokens after each sentence.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
+) -> None:
+    """Log-probability of each sentence as a unit <sos> ... <eos>; several are ranked."""
+    lines = _read_sentences(sentences or [], file)
+    model = load(checkpoint, checkpoints)
+    results = model.score(lines, stop)
+    nexts = [model.next_tokens(line, next_k, stop) for line in lines] if next_k else []
+    if as_json:
+        payload = [_score_json(r, per_token) for r in results]
+        for d, candidates in zip(payload, nexts):
+            d["next"] = [{"token": c.piece, "id": c.id, "prob": c.prob} for c in candidates]
+        out.print_json(json.dumps(payload))
+        return
+    out.print(score_table(results, f"scores under --stop {stop.value} ({model.name})"))
+    if per_token:
+        for r in results:
+            out.print()
+            out.print(per_token_view(r, surprisal_map(model.tokenizer, r)))
+    for line, candidates in zip(lines, nexts):
+        out.print()
+        out.print(next_view(line, candidates))
+
+
+def score_table(results: list[SentenceScore], title: str) -> Table:
+    ranked = sorted(results, key=lambda r: -r.log_prob)
+    table = Table(title=title, title_justify="left")
+    for col, justify in (
+        ("#", "right"),
+        ("sentence", "left"),
+        ("log P (nats)", "right"),
+        ("P", "right"),
+        ("ppl", "right"),
+        ("bits/char", "right"),
+        ("bits/byte", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for rank, r in enumerate(ranked, 1):
+        flag = f" [yellow]({r.n_unk} <unk>)[/]" if r.n_unk else ""
+        table.add_row(
+            str(rank),
+            Text(r.text) + Text.from_markup(flag),
+            f"{r.log_prob:.2f}",
+            prob_text(r.log_prob),
+            f"{r.perplexity:.2f}",
+            f"{r.bits_per_char:.3f}",
+            f"{r.bits_per_byte:.3f}",
+        )
+    return table
+
+
+def next_view(context: str, candidates: list[NextToken]) -> Table:
+    ctx = context if len(context) <= 40 else "…" + context[-39:]
+    t = Table(box=None, show_header=False, padding=(0, 1))
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_column(justify="left", style="cyan")
+    top = candidates[0].prob if candidates else 1.0
+    for c in candidates:
+        t.add_row(
+            Text(f"P({shown_piece(c.piece)} | {ctx})"),
+            f"= {c.prob:.4f}" if c.prob >= 1e-4 else f"= {c.prob:.1e}",
+            bar(c.prob / top, 24),
+        )
+    return t

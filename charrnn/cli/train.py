@@ -1,0 +1,399 @@
+"""`charrnn train`: a progress bar, evaluation lines and samples around the library's training."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.checkpoint import DEFAULT_ROOT
+from charrnn.cli.options import (
+    _D,
+    _M,
+    _T,
+    _TOK,
+    MODEL,
+    RUN,
+    TRAINING,
+    CheckpointsDirOpt,
+    CorpusArg,
+    LevelOpt,
+    MaxVocabOpt,
+    MinFreqOpt,
+    ReplaceErrorsOpt,
+    SampleCharsOpt,
+    UnitOpt,
+    VocabSizeOpt,
+    data_config,
+    format_duration,
+    given,
+    parse_duration,
+)
+from charrnn.cli.output import err, friendly, out
+from charrnn.config import (
+    SPREAD_SECTIONS,
+    Cell,
+    Holdout,
+    Job,
+    ModelConfig,
+    Nonlinearity,
+    Precision,
+    TrainConfig,
+)
+from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
+from charrnn.training.distributed import is_main_process, world_size
+from charrnn.training.run import train
+
+
+class TrainView(Callbacks):
+    """Rich progress bar, evaluation lines and samples while training."""
+
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self.task = bar.add_task("train", total=1.0, loss="", val="", speed="", step=0)
+        self.interrupted = False
+        self.val = ""
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        m = info["model"]
+        resumed = f", resumed at step {info['resumed_from']}" if info["resumed_from"] else ""
+        self.bar.console.print(
+            f"run [bold]{info['run']}[/]: {m['cell']} {m['layers']}x{m['hidden']}, "
+            f"{info['parameters']:,} parameters, {info['level']} level "
+            f"({info['vocab_size']:,} symbols), "
+            f"{info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
+            f"({info['split']} split), "
+            f"on {info['device']}{resumed}"
+        )
+        self.bar.start()
+
+    def on_step(self, s: StepStats) -> None:
+        done = s.progress if s.progress is not None else 0.0
+        self.bar.update(
+            self.task,
+            completed=min(1.0, done),
+            loss=f"loss {s.loss:.3f}",
+            val=self.val,
+            speed=f"{s.tokens_per_s:,.0f} tok/s",
+            step=s.step,
+        )
+
+    def on_eval(self, e: EvalStats) -> None:
+        self.val = f"val {e.loss:.3f}"
+        mark = " [green]best[/]" if e.best and not e.full else ""
+        what = "validation (whole split)" if e.full else "validation"
+        self.bar.console.print(
+            f"step {e.step:>6}  {what}: {e.loss:.4f} nats/token, {e.bpc:.3f} bits/char, "
+            f"{e.bpb:.3f} bits/byte, ppl {e.perplexity:.2f}{mark}"
+        )
+
+    def on_sample(self, step: int, text: str) -> None:
+        self.bar.console.print(f"[dim]--- sample at step {step} ---[/]")
+        self.bar.console.print(Text(text.strip("\n")[:600]))
+        self.bar.console.print("[dim]---[/]")
+
+    def stop_requested(self) -> bool:
+        return self.interrupted
+
+
+@contextmanager
+def _interruptible(view: TrainView) -> Iterator[None]:
+    """The first Ctrl-C (or SIGTERM) asks the loop to save and stop; a second one kills."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if view.interrupted:
+            raise KeyboardInterrupt
+        view.interrupted = True
+
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread (a test runner): no handlers
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _summary(result: TrainResult, corpus: Path) -> Table:
+    t = Table(title="training summary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    rows = [
+        ("run", str(result.run)),
+        ("steps", f"{result.steps:,}"),
+        ("tokens", f"{result.tokens:,}"),
+        ("time", f"{result.elapsed:.0f}s"),
+        ("throughput", f"{result.tokens_per_s:,.0f} tokens/s"),
+        ("stopped by", result.stopped_by),
+        ("last train loss", f"{result.train_loss:.4f} nats/token"),
+    ]
+    if result.val is not None:
+        rows += [
+            ("best step", f"{result.best_step:,}"),
+            ("val loss", f"{result.val.loss:.4f} nats/token"),
+            ("val perplexity", f"{result.val.perplexity:.2f}"),
+            ("val bits/char", f"{result.val.bpc:.4f}"),
+            ("val bits/byte", f"{result.val.bpb:.4f}"),
+        ]
+    if result.stop_fit is not None:
+        f = result.stop_fit
+        rows.append(
+            (
+                f"stop rules vs val lengths (KS, {f.n} samples)",
+                "  ".join(f"{rule} {ks:.3f}" for rule, ks in f.ks.items()),
+            )
+        )
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+@friendly
+def train_cmd(
+    corpus: CorpusArg,
+    level: LevelOpt = _TOK.level,
+    unit: UnitOpt = _D.unit,
+    min_freq: MinFreqOpt = _TOK.min_freq,
+    max_vocab: MaxVocabOpt = None,
+    vocab_size: VocabSizeOpt = _TOK.vocab_size,
+    sample_chars: SampleCharsOpt = _TOK.sample_chars,
+    replace_errors: ReplaceErrorsOpt = _D.replace_errors,
+    cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = _M.cell,
+    nonlinearity: Annotated[
+        Nonlinearity, typer.Option(help="Elman rnn cell only.", rich_help_panel=MODEL)
+    ] = _M.nonlinearity,
+    layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = _M.layers,
+    hidden: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=16384,
+            help="Units per layer; 0 = sized from the time budget on a CPU (256 for 150s, "
+            "448 for 10m, 512 for 15m or without a budget or on a GPU).",
+            rich_help_panel=MODEL,
+        ),
+    ] = _M.hidden,
+    embed: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = _M.embed,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)] = _M.dropout,
+    tie_weights: Annotated[
+        bool, typer.Option(help="Share input and output embeddings.", rich_help_panel=MODEL)
+    ] = _M.tie_weights,
+    seq_len: Annotated[
+        int, typer.Option(min=1, help="BPTT window.", rich_help_panel=TRAINING)
+    ] = _T.seq_len,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Parallel streams.", rich_help_panel=TRAINING)
+    ] = _T.batch_size,
+    lr: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=10.0,
+            help="Peak learning rate; 0 = fitted to the width (1e-2 at 256 units, as "
+            "1/sqrt(hidden) above).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.lr,
+    clip: Annotated[
+        float, typer.Option(min=0.0, help="Gradient norm clip; 0 = off.", rich_help_panel=TRAINING)
+    ] = _T.clip,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            show_default=False,
+            help="AdamW weight decay (times the learning rate each step); 0 = off. Default: "
+            "from how much the run can memorize (its expected passes over the training text x "
+            "its recurrent parameters per training token): 0.1 up to 3, 0.2 from 6.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.weight_decay,
+    min_lr_ratio: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            show_default=False,
+            help="The learning rate decays to this x its peak by the end. Default: as "
+            "--weight-decay's: 0.1 up to 3, 0 from 6.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.min_lr_ratio,
+    max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
+    epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
+    time_budget: Annotated[
+        str,
+        typer.Option(
+            help="Wall time for the whole command, e.g. 150s, 10m, 1h; 'none' = no limit.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = format_duration(_T.time_budget),
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Held-out share of the corpus.", rich_help_panel=TRAINING
+        ),
+    ] = _T.val_fraction,
+    split: Annotated[
+        Holdout,
+        typer.Option(
+            help="Which text is held out: the corpus's tail, or the tail of each of its "
+            f"{SPREAD_SECTIONS} equal stretches (spread), so that validation samples the whole "
+            "corpus.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = Holdout(_T.split),
+    patience: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Stop after this many evaluations without improvement; 0 = never.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.patience,
+    sample_every: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Print a sample every N steps; 0 = never.", rich_help_panel=TRAINING
+        ),
+    ] = _T.sample_every,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING)] = _T.seed,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)
+    ] = _T.device,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="fp32, or bf16/fp16 mixed precision on a CUDA device.", rich_help_panel=TRAINING
+        ),
+    ] = Precision(_T.precision),
+    skip_nonfinite: Annotated[
+        bool,
+        typer.Option(
+            help="Skip a step whose loss is NaN or infinite instead of stopping.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.skip_nonfinite,
+    stop_fit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Samples per stopping rule whose lengths are compared with the validation "
+            "units at the end (stopfit.json); 0 = skip.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.stop_fit,
+    run: Annotated[
+        str | None, typer.Option(help="Run name; default: the corpus name.", rich_help_panel=RUN)
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue --run (default: the latest run) from its last checkpoint.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
+    checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
+    ctx: typer.Context = None,  # type: ignore[assignment]
+) -> None:
+    """Train a model on a corpus (tokenizing it first, or reusing the cached encoding)."""
+    # the process's start when run as a program (see main), so --time-budget counts imports
+    started = ctx.obj if isinstance(ctx.obj, float) else time.monotonic()
+    # A resume keeps the run's own settings except those given on this command line.
+    overrides = {k for k in ctx.params if given(ctx, k)}
+    job = Job(
+        model=ModelConfig(
+            cell=cell,
+            nonlinearity=nonlinearity,
+            layers=layers,
+            hidden=hidden,
+            embed=embed,
+            dropout=dropout,
+            tie_weights=tie_weights,
+        ),
+        train=TrainConfig(
+            seq_len=seq_len,
+            batch_size=batch_size,
+            lr=lr,
+            clip=clip,
+            weight_decay=weight_decay,
+            min_lr_ratio=min_lr_ratio,
+            max_steps=max_steps,
+            epochs=epochs,
+            time_budget=parse_duration(time_budget),
+            val_fraction=val_fraction,
+            split=split.value,
+            patience=patience,
+            sample_every=sample_every,
+            seed=seed,
+            device=device,
+            precision=precision.value,
+            skip_nonfinite=skip_nonfinite,
+            stop_fit=stop_fit,
+        ),
+        data=data_config(
+            level, unit, min_freq, max_vocab, vocab_size, replace_errors, sample_chars
+        ),
+    )
+    main = is_main_process()  # under torchrun, rank 0 alone shows progress
+    bar = Progress(
+        TextColumn("[bold]step {task.fields[step]}[/]"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TextColumn("{task.fields[val]}"),
+        TextColumn("{task.fields[speed]}"),
+        TimeRemainingColumn(),
+        console=out,
+        disable=not main,
+    )
+    try:  # the bar starts with the first thing it shows: a refused run draws none
+        view = TrainView(bar)
+        data_task = bar.add_task(
+            "data", total=None, visible=False, loss="", val="", speed="", step=""
+        )
+
+        def on_data(done: int, total: int) -> None:
+            if done < total:
+                bar.start()
+            bar.update(data_task, completed=done, total=total, visible=done < total)
+
+        with _interruptible(view):
+            result = train(
+                corpus,
+                job,
+                run=run,
+                root=checkpoints,
+                resume=resume,
+                callbacks=view,
+                started=started,
+                on_data=on_data,
+                overrides=overrides,
+            )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    if not main:
+        raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)
+    out.print(_summary(result, corpus))
+    if result.stopped_by == "interrupted":
+        again = "torchrun [options] -m charrnn -- train" if world_size() > 1 else "charrnn train"
+        err.print(
+            f"[yellow]interrupted at step {result.steps}; resume with:[/] {again} {corpus} "
+            f"--run {result.run.name} --resume"
+            + (f" --checkpoints {checkpoints}" if checkpoints != DEFAULT_ROOT else ""),
+            soft_wrap=True,
+        )
+        raise typer.Exit(130)
