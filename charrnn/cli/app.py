@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn import __version__
 from charrnn.cli import info, runs, sample, score, tokenize, train
 from charrnn.cli.output import err, escape, out
+from charrnn.version import __version__
 
 # Typer may bundle its own copy of click: take its exception classes from Typer itself.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn import __version__
 from charrnn.checkpoint import (
     DEFAULT_ROOT,
     FORMAT_VERSION,
@@ -58,6 +57,7 @@ from charrnn.model import RNNLM, count_parameters
 from charrnn.training.callbacks import Callbacks, TrainResult, _Muted
 from charrnn.training.distributed import Ranks, session
 from charrnn.training.loop import _Trainer
+from charrnn.version import __version__
 
 # -- callbacks ----------------------------------------------------------------------------
 
