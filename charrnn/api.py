@@ -37,6 +37,7 @@ from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
 from charrnn.model import RNNLM, count_parameters
 from charrnn.score import NextToken, SentenceScore, next_tokens, score
+from charrnn.stopping import rule
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import Tokenizer
 from charrnn.training.callbacks import Callbacks, TrainResult
@@ -162,12 +163,12 @@ class Model:
         """log P of a sentence (or of each of several) as one unit <sos> ... <eos>, under the
         stopping rule ``stop`` (eos, halt or length), term by term."""
         if isinstance(text, str):
-            return score(self.loaded.model, self.loaded.tokenizer, [text], Stop(stop))[0]
-        return score(self.loaded.model, self.loaded.tokenizer, list(text), Stop(stop))
+            return score(self.loaded.model, self.loaded.tokenizer, [text], rule(stop).stop)[0]
+        return score(self.loaded.model, self.loaded.tokenizer, list(text), rule(stop).stop)
 
     def next_tokens(self, text: str, k: int = 10, stop: Stop | str = Stop.eos) -> list[NextToken]:
         """The ``k`` likeliest tokens after ``text``, likeliest first, with their probability."""
-        return next_tokens(self.loaded.model, self.loaded.tokenizer, text, k, Stop(stop))
+        return next_tokens(self.loaded.model, self.loaded.tokenizer, text, k, rule(stop).stop)
 
 
 def _positive(n: int) -> int:
@@ -185,11 +186,7 @@ def _sample_config(
     length: int | None,
     seed: int | None,
 ) -> SampleConfig:
-    try:
-        rule = Stop(stop)
-    except ValueError:
-        raise ConfigError(f"unknown stop rule {stop!r}: use eos, halt, length or none") from None
-    return SampleConfig(temperature, top_k, top_p, max_tokens, rule, length, seed)
+    return SampleConfig(temperature, top_k, top_p, max_tokens, rule(stop).stop, length, seed)
 
 
 def load(

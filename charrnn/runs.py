@@ -35,7 +35,6 @@ from charrnn.checkpoint import (
 from charrnn.errors import CharRNNError, CheckpointError
 
 STOPFIT = "stopfit.json"
-RULES = ("eos", "halt", "length")
 
 
 @dataclass

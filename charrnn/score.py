@@ -22,25 +22,14 @@ from functools import cached_property, partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charrnn.config import Stop
 from charrnn.errors import ConfigError
-from charrnn.generate import rule_logits, rule_mask
 from charrnn.model import RNNLM
+from charrnn.stopping import StopRule, Term, check_scoring, rule_logits, rule_mask
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 LOG2 = math.log(2.0)
-
-
-@dataclass
-class Term:
-    """One term of a score: a token, the end marker, a halt decision or the length."""
-
-    kind: str  # "token", "eos", "continue", "halt", "length"
-    piece: str
-    log_prob: float
-    unk: bool = False
 
 
 @dataclass
@@ -87,10 +76,7 @@ def score(
     batch_tokens: int = 16384,
 ) -> list[SentenceScore]:
     """Score each sentence under ``stop``; the result keeps the input order."""
-    if stop is Stop.none:
-        raise ConfigError("score needs a stopping rule: --stop eos, halt or length")
-    if stop is not Stop.eos and not model.config.stop_heads:
-        raise ConfigError("this model was trained without halt and length heads: use --stop eos")
+    rule = check_scoring(stop, model)
     if any(not s.strip() for s in sentences):
         raise ConfigError("cannot score an empty sentence")
     encoded = tokenizer.encode_each(sentences)
@@ -102,7 +88,7 @@ def score(
         while j < len(order) and (j - i + 1) * (len(encoded[order[j]]) + 1) <= batch_tokens:
             j += 1
         group = order[i:j]
-        for k, res in zip(group, _score_batch(model, tokenizer, [encoded[g] for g in group], stop)):
+        for k, res in zip(group, _score_batch(model, tokenizer, [encoded[g] for g in group], rule)):
             res.text = sentences[k]
             res.n_chars = len(sentences[k]) + 1
             res.n_bytes = len(sentences[k].encode("utf-8", "surrogatepass")) + 1
@@ -112,7 +98,7 @@ def score(
 
 
 def _score_batch(
-    model: RNNLM, tokenizer: Tokenizer, batch: list[list[int]], stop: Stop
+    model: RNNLM, tokenizer: Tokenizer, batch: list[list[int]], rule: StopRule
 ) -> list[SentenceScore]:
     dev = next(model.parameters()).device
     n_rows = len(batch)
@@ -123,61 +109,26 @@ def _score_batch(
     for r, ids in enumerate(batch):
         x[r, 1 : len(ids) + 1] = ids
         x[r, len(ids) + 1] = EOS
-    remaining = None
-    if stop is Stop.length:
-        # x(t) is fed with n - t tokens still to come; <sos> with "unknown"
-        left = np.clip(lengths[:, None] - np.arange(width), 0, None)  # (S, L+1)
-        buckets = model.length_buckets(left)
-        buckets[:, 0] = model.unknown_at(0)
-        remaining = torch.from_numpy(buckets).to(dev)
+    inputs = rule.score_inputs(model, lengths, width)  # (S, L+1) or None
+    remaining = None if inputs is None else torch.from_numpy(inputs).to(dev)
     h, _ = model.features(torch.from_numpy(x[:, :-1]).to(dev), None, remaining)  # (S, L+1, H)
     # Only the n + 1 predictions of each sentence are scored, not the padding after it.
     keep = np.arange(width) <= lengths[:, None]  # (S, L+1)
     flat = torch.from_numpy(np.flatnonzero(keep)).to(dev)  # (N,)
     h_kept = h.flatten(0, 1).index_select(0, flat)  # (N, H)
     targets = torch.from_numpy(x[:, 1:][keep]).to(dev)  # (N,)
-    tok_lp = _target_log_probs(model, h_kept, targets, stop).tolist()  # (N,)
-    halt_lp = cont_lp = length_lp = None
-    if stop is Stop.halt:
-        z = model.halt_logits(h_kept).double().cpu()  # (N,)
-        halt_lp, cont_lp = F.logsigmoid(z).tolist(), F.logsigmoid(-z).tolist()
-    if stop is Stop.length:
-        length_lp = model.length_log_probs(h[:, 0]).double().cpu().numpy()  # (S, max_len + 1)
+    tok_lp = _target_log_probs(model, h_kept, targets, rule.stop).tolist()  # (N,)
+    ctx = rule.score_context(model, h, h_kept)
     out = []
     row_start = np.concatenate([[0], np.cumsum(lengths + 1)]).tolist()  # each row's first term
     for r, ids in enumerate(batch):
         n, o = len(ids), row_start[r]
-        lps = tok_lp[o : o + n + 1]  # the n tokens, then <eos> (scored in eos mode only)
-        # the rule's terms besides the tokens': <eos>; continue..., halt; or the length
-        extra: list[float]
-        if stop is Stop.eos:
-            extra = lps[n:]
-        elif stop is Stop.halt:
-            assert halt_lp is not None and cont_lp is not None
-            extra = cont_lp[o + 1 : o + n] + halt_lp[o + n : o + n + 1]
-        else:
-            assert length_lp is not None
-            extra = [float(length_lp[r, n]) if n < length_lp.shape[1] else -math.inf]
+        lps = tok_lp[o : o + n + 1]  # the n tokens, then <eos> (scored under eos only)
+        extra = rule.extra(ctx, r, o, n, lps)  # the rule's terms besides the tokens'
         total = math.fsum(itertools.chain(lps[:n], extra))  # as math.fsum over the terms
-        make = partial(_terms, tokenizer, stop, ids, lps[:n], extra)
-        out.append(SentenceScore("", stop, total, n, 0, ids.count(UNK), make_terms=make))
+        make = partial(rule.terms, tokenizer, ids, lps[:n], extra)
+        out.append(SentenceScore("", rule.stop, total, n, 0, ids.count(UNK), make_terms=make))
     return out
-
-
-def _terms(
-    tokenizer: Tokenizer, stop: Stop, ids: list[int], token_lp: list[float], extra: list[float]
-) -> list[Term]:
-    """A sentence's terms in reading order, from its tokens' and its rule's log-probs."""
-    terms = []
-    if stop is Stop.length:
-        terms.append(Term("length", str(len(ids)), extra[0]))
-    for k, (t, lp) in enumerate(zip(ids, token_lp), start=1):
-        terms.append(Term("token", tokenizer.piece(t), lp, t == UNK))
-        if stop is Stop.halt:
-            terms.append(Term("halt" if k == len(ids) else "continue", "", extra[k - 1]))
-    if stop is Stop.eos:
-        terms.append(Term("eos", "<eos>", extra[0]))
-    return terms
 
 
 def _target_log_probs(

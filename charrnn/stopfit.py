@@ -36,9 +36,8 @@ from charrnn.generate import Sampler
 from charrnn.io import file_hash, write_json_atomic
 from charrnn.model import RNNLM
 from charrnn.runs import STOPFIT, StopFit
+from charrnn.stopping import ENDING
 from charrnn.tokenizers import EOS, SOS, Tokenizer
-
-RULES = (Stop.eos, Stop.halt, Stop.length)
 
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,7 +83,7 @@ def draw_lengths(
     model.eval()
     lengths = {
         stop.value: sample_lengths(model, tokenizer, stop, n, temperature, seed + i, max_tokens)
-        for i, stop in enumerate(RULES)
+        for i, stop in enumerate(ENDING)
     }
     model.train(was_training)
     return lengths
@@ -132,7 +131,7 @@ def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
     marks = [time.monotonic() for _ in Sampler(model, None).iter_tokens(n, config, [SOS], info)]  # type: ignore[arg-type]
     per_step = (marks[-1] - marks[0]) / max(1, len(marks) - 1)
     model.train(was_training)
-    return len(RULES) * per_step * STEPS_PER_LENGTH * mean_length
+    return len(ENDING) * per_step * STEPS_PER_LENGTH * mean_length
 
 
 def open_dataset(info: dict[str, Any]) -> Dataset:

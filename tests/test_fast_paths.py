@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from charrnn.config import Cell, ModelConfig, Nonlinearity, SampleConfig, Stop
-from charrnn.generate import Sampler, rule_logits
+from charrnn.generate import Sampler
 from charrnn.model import RNNLM
 from charrnn.model.stepper import Stepper
 from charrnn.score import _target_log_probs
+from charrnn.stopping import rule_logits
 from charrnn.tokenizers import EOS, SOS
 
 KINDS = [

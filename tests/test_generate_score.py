@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from charrnn.checkpoint import load_run
 from charrnn.config import SampleConfig, Stop
 from charrnn.errors import ConfigError
-from charrnn.generate import Sampler, draw, filter_logits, rule_logits
+from charrnn.generate import Sampler, draw, filter_logits
 from charrnn.score import score
+from charrnn.stopping import rule_logits
 from charrnn.tokenizers import EOS, SOS
 
 

@@ -21,8 +21,8 @@ from charrnn.cli.options import (
     RunArg,
 )
 from charrnn.cli.output import err, escape, friendly, out
+from charrnn.config import Stop
 from charrnn.defaults import in_force
-from charrnn.runs import RULES as STOP_RULES
 from charrnn.runs import STOPFIT_HINT, RunDetails, details
 
 
@@ -209,7 +209,8 @@ def _print_stopfit(d: RunDetails) -> None:
     )
     for col in ("rule", "KS distance", "mean length"):
         t.add_column(col, justify="left" if col == "rule" else "right")
-    for rule in [*[r for r in STOP_RULES if r in f.ks], *sorted(set(f.ks) - set(STOP_RULES))]:
+    known = [s.value for s in Stop]  # the rules in their usual order, then any others
+    for rule in [*[r for r in known if r in f.ks], *sorted(set(f.ks) - set(known))]:
         mean = f.mean_length.get(rule)
         t.add_row(rule, f"{f.ks[rule]:.3f}", "-" if mean is None else f"{mean:.1f}")
     out.print(t)

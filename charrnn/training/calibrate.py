@@ -16,8 +16,8 @@ from charrnn.data import (
     reading_streams,
     windows_to_read,
 )
-from charrnn.generate import rule_logits
 from charrnn.model import RNNLM
+from charrnn.stopping import rule_logits
 from charrnn.tokenizers import EOS
 
 

@@ -24,7 +24,6 @@ from charrnn.checkpoint import (
 )
 from charrnn.config import SampleConfig, Stop, TrainConfig
 from charrnn.data import (
-    Batch,
     Dataset,
     LengthPlan,
     Split,
@@ -46,13 +45,13 @@ from charrnn.evaluate import bits_per_byte, bits_per_char, evaluate
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM, count_parameters, detach_state
 from charrnn.stopfit import (
-    RULES,
     STEPS_PER_LENGTH,
     StopFit,
     estimate_seconds,
     fit_lengths,
     write_stopfit,
 )
+from charrnn.stopping import ENDING, head_loss, head_targets, target_counts
 from charrnn.tokenizers import PAD
 from charrnn.training.calibrate import fit_end_bias, fit_start_state
 from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
@@ -362,21 +361,21 @@ class _Trainer:
             self.loop.window = 0
             self.state = m.init_state(len(self.rows))
         b = self.batches.window(self.loop.window, self.loop.epoch)
-        stop = b.remaining is not None and b.halt is not None and b.length is not None
-        arrays = [b.x, b.y, b.remaining, b.halt, b.length] if stop else [b.x, b.y]
+        heads = head_targets(b)  # the stop heads' targets, when the model has them
+        arrays = [b.x, b.y, b.remaining, *heads] if heads else [b.x, b.y]
         x, y, *targets = to_device(arrays, self.device)  # each (B, T), B of this rank
         # Sums over the targets divided by the whole batch's counts (over ranks): the same
         # mean in one process or several (see charrnn.distributed). Counted on the host.
-        norm = self.ranks.share_counts(_target_counts(b))
+        norm = self.ranks.share_counts(target_counts(b))
         with self.amp.autocast():
-            h, state = self.features(x, self.state, targets[0] if stop else None)  # (B, T, H)
+            h, state = self.features(x, self.state, targets[0] if heads else None)  # (B, T, H)
             logits = m.token_logits(h)  # (B, T, V)
             token_loss = F.cross_entropy(
                 logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
             ) / float(norm[0])
             loss = token_loss
-            if stop:
-                loss = loss + self._stop_loss(h, targets[1], targets[2], norm)
+            if heads:
+                loss = loss + self._stop_loss(h, targets[1:], norm)
         self._regularize()
         for g in self.opt.param_groups:
             g["lr"] = lr_at(c, self.loop.step, self.progress(), self.min_lr_ratio)
@@ -410,16 +409,13 @@ class _Trainer:
         return token_loss.detach()
 
     def _stop_loss(
-        self, h: torch.Tensor, halt: torch.Tensor, length: torch.Tensor, norm: np.ndarray
+        self, h: torch.Tensor, targets: list[torch.Tensor], norm: np.ndarray
     ) -> torch.Tensor:
-        """Halting and length losses. The heads read the state but do not shape it
-        (unless --head-grad), and clip_gradients clips theirs apart from the language model's."""
-        c, m = self.config, self.model
-        if not c.head_grad:
-            h = h.detach()
-        halt_loss = _masked_bce(m.halt_logits(h).float(), halt, float(norm[1]))
-        length_loss = _masked_ce(m.length_logits(h).float(), length, float(norm[2]))
-        return c.halt_weight * halt_loss + c.length_weight * length_loss
+        """The stop heads' losses. The heads read the state but do not shape it (unless
+        --head-grad), and clip_gradients clips theirs apart from the language model's."""
+        return head_loss(
+            self.model, h if self.config.head_grad else h.detach(), targets, norm, self.config
+        )
 
     # -- the loop --
 
@@ -670,9 +666,9 @@ class _Trainer:
             # its samples (early in training) must not run past the budget; never longer than
             # the samples are without a budget (a long budget and a fast step would ask for
             # more tokens than a sample may have)
-            per_step = self.stop_fit_cost / (len(RULES) * STEPS_PER_LENGTH * lengths.mean())
+            per_step = self.stop_fit_cost / (len(ENDING) * STEPS_PER_LENGTH * lengths.mean())
             left = self.config.time_budget - self.elapsed()
-            cap = max(1, min(self.model.config.max_len, int(left / (len(RULES) * per_step))))
+            cap = max(1, min(self.model.config.max_len, int(left / (len(ENDING) * per_step))))
         fit = fit_lengths(
             self.model, self.ds.tokenizer, lengths, n, seed=self.config.seed, max_tokens=cap
         )
@@ -720,28 +716,6 @@ def clip_gradients(model: RNNLM, max_norm: float) -> None:
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_([p.grad for p in lm], coef.to(lm[0].grad.dtype))
     torch.nn.utils.clip_grad_norm_(heads, max_norm)
-
-
-def _target_counts(b: Batch) -> np.ndarray:
-    """Targets each loss averages over: tokens, halting decisions, lengths to predict."""
-    halt = 0 if b.halt is None else np.count_nonzero(b.halt >= 0)
-    length = 0 if b.length is None else np.count_nonzero(b.length >= 0)
-    return np.array([np.count_nonzero(b.y != PAD), halt, length], dtype=np.float64)
-
-
-def _masked_bce(logits: torch.Tensor, target: torch.Tensor, norm: float) -> torch.Tensor:
-    """Binary cross-entropy summed over positions whose target is not -1, over ``norm``."""
-    mask = (target >= 0).to(logits.dtype)
-    loss = F.binary_cross_entropy_with_logits(
-        logits, target.clamp(min=0).to(logits.dtype), weight=mask, reduction="sum"
-    )
-    return loss / norm
-
-
-def _masked_ce(logits: torch.Tensor, target: torch.Tensor, norm: float) -> torch.Tensor:
-    """Cross-entropy summed over positions whose target is not -1, over ``norm``."""
-    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1, reduction="sum")
-    return loss / norm
 
 
 def _json_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
