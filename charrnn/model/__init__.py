@@ -7,16 +7,17 @@ stepper.py   one token per stream through the fused cell kernels (sampling)
 
 from __future__ import annotations
 
+from charrnn.model.cells import CELLS, State
 from charrnn.model.rnnlm import (
     LENGTH_INPUT_SCALE,
     RNNLM,
-    State,
     count_parameters,
     detach_state,
 )
 from charrnn.model.stepper import Stepper
 
 __all__ = [
+    "CELLS",
     "LENGTH_INPUT_SCALE",
     "RNNLM",
     "State",

@@ -20,24 +20,18 @@ tokens in the recurrent state is what a small or young network does worst.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from charrnn.config import Cell, ModelConfig
+from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError
+from charrnn.model.cells import CELLS, State
 from charrnn.model.lengths import bucket_edges, bucket_widths, bucketize
 from charrnn.tokenizers import EOS, SOS
 
 LENGTH_INPUT_SCALE = 10.0  # the remaining-length rows learn this many times faster (_init_weights)
-
-State = tuple[Tensor, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (layers, B, H)
-
-
-_RECURRENT = {Cell.rnn: nn.RNN, Cell.gru: nn.GRU, Cell.lstm: nn.LSTM}
 
 
 class RNNLM(nn.Module):
@@ -50,17 +44,8 @@ class RNNLM(nn.Module):
                 "(fit it to a corpus)"
             )
         self.embed = nn.Embedding(c.vocab_size, c.embed)
-        kwargs: dict[str, Any] = (
-            {"nonlinearity": c.nonlinearity.value} if c.cell is Cell.rnn else {}
-        )
-        self.rnn = _RECURRENT[c.cell](
-            c.embed,
-            c.hidden,
-            c.layers,
-            batch_first=True,
-            dropout=c.dropout if c.layers > 1 else 0.0,
-            **kwargs,
-        )
+        self.cell = CELLS[c.cell]
+        self.rnn = self.cell.stack(c)
         self.drop = nn.Dropout(c.dropout)
         # Tied weights: the output layer reuses the embedding matrix, through a projection
         # when the hidden size differs from the embedding size.
@@ -76,7 +61,7 @@ class RNNLM(nn.Module):
         # The state a unit starts from when sampling or scoring: the mean state after <eos>
         # in training text (fit_start_state), not zeros. Training streams carry their state
         # across units, so <sos> is always read after an <eos>, never from h = 0.
-        n_state = 2 if c.cell is Cell.lstm else 1
+        n_state = self.cell.state_size
         self.register_buffer("start_h", torch.zeros(n_state, c.layers, 1, c.hidden))
         if c.stop_heads:
             # Shifts of the <eos> logit and of the halt logit that make the chance of ending,
@@ -130,8 +115,8 @@ class RNNLM(nn.Module):
     def init_state(self, batch: int) -> State:
         """Zero state on the parameters' device and dtype (training streams start here)."""
         p = self.embed.weight
-        n = 2 if self.config.cell is Cell.lstm else 1
         shape = (self.config.layers, batch, self.config.hidden)
+        n = self.cell.state_size
         return tuple(torch.zeros(shape, device=p.device, dtype=p.dtype) for _ in range(n))
 
     def stop_head_parameters(self) -> list[nn.Parameter]:
@@ -164,10 +149,8 @@ class RNNLM(nn.Module):
         x = self.drop(x)
         if state is None:
             state = self.start_state(tokens.shape[0])
-        packed = state if self.config.cell is Cell.lstm else state[0]
-        out, new = self.rnn(x, packed)  # (B, T, H)
-        new_state = new if isinstance(new, tuple) else (new,)
-        return self.drop(out), new_state
+        out, new = self.rnn(x, self.cell.pack(state))  # (B, T, H)
+        return self.drop(out), self.cell.unpack(new)
 
     def token_logits(self, h: Tensor) -> Tensor:
         """Next-token logits (..., V) from features (..., H)."""

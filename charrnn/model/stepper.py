@@ -20,25 +20,13 @@ on a model in eval mode (``Stepper.usable``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn.config import Cell, Nonlinearity
-from charrnn.model.rnnlm import RNNLM, State
+from charrnn.model.cells import State
+from charrnn.model.rnnlm import RNNLM
 from charrnn.tokenizers import EOS
-
-_CELLS: dict[tuple[Cell, Nonlinearity], Callable[..., Any]] = {
-    (Cell.lstm, Nonlinearity.tanh): torch.lstm_cell,
-    (Cell.lstm, Nonlinearity.relu): torch.lstm_cell,
-    (Cell.gru, Nonlinearity.tanh): torch.gru_cell,
-    (Cell.gru, Nonlinearity.relu): torch.gru_cell,
-    (Cell.rnn, Nonlinearity.tanh): torch.rnn_tanh_cell,
-    (Cell.rnn, Nonlinearity.relu): torch.rnn_relu_cell,
-}
 
 
 class Stepper:
@@ -49,8 +37,7 @@ class Stepper:
         """``mask`` (V,), 0 or -inf per token, is added to the logits with the head's bias."""
         c = model.config
         self.model = model
-        self.lstm = c.cell is Cell.lstm
-        self.cell = _CELLS[(c.cell, c.nonlinearity)]
+        self.kernel = model.cell.kernel(c.nonlinearity)
         rnn = model.rnn
         self.weights = [
             tuple(
@@ -106,16 +93,11 @@ class Stepper:
     ) -> tuple[Tensor, State]:
         """tokens (n,) and remaining-length buckets (n,) or None -> h (n, H), new state."""
         x = self.embed(tokens, remaining)  # (n, E)
-        hs, cs = [], []
+        layers = []
         for layer, w in enumerate(self.weights):
-            if self.lstm:
-                x, c = self.cell(x, (state[0][layer], state[1][layer]), *w)  # (n, H) each
-                cs.append(c)
-            else:
-                x = self.cell(x, state[0][layer], *w)  # (n, H)
-            hs.append(x)
-        new = (torch.stack(hs), torch.stack(cs)) if self.lstm else (torch.stack(hs),)
-        return x, new  # (n, H), each (layers, n, H)
+            x, s = self.kernel(x, [s[layer] for s in state], w)  # (n, H), each (n, H)
+            layers.append(s)
+        return x, tuple(map(torch.stack, zip(*layers)))  # (n, H), each (layers, n, H)
 
 
 def _transposed_copy(w: Tensor) -> Tensor:
