@@ -1,28 +1,77 @@
-"""One evaluation of a model on a split: mean token loss, bits per character and per byte."""
+"""Reading a split as training reads it, and the loss of a model on it: nats per token, bits per
+character and per byte. Training, the calibrations and the stop fit all read through here."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from charrnn.data import (
+    Batch,
     LengthPlan,
     Split,
     StreamBatches,
     reading_streams,
+    share,
     windows_to_read,
 )
 from charrnn.device import to_device
 from charrnn.model import RNNLM
 from charrnn.tokenizers import PAD
-from charrnn.training.distributed import share
 
 LOG2 = math.log(2.0)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode (no dropout) for the duration, then as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def read_windows(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    batch_size: int = 64,
+    max_tokens: int = 0,
+    device: torch.device | None = None,
+    part: tuple[int, int] = (0, 1),
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> Iterator[tuple[Batch, Tensor]]:
+    """A split read as training reads it, window by window: up to ``batch_size`` streams, the
+    state carried across windows, the remaining length unknown. Yields each window's batch
+    and the model's features (B, T, H) for it, computed under ``autocast``, in eval mode.
+
+    ``max_tokens`` > 0 reads only the first windows of every stream (a spread-out sample).
+    ``part`` = (rank, world) reads only that rank's block of the streams.
+    """
+    device = device or next(model.parameters()).device
+    streams = reading_streams(split, batch_size, seq_len)
+    rows = share(streams, *part)
+    hidden = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)  # offsets, no lengths
+    plan = hidden if model.config.stop_heads else None
+    batches = StreamBatches(split, streams, seq_len, plan, rows=rows)
+    n_windows = windows_to_read(batches, streams, max_tokens) if rows else 0
+    state = None
+    with eval_mode(model):
+        for k in range(n_windows):
+            b = batches.window(k)
+            arrays = [b.x] if b.remaining is None else [b.x, b.remaining]
+            x, *remaining = to_device(arrays, device)  # (B, T) each
+            with autocast():
+                h, state = model.features(x, state, *remaining)  # (B, T, H)
+            yield b, h
 
 
 @torch.no_grad()
@@ -36,36 +85,21 @@ def evaluate(
     part: tuple[int, int] = (0, 1),
     autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> tuple[float, int]:
-    """Mean token loss (nats) over a split, with the length unknown, and the tokens counted.
-
-    ``max_tokens`` > 0 reads only the first windows of every stream (a spread-out sample).
-    ``part`` = (rank, world) reads only that rank's block of the streams.
-    """
+    """Mean token loss (nats) over a split, with the length unknown, and the tokens counted
+    (``read_windows`` says how the split is read)."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    streams = reading_streams(split, batch_size, seq_len)
-    rows = share(streams, *part)
-    hidden = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)  # offsets, no lengths
-    batches = StreamBatches(
-        split, streams, seq_len, hidden if model.config.stop_heads else None, rows=rows
-    )
-    n_windows = windows_to_read(batches, streams, max_tokens) if rows else 0
-    state = None
     total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one sync
     count = 0
-    for k in range(n_windows):
-        b = batches.window(k)
-        arrays = [b.x, b.y] if b.remaining is None else [b.x, b.y, b.remaining]
-        x, y, *remaining = to_device(arrays, device)  # (B, T) each
+    windows = read_windows(model, split, seq_len, batch_size, max_tokens, device, part, autocast)
+    for b, h in windows:
         with autocast():
-            logits, state = model(x, state, *remaining)  # (B, T, V)
+            logits = model.token_logits(h)  # (B, T, V)
+        (y,) = to_device([b.y], device)
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
         )
         total += loss.double()
         count += int(np.count_nonzero(b.y != PAD))
-    model.train(was_training)
     return float(total) / max(1, count), count
 
 

@@ -32,6 +32,7 @@ from charrnn.data import (
     prepare,
 )
 from charrnn.errors import CheckpointError, ConfigError, CorpusError
+from charrnn.evaluate import eval_mode
 from charrnn.generate import Sampler
 from charrnn.io import file_hash, write_json_atomic
 from charrnn.model import RNNLM
@@ -79,14 +80,11 @@ def draw_lengths(
     """Lengths of ``n`` samples under each rule (eos, halt, length)."""
     if not model.config.stop_heads:
         raise ConfigError("this model was trained without halt and length heads")
-    was_training = model.training
-    model.eval()
-    lengths = {
-        stop.value: sample_lengths(model, tokenizer, stop, n, temperature, seed + i, max_tokens)
-        for i, stop in enumerate(ENDING)
-    }
-    model.train(was_training)
-    return lengths
+    with eval_mode(model):
+        return {
+            stop.value: sample_lengths(model, tokenizer, stop, n, temperature, seed + i, max_tokens)
+            for i, stop in enumerate(ENDING)
+        }
 
 
 def summarize(lengths: dict[str, np.ndarray], reference: np.ndarray, temperature: float) -> StopFit:
@@ -124,13 +122,12 @@ def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
     first: the sampler's setup is paid once, and counted in every step it made the estimate
     two to three times too long (a 1x256 model on one core: 7.2 s for a fit that took 3.2;
     timed after the first step, 4.1 to 4.6 s)."""
-    was_training = model.training
-    model.eval()
     config = SampleConfig(temperature=1.0, stop=Stop.none, max_tokens=16, seed=0)
     info: dict[str, np.ndarray] = {}
-    marks = [time.monotonic() for _ in Sampler(model, None).iter_tokens(n, config, [SOS], info)]  # type: ignore[arg-type]
+    with eval_mode(model):
+        steps = Sampler(model, None).iter_tokens(n, config, [SOS], info)  # type: ignore[arg-type]
+        marks = [time.monotonic() for _ in steps]
     per_step = (marks[-1] - marks[0]) / max(1, len(marks) - 1)
-    model.train(was_training)
     return len(ENDING) * per_step * STEPS_PER_LENGTH * mean_length
 
 

@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 
 from charrnn.checkpoint import LAST, MetricsLog, load_tensors, read_meta
 from charrnn.cli import app
-from charrnn.data import LengthPlan, StreamBatches, prepare
+from charrnn.data import LengthPlan, StreamBatches, prepare, share
 from charrnn.errors import ConfigError
 from charrnn.evaluate import evaluate
 from charrnn.model import RNNLM
 from charrnn.model.lengths import bucket_edges
-from charrnn.training.distributed import Ranks, _detail, _device_and_backend, is_main_process, share
+from charrnn.training.distributed import Ranks, _detail, _device_and_backend, is_main_process
 from charrnn.training.run import fit_model_config, train
 from tests.conftest import VERSES, tiny_job
 

@@ -13,6 +13,7 @@ from charrnn.data.batches import (
     StreamBatches,
     reading_streams,
     reveal_points,
+    share,
     windows_to_read,
 )
 from charrnn.data.dataset import (
@@ -44,5 +45,6 @@ __all__ = [
     "reading_streams",
     "resolve_data",
     "reveal_points",
+    "share",
     "windows_to_read",
 ]

@@ -169,3 +169,8 @@ class StreamBatches:
         length_target = np.where(in_unit & ~shown, buckets, -1)
         halt = np.where(in_unit & ~is_sos, y == EOS, -1)
         return remaining_in, halt, length_target
+
+
+def share(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous block of ``n`` items; blocks differ by at most one."""
+    return range(n * rank // world, n * (rank + 1) // world)

@@ -10,12 +10,9 @@ import torch
 
 from charrnn.config import Stop
 from charrnn.data import (
-    LengthPlan,
     Split,
-    StreamBatches,
-    reading_streams,
-    windows_to_read,
 )
+from charrnn.evaluate import eval_mode, read_windows
 from charrnn.model import RNNLM
 from charrnn.stopping import rule_logits
 from charrnn.tokenizers import EOS
@@ -38,10 +35,8 @@ def fit_start_state(
         prev_eos = np.searchsorted(eos_positions, idx, side="left") - 1
         offsets = idx - np.where(prev_eos >= 0, eos_positions[prev_eos] + 1, 0)
         remaining = torch.from_numpy(model.unknown_at(offsets)).to(x.device)
-    was_training = model.training
-    model.eval()
-    _, state = model.features(x, model.init_state(len(ends)), remaining)
-    model.train(was_training)
+    with eval_mode(model):
+        _, state = model.features(x, model.init_state(len(ends)), remaining)
     model.start_h.copy_(torch.stack([s.mean(dim=1, keepdim=True) for s in state]))
 
 
@@ -60,18 +55,8 @@ def end_logits(
     against the other tokens eos mode may draw, the halt logit, and whether the unit ends
     there. Three (N,) tensors."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    streams = reading_streams(split, batch_size, seq_len)
-    plan = LengthPlan(model.edges, model.unknown_length, p_hidden=1.0)
-    batches = StreamBatches(split, streams, seq_len, plan)
-    n_windows = windows_to_read(batches, streams, max_tokens)
     eos_logit, halt_logit, ends = [], [], []
-    state = None
-    for k in range(n_windows):
-        b = batches.window(k)
-        remaining = torch.from_numpy(b.remaining).to(device)
-        h, state = model.features(torch.from_numpy(b.x).to(device), state, remaining)
+    for b, h in read_windows(model, split, seq_len, batch_size, max_tokens, device):
         z = rule_logits(model.token_logits(h), Stop.eos)  # (B, T, V)
         others = z.clone()
         others[..., EOS] = -math.inf
@@ -79,7 +64,6 @@ def end_logits(
         eos_logit.append((z[..., EOS] - others.logsumexp(-1))[decides])
         halt_logit.append(model.halt_logits(h).float()[decides])
         ends.append(torch.from_numpy(b.halt == 1).to(device)[decides])
-    model.train(was_training)
     return torch.cat(eos_logit), torch.cat(halt_logit), torch.cat(ends)
 
 

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from charrnn.data import share
 from charrnn.errors import ConfigError, TrainingError
 from charrnn.model import RNNLM, State
 
@@ -43,11 +44,6 @@ T = TypeVar("T")
 TIMEOUT_ENV = "CHARRNN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0  # seconds a collective waits for a silent rank before giving up
 PATIENT = timedelta(days=1)  # waiting for rank 0 to encode a corpus may take long
-
-
-def share(n: int, rank: int, world: int) -> range:
-    """Rank ``rank``'s contiguous block of ``n`` items; blocks differ by at most one."""
-    return range(n * rank // world, n * (rank + 1) // world)
 
 
 def world_size() -> int:

@@ -41,7 +41,7 @@ from charrnn.defaults import (
 )
 from charrnn.device import to_device
 from charrnn.errors import CheckpointError, ConfigError, TrainingError
-from charrnn.evaluate import bits_per_byte, bits_per_char, evaluate
+from charrnn.evaluate import bits_per_byte, bits_per_char, eval_mode, evaluate
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM, count_parameters, detach_state
 from charrnn.stopfit import (
@@ -679,17 +679,14 @@ class _Trainer:
         return bits_per_byte(loss, self.val)
 
     def _sample_text(self) -> str:
-        was = self.model.training
-        self.model.eval()
         cfg = SampleConfig(
             temperature=0.8,
             max_tokens=self.config.sample_tokens,
             stop=Stop.eos,
             seed=self.config.seed + self.loop.step,
         )
-        text = self.sampler.sample(1, cfg)[0].text
-        self.model.train(was)
-        return text
+        with eval_mode(self.model):
+            return self.sampler.sample(1, cfg)[0].text
 
 
 _STOPS = ("", "early-stopping", "max-steps", "epochs", "time-budget", "interrupted")
