@@ -43,7 +43,7 @@ from charrnn.model.stepper import Stepper
 from charrnn.score import score
 from charrnn.tokenizers import Tokenizer
 from charrnn.training.callbacks import Callbacks, StepStats
-from charrnn.training.loop import _Trainer
+from charrnn.training.loop import Trainer
 from charrnn.training.run import fit_model_config, train
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -168,13 +168,13 @@ def training(
 
 def make_trainer(
     ds: Dataset, model: ModelConfig, config: TrainConfig, folder: Path, device: torch.device
-) -> _Trainer:
+) -> Trainer:
     """charrnn's training state on ``ds`` (its last 10% held out), without the loop around
     it: ``.step()`` is one optimizer step."""
     train_split, val = ds.split(0.1)
     net = RNNLM(fit_model_config(model, ds, train_split)).to(device)
     started = time.monotonic()
-    return _Trainer(net, ds, train_split, val, config, folder, Callbacks(), started, device)
+    return Trainer(net, ds, train_split, val, config, folder, Callbacks(), started, device)
 
 
 # -- sampling -----------------------------------------------------------------------------

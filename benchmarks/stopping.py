@@ -12,7 +12,7 @@ how many samples have exactly 200 tokens and how many end with a token that ends
 of the corpus's units. It also prints the KS distance between the training and validation
 splits' own lengths: a model that learned the training lengths perfectly scores about that.
 
-throughput: the training loop's own step (``train._Trainer.step``, so it follows changes to
+throughput: the training loop's own step (``train.Trainer.step``, so it follows changes to
 the loop) for the same shape with ``ModelConfig.stop_heads`` on and off, in one process,
 alternating blocks of 5 steps so that a shared machine's load falls on both alike; the ratio
 of median step times, and the cost of the stop targets in the data pipeline per window.
@@ -66,7 +66,7 @@ from charrnn.stopfit import (  # noqa: E402
 )
 from charrnn.tokenizers import EOS  # noqa: E402
 from charrnn.training.callbacks import Callbacks  # noqa: E402
-from charrnn.training.loop import _Trainer  # noqa: E402
+from charrnn.training.loop import Trainer  # noqa: E402
 from charrnn.training.run import fit_model_config  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -187,7 +187,7 @@ def print_quality(r: dict[str, Any]) -> None:
 # -- throughput ---------------------------------------------------------------------------
 
 
-def _trainer(args: argparse.Namespace, heads: bool, root: Path) -> _Trainer:
+def _trainer(args: argparse.Namespace, heads: bool, root: Path) -> Trainer:
     """The training loop's own state for one setting, as ``train`` builds it."""
     ds, _ = prepare(args.corpus, replace(CHARS, unit=Unit.paragraph))
     split, val = ds.split(0.1)
@@ -204,7 +204,7 @@ def _trainer(args: argparse.Namespace, heads: bool, root: Path) -> _Trainer:
     folder = root / ("heads" if heads else "plain")
     folder.mkdir(parents=True, exist_ok=True)
     cpu = torch.device("cpu")
-    return _Trainer(model, ds, split, val, config, folder, Callbacks(), time.monotonic(), cpu)
+    return Trainer(model, ds, split, val, config, folder, Callbacks(), time.monotonic(), cpu)
 
 
 def data_cost(args: argparse.Namespace, windows: int = 200) -> dict[str, float]:

@@ -131,6 +131,14 @@ def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
     return len(ENDING) * per_step * STEPS_PER_LENGTH * mean_length
 
 
+def sample_cap(estimate: float, mean_length: float, seconds_left: float, max_len: int) -> int:
+    """The most tokens a sample of the stop fit may draw to end in ``seconds_left``, in steps
+    of ``estimate_seconds``' figure (``estimate``, for samples of ``mean_length``); never more
+    than the model's longest unit, the cap without a budget."""
+    per_step = estimate / (len(ENDING) * STEPS_PER_LENGTH * mean_length)
+    return max(1, min(max_len, int(seconds_left / (len(ENDING) * per_step))))
+
+
 def open_dataset(info: dict[str, Any]) -> Dataset:
     """A run's dataset, from run.json: its cached folder, or rebuilt from the corpus when the
     folder is gone but the corpus is unchanged."""

@@ -16,7 +16,7 @@ from charrnn.errors import ConfigError
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM
 from charrnn.training.callbacks import Callbacks
-from charrnn.training.loop import _Trainer
+from charrnn.training.loop import Trainer
 from charrnn.training.run import fit_model_config, train
 from tests.conftest import tiny_job
 
@@ -61,14 +61,14 @@ def test_training_on_cuda_resumes(corpus, tmp_path, precision):
     assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-4)
 
 
-def _cuda_trainer(corpus: Path, tmp_path: Path, precision: str) -> _Trainer:
+def _cuda_trainer(corpus: Path, tmp_path: Path, precision: str) -> Trainer:
     ds, _ = prepare(corpus, DataConfig())
     train_split, val = ds.split(0.1)
     config = TrainConfig(seq_len=16, batch_size=4, device="cuda", precision=precision)
     model_config = ModelConfig(cell=Cell.lstm, layers=2, hidden=32, embed=16)
     device = torch.device("cuda")
     model = RNNLM(fit_model_config(model_config, ds, train_split)).to(device)
-    return _Trainer(
+    return Trainer(
         model, ds, train_split, val, config, tmp_path, Callbacks(), time.monotonic(), device
     )
 

@@ -139,7 +139,7 @@ def _grads(model: RNNLM, head_weight: float) -> None:
 def test_the_stop_heads_never_shrink_the_language_models_step():
     """Clipping sees the language model's gradient alone, with the length input's rows at the
     scale they are read through; the heads are clipped by their own norm."""
-    from charrnn.training.loop import clip_gradients
+    from charrnn.training.optim import clip_gradients
 
     model = RNNLM(config())
     heads = {id(p) for p in model.stop_head_parameters()}

@@ -11,8 +11,9 @@ from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import Sampler
 from charrnn.model import count_parameters
 from charrnn.training.callbacks import Callbacks
-from charrnn.training.loop import LoopState, lr_at
+from charrnn.training.optim import lr_at
 from charrnn.training.run import train
+from charrnn.training.state import LoopState
 from tests.conftest import tiny_job
 
 

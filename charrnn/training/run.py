@@ -56,7 +56,7 @@ from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
 from charrnn.training.callbacks import Callbacks, TrainResult, _Muted
 from charrnn.training.distributed import Ranks, session
-from charrnn.training.loop import _Trainer
+from charrnn.training.loop import Trainer
 from charrnn.version import __version__
 
 # -- callbacks ----------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def _train(
                 raise ConfigError(f"run {folder.name!r} already exists in {root}/")
             if main:
                 remove_stale_temps(folder)  # left by a writer that was killed
-            trainer = _Trainer(
+            trainer = Trainer(
                 model, ds, train_split, val, job.train, folder, cb, started, device, ranks
             )
             if resume:
@@ -196,7 +196,7 @@ def _write_run_files(folder: Path, ds: Dataset, run_info: dict[str, Any]) -> Non
         raise TrainingError(f"could not write the run folder {folder}: {e.strerror or e}") from None
 
 
-def _start(trainer: _Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
+def _start(trainer: Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
     model = trainer.model
     cb.on_start(
         {
