@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
 from benchmarks.machine import Clock
 from benchmarks.reference import (
@@ -103,8 +102,8 @@ class _Interleaved(TrainView):
     charrnn's windows and each bare block is timed on its own; CPU time is read at the end of
     one report and the start of the next."""
 
-    def __init__(self, bar: Progress, bare: BareTrainer, block: int, tokens_per_step: int):
-        super().__init__(bar)
+    def __init__(self, console: Console, bare: BareTrainer, block: int, tokens_per_step: int):
+        super().__init__(console=console)
         self.bare, self.block, self.tokens = bare, block, tokens_per_step
         self.ours: list[tuple[float, float]] = []
         self.ref: list[tuple[float, float]] = []
@@ -157,8 +156,8 @@ def training(
         ),
     )
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
-    with Progress(console=console) as bar:
-        view = _Interleaved(bar, bare, 10, shape.batch * shape.seq_len)
+    view = _Interleaved(console, bare, 10, shape.batch * shape.seq_len)
+    with view.showing():
         train(corpus, job, root=root, callbacks=view)
     what = f"train {shape.label(cell)} B{shape.batch} T{shape.seq_len}"
     if precision != "fp32":

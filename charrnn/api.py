@@ -16,8 +16,6 @@ exceptions with a one-line message on a user's mistake.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any, overload
 
@@ -25,13 +23,11 @@ import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.config import (
-    DataConfig,
     Job,
     ModelConfig,
     SampleConfig,
     Stop,
-    TokenizerConfig,
-    TrainConfig,
+    with_options,
 )
 from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
@@ -219,55 +215,8 @@ def train(
     (``cell="gru"``). They override ``job``, whose defaults are those of ``charrnn train``.
     The run goes to ``checkpoints/<run>`` (``run`` defaults to the corpus name).
     """
-    job = _with_options(job or Job(), options)
+    job = with_options(job or Job(), options)
     result = _train(
         corpus, job, run=run, root=Path(checkpoints), resume=resume, callbacks=callbacks
     )
     return Model(load_run(result.run, Path(checkpoints)), result)
-
-
-# Fields the corpus decides, or that other options already name.
-_NOT_OPTIONS = {"vocab_size", "max_len", "tokenizer"}
-
-
-def _with_options(job: Job, options: dict[str, Any]) -> Job:
-    """``job`` with each option set on the one config that has a field of that name."""
-    tok = {f.name for f in fields(TokenizerConfig)}
-    tokenizer_options = {k: v for k, v in options.items() if k in tok}  # vocab_size: subword
-    rest = {k: v for k, v in options.items() if k not in tokenizer_options}
-    parts: dict[str, Any] = {"model": job.model, "train": job.train, "data": job.data}
-    for key, config in parts.items():
-        names = {f.name for f in fields(config)} - _NOT_OPTIONS
-        mine = {k: v for k, v in rest.items() if k in names}
-        parts[key] = _replace(config, mine)
-        rest = {k: v for k, v in rest.items() if k not in mine}
-    if rest:
-        valid = sorted(
-            {
-                f.name
-                for c in (ModelConfig, TrainConfig, DataConfig, TokenizerConfig)
-                for f in fields(c)
-            }
-            - (_NOT_OPTIONS - {"vocab_size"})
-        )
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(rest))}; valid: {', '.join(valid)}")
-    data: DataConfig = parts["data"]
-    parts["data"] = replace(data, tokenizer=_replace(data.tokenizer, tokenizer_options))
-    return Job(**parts)
-
-
-def _replace(config: Any, values: dict[str, Any]) -> Any:
-    """``dataclasses.replace`` that turns strings into the enum a field holds."""
-    assert is_dataclass(config)
-    current = {f.name: getattr(config, f.name) for f in fields(config)}
-    converted = {}
-    for name, value in values.items():
-        kind = type(current[name])
-        if isinstance(current[name], Enum) and not isinstance(value, kind):
-            try:
-                value = kind(value)
-            except ValueError:
-                choices = ", ".join(m.value for m in kind)
-                raise ConfigError(f"{name}={value!r} is not one of: {choices}") from None
-        converted[name] = value
-    return replace(config, **converted)

@@ -8,7 +8,7 @@ is a ConfigError when the config is made, whoever makes it (the CLI or the Pytho
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -214,7 +214,7 @@ class TrainConfig:
     epochs: float | None = None
     time_budget: float | None = 900.0  # seconds, counted from the command's start
     val_fraction: float = 0.1
-    split: str = "tail"  # which text validates: see data.Holdout
+    split: Holdout = Holdout.tail  # which text validates
     evals: int = 8  # evaluations per run when its end is known
     eval_every: int = 500  # steps between evaluations when it is not
     eval_tokens: int = 16384  # tokens of the validation split per evaluation (0 = all)
@@ -223,7 +223,7 @@ class TrainConfig:
     sample_tokens: int = 160
     seed: int = 1337
     device: str = "auto"
-    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; the last two need CUDA)
+    precision: Precision = Precision.fp32  # bf16 and fp16: autocast, on CUDA only
     halt_weight: float = 1.0
     length_weight: float = 1.0
     head_grad: bool = False  # let the halt and length losses shape the recurrent state
@@ -231,6 +231,8 @@ class TrainConfig:
     stop_fit: int = 100  # samples per stopping rule compared with the validation lengths at the end
 
     def __post_init__(self) -> None:
+        _coerce(self, "split", Holdout, "--split must be tail or spread")
+        _coerce(self, "precision", Precision, "--precision must be fp32, bf16 or fp16")
         checks = [
             (self.seq_len >= 1, "--seq-len must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -249,17 +251,15 @@ class TrainConfig:
             (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
-            (self.split in [h.value for h in Holdout], "--split must be tail or spread"),
             (self.patience >= 0, "--patience must be >= 0"),
             (self.stop_fit >= 0, "--stop-fit must be >= 0"),
-            (self.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "split": self.split.value, "precision": self.precision.value}
 
 
 @dataclass(frozen=True)
@@ -269,3 +269,61 @@ class Job:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+
+
+# Fields the corpus decides, or that other options already name.
+_NOT_OPTIONS = {"vocab_size", "max_len", "tokenizer"}
+
+
+def with_options(job: Job, options: dict[str, Any]) -> Job:
+    """``job`` with each option set on the one config that has a field of that name (enum
+    values may be given as their names); a ConfigError names an option no config has."""
+    tok = {f.name for f in fields(TokenizerConfig)}
+    tokenizer_options = {k: v for k, v in options.items() if k in tok}  # vocab_size: subword
+    rest = {k: v for k, v in options.items() if k not in tokenizer_options}
+    parts: dict[str, Any] = {"model": job.model, "train": job.train, "data": job.data}
+    for key, config in parts.items():
+        names = {f.name for f in fields(config)} - _NOT_OPTIONS
+        mine = {k: v for k, v in rest.items() if k in names}
+        parts[key] = _replace(config, mine)
+        rest = {k: v for k, v in rest.items() if k not in mine}
+    if rest:
+        valid = sorted(
+            {
+                f.name
+                for c in (ModelConfig, TrainConfig, DataConfig, TokenizerConfig)
+                for f in fields(c)
+            }
+            - (_NOT_OPTIONS - {"vocab_size"})
+        )
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(rest))}; valid: {', '.join(valid)}")
+    data: DataConfig = parts["data"]
+    parts["data"] = replace(data, tokenizer=_replace(data.tokenizer, tokenizer_options))
+    return Job(**parts)
+
+
+def _replace(config: Any, values: dict[str, Any]) -> Any:
+    """``dataclasses.replace`` that turns strings into the enum a field holds."""
+    assert is_dataclass(config)
+    current = {f.name: getattr(config, f.name) for f in fields(config)}
+    converted = {}
+    for name, value in values.items():
+        kind = type(current[name])
+        if isinstance(current[name], Enum) and not isinstance(value, kind):
+            try:
+                value = kind(value)
+            except ValueError:
+                choices = ", ".join(m.value for m in kind)
+                raise ConfigError(f"{name}={value!r} is not one of: {choices}") from None
+        converted[name] = value
+    return replace(config, **converted)
+
+
+def _coerce(config: Any, name: str, kind: type[Enum], message: str) -> None:
+    """An enum field given its value (as run.json and the Python API give it) holds the enum."""
+    value = getattr(config, name)
+    if not isinstance(value, kind):
+        try:
+            object.__setattr__(config, name, kind(value))
+        except ValueError:
+            raise ConfigError(message) from None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from charrnn.checkpoint import DEFAULT_ROOT, list_runs
 from charrnn.config import (
     DataConfig,
+    Job,
     Level,
     ModelConfig,
     SampleConfig,
@@ -18,6 +19,7 @@ from charrnn.config import (
     TokenizerConfig,
     TrainConfig,
     Unit,
+    with_options,
 )
 
 # Option defaults come from the config dataclasses, so the CLI and the library never disagree.
@@ -126,23 +128,9 @@ StopOpt = Annotated[Stop, typer.Option(help="How a sample ends: eos, halt, lengt
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.", rich_help_panel=OUTPUT)]
 
 
-def data_config(
-    level: Level,
-    unit: Unit,
-    min_freq: int,
-    max_vocab: int | None,
-    vocab_size: int,
-    replace_errors: bool,
-    sample_chars: int = _TOK.sample_chars,
-) -> DataConfig:
-    tok = TokenizerConfig(
-        level=level,
-        min_freq=min_freq,
-        max_vocab=max_vocab,
-        vocab_size=vocab_size,
-        sample_chars=sample_chars,
-    )
-    return DataConfig(tokenizer=tok, unit=unit, replace_errors=replace_errors)
+def data_config(**options: Any) -> DataConfig:
+    """The data settings of a command's options, as ``charrnn.train`` reads them."""
+    return with_options(Job(), options).data
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)

@@ -62,7 +62,15 @@ def tokenize_cmd(
     ] = None,
 ) -> None:
     """Build the vocabulary and the encoded corpus that train would use."""
-    config = data_config(level, unit, min_freq, max_vocab, vocab_size, replace_errors, sample_chars)
+    config = data_config(
+        level=level,
+        unit=unit,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
+        vocab_size=vocab_size,
+        sample_chars=sample_chars,
+        replace_errors=replace_errors,
+    )
     t0 = time.monotonic()
     with data_progress() as progress:
         ds, cached = prepare(corpus, config, progress=progress, out=output)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -32,7 +33,6 @@ from charrnn.cli.options import (
     SampleCharsOpt,
     UnitOpt,
     VocabSizeOpt,
-    data_config,
     format_duration,
     given,
     parse_duration,
@@ -43,24 +43,54 @@ from charrnn.config import (
     Cell,
     Holdout,
     Job,
-    ModelConfig,
     Nonlinearity,
     Precision,
-    TrainConfig,
+    with_options,
 )
 from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
 from charrnn.training.distributed import is_main_process, world_size
 from charrnn.training.run import train
 
+_RUN_OPTIONS = ("run", "resume", "checkpoints")  # where the run goes, not how it trains
+
 
 class TrainView(Callbacks):
     """Rich progress bar, evaluation lines and samples while training."""
 
-    def __init__(self, bar: Progress):
-        self.bar = bar
+    def __init__(self, shown: bool = True, console: Console = out):
+        self.shown = shown
+        self.bar = bar = Progress(
+            TextColumn("[bold]step {task.fields[step]}[/]"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[val]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not shown,
+        )
         self.task = bar.add_task("train", total=1.0, loss="", val="", speed="", step=0)
+        fields = {"loss": "", "val": "", "speed": "", "step": ""}
+        self.data_task = bar.add_task("data", total=None, visible=False, **fields)
         self.interrupted = False
         self.val = ""
+
+    @contextmanager
+    def showing(self) -> Iterator[None]:
+        """The bar starts with the first thing it shows (a refused run draws none) and is
+        stopped however the run ends."""
+        try:
+            yield
+        finally:
+            if self.bar.live.is_started:
+                self.bar.stop()
+
+    def on_data(self, done: int, total: int) -> None:
+        """Encoding the corpus: its own bar, gone when done."""
+        if done < total:
+            self.bar.start()
+        self.bar.update(self.data_task, completed=done, total=total, visible=done < total)
 
     def on_start(self, info: dict[str, Any]) -> None:
         m = info["model"]
@@ -311,81 +341,24 @@ def train_cmd(
     """Train a model on a corpus (tokenizing it first, or reusing the cached encoding)."""
     # the process's start when run as a program (see main), so --time-budget counts imports
     started = ctx.obj if isinstance(ctx.obj, float) else time.monotonic()
+    options = {k: v for k, v in ctx.params.items() if k not in ("corpus", *_RUN_OPTIONS)}
+    job = with_options(Job(), {**options, "time_budget": parse_duration(time_budget)})
     # A resume keeps the run's own settings except those given on this command line.
     overrides = {k for k in ctx.params if given(ctx, k)}
-    job = Job(
-        model=ModelConfig(
-            cell=cell,
-            nonlinearity=nonlinearity,
-            layers=layers,
-            hidden=hidden,
-            embed=embed,
-            dropout=dropout,
-            tie_weights=tie_weights,
-        ),
-        train=TrainConfig(
-            seq_len=seq_len,
-            batch_size=batch_size,
-            lr=lr,
-            clip=clip,
-            weight_decay=weight_decay,
-            min_lr_ratio=min_lr_ratio,
-            max_steps=max_steps,
-            epochs=epochs,
-            time_budget=parse_duration(time_budget),
-            val_fraction=val_fraction,
-            split=split.value,
-            patience=patience,
-            sample_every=sample_every,
-            seed=seed,
-            device=device,
-            precision=precision.value,
-            skip_nonfinite=skip_nonfinite,
-            stop_fit=stop_fit,
-        ),
-        data=data_config(
-            level, unit, min_freq, max_vocab, vocab_size, replace_errors, sample_chars
-        ),
-    )
-    main = is_main_process()  # under torchrun, rank 0 alone shows progress
-    bar = Progress(
-        TextColumn("[bold]step {task.fields[step]}[/]"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TextColumn("{task.fields[val]}"),
-        TextColumn("{task.fields[speed]}"),
-        TimeRemainingColumn(),
-        console=out,
-        disable=not main,
-    )
-    try:  # the bar starts with the first thing it shows: a refused run draws none
-        view = TrainView(bar)
-        data_task = bar.add_task(
-            "data", total=None, visible=False, loss="", val="", speed="", step=""
+    view = TrainView(shown=is_main_process())  # under torchrun, rank 0 alone shows progress
+    with view.showing(), _interruptible(view):
+        result = train(
+            corpus,
+            job,
+            run=run,
+            root=checkpoints,
+            resume=resume,
+            callbacks=view,
+            started=started,
+            on_data=view.on_data,
+            overrides=overrides,
         )
-
-        def on_data(done: int, total: int) -> None:
-            if done < total:
-                bar.start()
-            bar.update(data_task, completed=done, total=total, visible=done < total)
-
-        with _interruptible(view):
-            result = train(
-                corpus,
-                job,
-                run=run,
-                root=checkpoints,
-                resume=resume,
-                callbacks=view,
-                started=started,
-                on_data=on_data,
-                overrides=overrides,
-            )
-    finally:
-        if bar.live.is_started:
-            bar.stop()
-    if not main:
+    if not view.shown:
         raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)
     out.print(_summary(result, corpus))
     if result.stopped_by == "interrupted":

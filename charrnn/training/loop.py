@@ -249,6 +249,7 @@ class Trainer(Evaluations):
             meter.add(token_loss)
             if loop.step % REPORT_EVERY == 0 or loop.step == 1:
                 self._report(meter.take())
+                meter.restart()  # the report's own time (the callback's) is not training
             t0 = time.monotonic()
             self._between_steps()
             meter.pause(time.monotonic() - t0)
@@ -343,5 +344,7 @@ class _Meter:
         rate = (tr.loop.tokens - self.tokens) / max(1e-9, now - self.since)
         self.loss_sum.zero_()
         self.n = 0
-        self.since, self.tokens = time.monotonic(), tr.loop.tokens
         return self.last_loss, rate
+
+    def restart(self) -> None:
+        self.since, self.tokens = time.monotonic(), self.trainer.loop.tokens

@@ -39,7 +39,7 @@ from charrnn.checkpoint import (
     remove_stale_temps,
     run_lock,
 )
-from charrnn.config import DataConfig, Holdout, Job, ModelConfig, TrainConfig
+from charrnn.config import DataConfig, Job, ModelConfig, TrainConfig
 from charrnn.data import (
     Dataset,
     Split,
@@ -146,7 +146,7 @@ def _train(
             f"the corpus has changed since run {folder.name!r} started; "
             "resume needs the same corpus"
         )
-    train_split, val = ds.split(job.train.val_fraction, Holdout(job.train.split))
+    train_split, val = ds.split(job.train.val_fraction, job.train.split)
     _check_sizes(train_split, val, job.train)
     device = ranks.device
     model_config = (
@@ -206,7 +206,7 @@ def _start(trainer: Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainR
             "device": str(trainer.device),
             "train_tokens": len(trainer.train_split),
             "val_tokens": len(trainer.val),
-            "split": trainer.config.split,
+            "split": trainer.config.split.value,
             "steps_per_epoch": len(trainer.batches),
             "resumed_from": trainer.loop.step if resume else None,
             "dataset": str(ds.folder),
