@@ -32,6 +32,7 @@ from charrnn.checkpoint import (
     read_meta,
     read_run_json,
 )
+from charrnn.defaults import in_force
 from charrnn.errors import CharRNNError, CheckpointError
 
 STOPFIT = "stopfit.json"
@@ -195,6 +196,19 @@ STOPFIT_HINT = (
 )
 
 
+@dataclass(frozen=True)
+class Regularization:
+    weight_decay: float
+    min_lr_ratio: float  # the learning rate decays to this x its peak
+    passes: float  # over the training text, expected when the run decided
+    pressure: float  # passes x recurrent parameters per training token
+
+    @property
+    def per_token(self) -> float:
+        """Recurrent parameters per training token."""
+        return self.pressure / max(self.passes, 1e-9)
+
+
 @dataclass
 class RunDetails:
     """Everything ``charrnn info`` shows."""
@@ -208,6 +222,19 @@ class RunDetails:
     curves: Curves
     stopfit: StopFit | None
     stopfit_problem: str | None = None
+
+    def regularization(self) -> Regularization | None:
+        """The weight decay and learning-rate floor the run trains with, where it decided
+        them itself (its config left them open); None until it has."""
+        loop = self.loop
+        if loop.get("passes") is None:
+            return None
+        given = self.info.get("train", {})
+        wd, floor = in_force(
+            (given.get("weight_decay"), given.get("min_lr_ratio")),
+            (loop.get("weight_decay"), loop.get("min_lr_ratio")),
+        )
+        return Regularization(wd, floor, loop["passes"], loop.get("pressure") or 0.0)
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary

@@ -19,6 +19,7 @@ import codecs
 import functools
 import itertools
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,29 @@ def iter_sample(
 def read_text(path: Path, errors: str = "strict") -> str:
     """The whole normalised text of a file."""
     return "".join(iter_text(check_corpus_path(path), errors))
+
+
+def read_lines(path: Path | str) -> list[str]:
+    """The lines of a UTF-8 file of sentences (a byte-order mark dropped), or of standard input
+    for ``-``; a CorpusError naming the file otherwise."""
+    stdin = str(path) == "-"
+    name = "standard input" if stdin else f"sentence file {path}"
+    path = Path(path)
+    try:
+        if stdin:
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        elif path.is_dir():
+            raise CorpusError(f"sentence file is a folder: {path}")
+        elif not path.is_file():
+            raise CorpusError(f"sentence file not found: {path}")
+        else:
+            data = path.read_bytes()
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    return text.removeprefix("\ufeff").splitlines()
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:

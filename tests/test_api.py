@@ -139,3 +139,24 @@ def test_train_refuses_unknown_options(corpus, tmp_path):
     with pytest.raises(ConfigError, match="cell='transformer'"):
         charrnn.train(corpus, checkpoints=ck, cell="transformer")
     assert not ck.exists()  # nothing was started
+
+
+def test_the_api_refuses_a_prompt_the_cli_refuses(model, trained_run):
+    """Whatever the CLI refuses, the Python API refuses with the same error and message."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    prompt = "\u4e2d\u6587\u5b57"  # not one of these is in the run's vocabulary
+    r = CliRunner().invoke(app, ["sample", "-c", str(trained_run), "--prompt", prompt])
+    assert r.exit_code == 1
+    message = r.output.strip().removeprefix("error: ")
+    assert message == "--prompt has only symbols this model does not know"
+    for call in (
+        lambda: model.sample(prompt=prompt),
+        lambda: model.samples(2, prompt),
+        lambda: list(model.stream(prompt)),
+    ):
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert str(e.value) == message

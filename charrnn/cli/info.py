@@ -22,7 +22,6 @@ from charrnn.cli.options import (
 )
 from charrnn.cli.output import err, escape, friendly, out
 from charrnn.config import Stop
-from charrnn.defaults import in_force
 from charrnn.runs import STOPFIT_HINT, RunDetails, details
 
 
@@ -98,19 +97,14 @@ def _progress_table(d: RunDetails) -> Table:
             f"({d.info.get('train', {}).get('split', 'tail')})",
         ),
     ]
-    if loop.get("passes") is not None:  # decided by the run where its config left it open
-        given = d.info.get("train", {})
-        wd, floor = in_force(
-            (given.get("weight_decay"), given.get("min_lr_ratio")),
-            (loop.get("weight_decay"), loop.get("min_lr_ratio")),
-        )
-        passes, pressure = loop["passes"], loop.get("pressure") or 0.0
+    reg = d.regularization()
+    if reg is not None:
         rows.append(
             (
                 "regularization",
-                f"weight decay {wd}, learning rate decayed to {floor} x peak (for {passes} "
-                f"passes over the training text expected x {pressure / max(passes, 1e-9):.2f} "
-                f"recurrent parameters per training token = {pressure})",
+                f"weight decay {reg.weight_decay}, learning rate decayed to {reg.min_lr_ratio} x "
+                f"peak (for {reg.passes} passes over the training text expected x "
+                f"{reg.per_token:.2f} recurrent parameters per training token = {reg.pressure})",
             )
         )
     if best:

@@ -97,20 +97,18 @@ def sample_cmd(
         seed=seed,
     )
     model = load(checkpoint, checkpoints)
-    prompt_ids = model.tokenizer.encode(prompt or "")
-    if prompt_ids and all(t == UNK for t in prompt_ids):
-        fail("--prompt has only symbols this model does not know")
     if as_json or output is not None:
         samples = model.samples(n, prompt or "", config=config)
         _write_samples(samples, output, as_json)
         return
-    if prompt_ids.count(UNK):
+    stream = model.stream(prompt or "", n=n, config=config)
+    unknown = stream.prompt_ids.count(UNK)
+    if unknown:
         err.print(
-            f"[yellow]note:[/] {prompt_ids.count(UNK)} prompt symbol(s) unknown to the "
-            "model, read as <unk>"
+            f"[yellow]note:[/] {unknown} prompt symbol(s) unknown to the model, read as <unk>"
         )
     try:
-        _stream_samples(model.stream(prompt or "", n=n, config=config))
+        _stream_samples(stream)
     except BrokenPipeError:  # the reader went away (charrnn sample | head): stop quietly
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

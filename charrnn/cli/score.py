@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from charrnn.config import (
     Stop,
 )
 from charrnn.score import NextToken, SentenceScore, surprisal_map
+from charrnn.text import read_lines
 
 
 def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
@@ -50,6 +50,7 @@ def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
 
 
 def _read_sentences(sentences: list[str], file: Path | None) -> list[str]:
+    """The sentences of the arguments, then those of --file; one error line if none."""
     lines = list(sentences)
     for i, s in enumerate(lines, 1):
         if not s.strip():
@@ -65,27 +66,12 @@ def _read_sentences(sentences: list[str], file: Path | None) -> list[str]:
 
 
 def _read_lines(file: Path) -> list[str]:
-    """The lines of a UTF-8 file, or of standard input for ``-``; one error line otherwise."""
-    stdin = str(file) == "-"
-    name = "standard input" if stdin else f"sentence file {file}"
     try:
-        if stdin:
-            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        elif file.is_dir():
-            fail(f"sentence file is a folder: {file}")
-        elif not file.is_file():
-            fail(f"sentence file not found: {file}")
-        else:
-            data = file.read_bytes()
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError as e:
-        fail(f"{name} is not valid UTF-8 at byte offset {e.start}")
+        return read_lines(file)
     except KeyboardInterrupt:
+        name = "standard input" if str(file) == "-" else f"sentence file {file}"
         err.print(f"[red]error:[/] interrupted while reading {escape(name)}", soft_wrap=True)
         raise typer.Exit(130) from None
-    except OSError as e:
-        fail(f"cannot read {name}: {e.strerror or e}")
-    return text.removeprefix("\ufeff").splitlines()
 
 
 @friendly
