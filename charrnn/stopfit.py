@@ -119,9 +119,7 @@ def estimate_seconds(model: RNNLM, n: int, mean_length: float) -> float:
     one-token steps of n samples (finished samples leave the batch; a few run long; training
     caps them there, see ``train``). A step is timed as the sampler takes it, drawing
     included (with a large vocabulary the draw costs more than the recurrent step), after its
-    first: the sampler's setup is paid once, and counted in every step it made the estimate
-    two to three times too long (a 1x256 model on one core: 7.2 s for a fit that took 3.2;
-    timed after the first step, 4.1 to 4.6 s)."""
+    first, which pays the sampler's setup once."""
     config = SampleConfig(temperature=1.0, stop=Stop.none, max_tokens=16, seed=0)
     info: dict[str, np.ndarray] = {}
     with eval_mode(model):

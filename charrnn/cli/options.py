@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from charrnn import defaults
 from charrnn.checkpoint import DEFAULT_ROOT, list_runs
 from charrnn.config import (
     DataConfig,
@@ -42,9 +43,7 @@ CorpusArg = Annotated[Path, typer.Argument(help="A UTF-8 text file, or a folder 
 LevelOpt = Annotated[
     Level,
     typer.Option(
-        help="Token level; auto = bpe for a training run on the CPU whose text holds at least "
-        "3.5 KB per second of --time-budget, has at most 256 distinct characters and encodes "
-        "in a tenth of the budget; otherwise char (in tokenize: char).",
+        help=defaults.level_help(),
         rich_help_panel=DATA,
     ),
 ]
@@ -77,8 +76,8 @@ VocabSizeOpt = Annotated[
     int,
     typer.Option(
         min=0,
-        help="Subword vocabulary size (bpe, unigram); 0 = 2048 (fewer where the text cannot "
-        "fill them).",
+        help=f"Subword vocabulary size (bpe, unigram); 0 = {defaults.SUBWORD_VOCAB} (fewer where "
+        "the text cannot fill them).",
         rich_help_panel=DATA,
     ),
 ]

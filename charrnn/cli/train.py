@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from charrnn import defaults
 from charrnn.checkpoint import DEFAULT_ROOT
 from charrnn.cli.options import (
     _D,
@@ -210,8 +211,7 @@ def train_cmd(
         typer.Option(
             min=0,
             max=16384,
-            help="Units per layer; 0 = sized from the time budget on a CPU (256 for 150s, "
-            "448 for 10m, 512 for 15m or without a budget or on a GPU).",
+            help=defaults.hidden_help(),
             rich_help_panel=MODEL,
         ),
     ] = _M.hidden,
@@ -231,8 +231,7 @@ def train_cmd(
         typer.Option(
             min=0.0,
             max=10.0,
-            help="Peak learning rate; 0 = fitted to the width (1e-2 at 256 units, as "
-            "1/sqrt(hidden) above).",
+            help=defaults.lr_help(),
             rich_help_panel=TRAINING,
         ),
     ] = _T.lr,
@@ -246,7 +245,7 @@ def train_cmd(
             show_default=False,
             help="AdamW weight decay (times the learning rate each step); 0 = off. Default: "
             "from how much the run can memorize (its expected passes over the training text x "
-            "its recurrent parameters per training token): 0.1 up to 3, 0.2 from 6.",
+            f"its recurrent parameters per training token): {defaults.regularization_help(0)}.",
             rich_help_panel=TRAINING,
         ),
     ] = _T.weight_decay,
@@ -257,7 +256,7 @@ def train_cmd(
             max=1.0,
             show_default=False,
             help="The learning rate decays to this x its peak by the end. Default: as "
-            "--weight-decay's: 0.1 up to 3, 0 from 6.",
+            f"--weight-decay's: {defaults.regularization_help(1)}.",
             rich_help_panel=TRAINING,
         ),
     ] = _T.min_lr_ratio,

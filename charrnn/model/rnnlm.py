@@ -80,14 +80,8 @@ class RNNLM(nn.Module):
 
     def _init_weights(self) -> None:
         if self.config.stop_heads:
-            # Quiet at first (the model starts as a plain language model). The remaining-length
-            # rows are then learned fast: read through LENGTH_INPUT_SCALE, each optimizer step
-            # moves them that many times further. Learned at the plain rate, the rows for
-            # remaining lengths above 20 had barely moved after a 5-minute run; started loud
-            # (std 1), they cost the language model ~0.03 nats/char at equal steps. The
-            # "unknown" rows are read as they are: every token whose length is hidden trains
-            # them, and they are in every validation token's input, where the scale's larger
-            # steps cost the language model ~0.02 nats/char at equal steps (docs/defaults.md).
+            # Quiet at first, so the model starts as a plain language model; the remaining-length
+            # rows then learn LENGTH_INPUT_SCALE times faster (docs/defaults.md, "Notes").
             with torch.no_grad():
                 self.len_embed.weight.normal_(std=0.02).div_(self.length_scales)
 

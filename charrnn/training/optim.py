@@ -29,9 +29,7 @@ def clip_gradients(model: RNNLM, max_norm: float) -> None:
     """Clip the language model's gradient to ``max_norm`` by its own norm, and the stop heads'
     by theirs: the halting and length losses never shrink the language model's step. The
     length input's rows count as the vectors they add (their gradient over the scale each is
-    read through), so how they are parametrized does not change the norm. Clipping every
-    parameter together cost the language model ~0.01 nats/char at equal steps
-    (docs/defaults.md, "What the stop heads cost")."""
+    read through), so how they are parametrized does not change the norm."""
     heads = model.stop_head_parameters()
     if not heads:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)

@@ -49,6 +49,7 @@ from charrnn.data import (
 from charrnn.defaults import (
     hidden_for_budget,
     lr_for_width,
+    max_len_for,
 )
 from charrnn.device import resolve_device
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
@@ -76,9 +77,9 @@ def fit_model_config(
     unless it was given, the hidden size the time budget allows (``config``'s; none: 512)."""
     longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
     budget = config.time_budget if config else None
-    hidden = model.hidden or hidden_for_budget(budget, device or torch.device("cpu"))
+    hidden = model.hidden or hidden_for_budget(budget, device.type if device else "cpu")
     return replace(
-        model, vocab_size=ds.tokenizer.vocab_size, max_len=max(64, 2 * longest), hidden=hidden
+        model, vocab_size=ds.tokenizer.vocab_size, max_len=max_len_for(longest), hidden=hidden
     )
 
 
