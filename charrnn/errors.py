@@ -23,3 +23,14 @@ class TokenizerError(CharRNNError):
 
 class TrainingError(CharRNNError):
     """Training cannot go on (a non-finite loss, a locked run, a failed write)."""
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's whole message on one line (its type where it has none), to quote in one
+    of ours."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__
+
+
+def first_line(e: BaseException, limit: int | None = 200) -> str:
+    """The first line of an exception's message (its type where it has none)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]

@@ -237,14 +237,14 @@ def test_training_sentences_skip_blank_lines_and_literal_unk():
 
 
 def test_word_encoding_by_whitespace_chunks_equals_split_words():
-    from charrnn.tokenizers.base import _UNIT_MARK
+    from charrnn.tokenizers.base import UNIT_MARK
     from charrnn.tokenizers.word import _ChunkIds, _FirstSight
 
     units = ["He said \"yes\"; it's well-known.\n  <unk> don't\u3000x@-@y 3.14", "\n\nAnd 'tis"]
     units += ["o' the cats'", "a-", "-b", "c.\x1c,d"]
-    lookup = _FirstSight({"<unk>": UNK, _UNIT_MARK: -1})
-    expected = [lookup[w] for w in split_words(_UNIT_MARK.join(units))]
-    ids = _ChunkIds(_FirstSight({"<unk>": UNK, _UNIT_MARK: -1})).encode(units)
+    lookup = _FirstSight({"<unk>": UNK, UNIT_MARK: -1})
+    expected = [lookup[w] for w in split_words(UNIT_MARK.join(units))]
+    ids = _ChunkIds(_FirstSight({"<unk>": UNK, UNIT_MARK: -1})).encode(units)
     assert ids.tolist() == expected  # the same words, in the same order of first sight
 
 

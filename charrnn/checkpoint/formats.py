@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.checkpoint.layout import RUN_JSON
-from charrnn.errors import CheckpointError
+from charrnn.errors import CheckpointError, first_line
 
 FORMAT_VERSION = 4  # 2: the weights hold the state a unit starts from (model.start_h)
 
@@ -19,7 +19,7 @@ FORMAT_VERSION = 4  # 2: the weights hold the state a unit starts from (model.st
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
-_JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionError: deep nesting
+JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionError: deep nesting
 
 
 # Upgrades of run.json, keyed by the format version they upgrade from: MIGRATIONS[v] turns a
@@ -56,8 +56,8 @@ def read_run_json(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {folder}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder, not a file") from None
-    except _JSON_ERRORS as e:
-        raise CheckpointError(f"{path} is not valid JSON ({_first_line(e)})") from None
+    except JSON_ERRORS as e:
+        raise CheckpointError(f"{path} is not valid JSON ({first_line(e)})") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path} is not a JSON object")
     return migrate(info, path)
@@ -89,7 +89,3 @@ def migrate(info: dict[str, Any], path: Path) -> dict[str, Any]:
         version += 1
         info["format_version"] = version
     return info
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -11,7 +11,7 @@ import torch
 from charrnn.checkpoint.formats import ADDED_IN, read_run_json
 from charrnn.checkpoint.layout import BEST, DEFAULT_ROOT, LAST, RUN_JSON, find_run
 from charrnn.checkpoint.tensors import load_tensors, read_meta, tensor_shapes
-from charrnn.errors import CheckpointError
+from charrnn.errors import CheckpointError, one_line
 
 
 @dataclass
@@ -136,5 +136,5 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        detail = " ".join(str(e).split())[:300]
+        detail = one_line(e, 300)
         raise CheckpointError(f"weights do not match the model config ({detail}): {path}") from None

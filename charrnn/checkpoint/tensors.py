@@ -10,8 +10,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from charrnn.checkpoint.formats import _JSON_ERRORS, FORMAT_VERSION, _first_line
-from charrnn.errors import CheckpointError, TrainingError
+from charrnn.checkpoint.formats import FORMAT_VERSION, JSON_ERRORS
+from charrnn.errors import CheckpointError, TrainingError, first_line
 from charrnn.io import write_bytes_atomic
 
 META_KEY = "charrnn"
@@ -38,12 +38,12 @@ def read_meta(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file missing: {path}") from None
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"not a valid safetensors file ({_first_line(e)}): {path}") from None
+        raise CheckpointError(f"not a valid safetensors file ({first_line(e)}): {path}") from None
     if raw is None:
         raise CheckpointError(f"safetensors file has no charrnn metadata: {path}")
     try:
         meta = json.loads(raw)
-    except _JSON_ERRORS:
+    except JSON_ERRORS:
         raise CheckpointError(f"checkpoint metadata is not valid JSON: {path}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint metadata is not a JSON object: {path}")
@@ -64,7 +64,7 @@ def load_tensors(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file missing: {path}") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint file is damaged ({_first_line(e)}): {path}") from None
+        raise CheckpointError(f"checkpoint file is damaged ({first_line(e)}): {path}") from None
 
 
 def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
@@ -79,4 +79,4 @@ def tensor_shapes(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file missing: {path}") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"not a valid safetensors file ({_first_line(e)}): {path}") from None
+        raise CheckpointError(f"not a valid safetensors file ({first_line(e)}): {path}") from None

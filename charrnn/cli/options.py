@@ -14,18 +14,10 @@ from charrnn.config import (
     DataConfig,
     Job,
     Level,
-    ModelConfig,
-    SampleConfig,
     Stop,
-    TokenizerConfig,
-    TrainConfig,
     Unit,
     with_options,
 )
-
-# Option defaults come from the config dataclasses, so the CLI and the library never disagree.
-_M, _T, _D, _TOK, _S = ModelConfig, TrainConfig, DataConfig, TokenizerConfig, SampleConfig
-
 
 DATA, MODEL, TRAINING, RUN, SAMPLING, OUTPUT = (
     "Data",

@@ -15,7 +15,6 @@ from rich.text import Text
 from charrnn.api import load
 from charrnn.checkpoint import DEFAULT_ROOT
 from charrnn.cli.options import (
-    _S,
     OUTPUT,
     SAMPLING,
     CheckpointOpt,
@@ -39,7 +38,7 @@ def sample_cmd(
     temp: Annotated[
         float,
         typer.Option("--temp", "-t", help="Temperature; 0 = greedy.", rich_help_panel=SAMPLING),
-    ] = _S.temperature,
+    ] = SampleConfig.temperature,
     top_k: Annotated[
         int | None, typer.Option(help="Draw from the k likeliest tokens.", rich_help_panel=SAMPLING)
     ] = None,
@@ -57,12 +56,12 @@ def sample_cmd(
         typer.Option(
             help="Safety cap; the sample length in --stop none.", rich_help_panel=SAMPLING
         ),
-    ] = _S.max_tokens,
+    ] = SampleConfig.max_tokens,
     n: Annotated[
         int, typer.Option("-n", "--num", min=1, max=100000, help="Number of samples.")
     ] = 1,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
-    stop: StopOpt = _S.stop,
+    stop: StopOpt = SampleConfig.stop,
     length: Annotated[
         int | None,
         typer.Option(help="--stop length: exactly this many tokens.", rich_help_panel=SAMPLING),

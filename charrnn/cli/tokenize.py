@@ -13,8 +13,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from charrnn.cli.options import (
-    _D,
-    _TOK,
     CorpusArg,
     LevelOpt,
     MaxVocabOpt,
@@ -26,6 +24,7 @@ from charrnn.cli.options import (
     data_config,
 )
 from charrnn.cli.output import err, friendly, out
+from charrnn.config import DataConfig, TokenizerConfig
 from charrnn.data import describe, prepare
 
 
@@ -50,13 +49,13 @@ def data_progress() -> Iterator[Callable[[int, int], None]]:
 @friendly
 def tokenize_cmd(
     corpus: CorpusArg,
-    level: LevelOpt = _TOK.level,
-    unit: UnitOpt = _D.unit,
-    min_freq: MinFreqOpt = _TOK.min_freq,
+    level: LevelOpt = TokenizerConfig.level,
+    unit: UnitOpt = DataConfig.unit,
+    min_freq: MinFreqOpt = TokenizerConfig.min_freq,
     max_vocab: MaxVocabOpt = None,
-    vocab_size: VocabSizeOpt = _TOK.vocab_size,
-    sample_chars: SampleCharsOpt = _TOK.sample_chars,
-    replace_errors: ReplaceErrorsOpt = _D.replace_errors,
+    vocab_size: VocabSizeOpt = TokenizerConfig.vocab_size,
+    sample_chars: SampleCharsOpt = TokenizerConfig.sample_chars,
+    replace_errors: ReplaceErrorsOpt = DataConfig.replace_errors,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="Dataset folder; default: the shared cache.")
     ] = None,

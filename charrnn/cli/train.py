@@ -18,10 +18,6 @@ from rich.text import Text
 from charrnn import defaults
 from charrnn.checkpoint import DEFAULT_ROOT
 from charrnn.cli.options import (
-    _D,
-    _M,
-    _T,
-    _TOK,
     MODEL,
     RUN,
     TRAINING,
@@ -42,10 +38,14 @@ from charrnn.cli.output import err, friendly, out
 from charrnn.config import (
     SPREAD_SECTIONS,
     Cell,
+    DataConfig,
     Holdout,
     Job,
+    ModelConfig,
     Nonlinearity,
     Precision,
+    TokenizerConfig,
+    TrainConfig,
     with_options,
 )
 from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
@@ -194,18 +194,20 @@ def _summary(result: TrainResult, corpus: Path) -> Table:
 @friendly
 def train_cmd(
     corpus: CorpusArg,
-    level: LevelOpt = _TOK.level,
-    unit: UnitOpt = _D.unit,
-    min_freq: MinFreqOpt = _TOK.min_freq,
+    level: LevelOpt = TokenizerConfig.level,
+    unit: UnitOpt = DataConfig.unit,
+    min_freq: MinFreqOpt = TokenizerConfig.min_freq,
     max_vocab: MaxVocabOpt = None,
-    vocab_size: VocabSizeOpt = _TOK.vocab_size,
-    sample_chars: SampleCharsOpt = _TOK.sample_chars,
-    replace_errors: ReplaceErrorsOpt = _D.replace_errors,
-    cell: Annotated[Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)] = _M.cell,
+    vocab_size: VocabSizeOpt = TokenizerConfig.vocab_size,
+    sample_chars: SampleCharsOpt = TokenizerConfig.sample_chars,
+    replace_errors: ReplaceErrorsOpt = DataConfig.replace_errors,
+    cell: Annotated[
+        Cell, typer.Option(help="Recurrent cell.", rich_help_panel=MODEL)
+    ] = ModelConfig.cell,
     nonlinearity: Annotated[
         Nonlinearity, typer.Option(help="Elman rnn cell only.", rich_help_panel=MODEL)
-    ] = _M.nonlinearity,
-    layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = _M.layers,
+    ] = ModelConfig.nonlinearity,
+    layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = ModelConfig.layers,
     hidden: Annotated[
         int,
         typer.Option(
@@ -214,18 +216,22 @@ def train_cmd(
             help=defaults.hidden_help(),
             rich_help_panel=MODEL,
         ),
-    ] = _M.hidden,
-    embed: Annotated[int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)] = _M.embed,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)] = _M.dropout,
+    ] = ModelConfig.hidden,
+    embed: Annotated[
+        int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)
+    ] = ModelConfig.embed,
+    dropout: Annotated[
+        float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)
+    ] = ModelConfig.dropout,
     tie_weights: Annotated[
         bool, typer.Option(help="Share input and output embeddings.", rich_help_panel=MODEL)
-    ] = _M.tie_weights,
+    ] = ModelConfig.tie_weights,
     seq_len: Annotated[
         int, typer.Option(min=1, help="BPTT window.", rich_help_panel=TRAINING)
-    ] = _T.seq_len,
+    ] = TrainConfig.seq_len,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Parallel streams.", rich_help_panel=TRAINING)
-    ] = _T.batch_size,
+    ] = TrainConfig.batch_size,
     lr: Annotated[
         float,
         typer.Option(
@@ -234,10 +240,10 @@ def train_cmd(
             help=defaults.lr_help(),
             rich_help_panel=TRAINING,
         ),
-    ] = _T.lr,
+    ] = TrainConfig.lr,
     clip: Annotated[
         float, typer.Option(min=0.0, help="Gradient norm clip; 0 = off.", rich_help_panel=TRAINING)
-    ] = _T.clip,
+    ] = TrainConfig.clip,
     weight_decay: Annotated[
         float | None,
         typer.Option(
@@ -248,7 +254,7 @@ def train_cmd(
             f"its recurrent parameters per training token): {defaults.regularization_help(0)}.",
             rich_help_panel=TRAINING,
         ),
-    ] = _T.weight_decay,
+    ] = TrainConfig.weight_decay,
     min_lr_ratio: Annotated[
         float | None,
         typer.Option(
@@ -259,7 +265,7 @@ def train_cmd(
             f"--weight-decay's: {defaults.regularization_help(1)}.",
             rich_help_panel=TRAINING,
         ),
-    ] = _T.min_lr_ratio,
+    ] = TrainConfig.min_lr_ratio,
     max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
     time_budget: Annotated[
@@ -268,13 +274,13 @@ def train_cmd(
             help="Wall time for the whole command, e.g. 150s, 10m, 1h; 'none' = no limit.",
             rich_help_panel=TRAINING,
         ),
-    ] = format_duration(_T.time_budget),
+    ] = format_duration(TrainConfig.time_budget),
     val_fraction: Annotated[
         float,
         typer.Option(
             min=0.0, max=1.0, help="Held-out share of the corpus.", rich_help_panel=TRAINING
         ),
-    ] = _T.val_fraction,
+    ] = TrainConfig.val_fraction,
     split: Annotated[
         Holdout,
         typer.Option(
@@ -283,7 +289,7 @@ def train_cmd(
             "corpus.",
             rich_help_panel=TRAINING,
         ),
-    ] = Holdout(_T.split),
+    ] = Holdout(TrainConfig.split),
     patience: Annotated[
         int,
         typer.Option(
@@ -291,30 +297,30 @@ def train_cmd(
             help="Stop after this many evaluations without improvement; 0 = never.",
             rich_help_panel=TRAINING,
         ),
-    ] = _T.patience,
+    ] = TrainConfig.patience,
     sample_every: Annotated[
         int,
         typer.Option(
             min=0, help="Print a sample every N steps; 0 = never.", rich_help_panel=TRAINING
         ),
-    ] = _T.sample_every,
-    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING)] = _T.seed,
+    ] = TrainConfig.sample_every,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING)] = TrainConfig.seed,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)
-    ] = _T.device,
+    ] = TrainConfig.device,
     precision: Annotated[
         Precision,
         typer.Option(
             help="fp32, or bf16/fp16 mixed precision on a CUDA device.", rich_help_panel=TRAINING
         ),
-    ] = Precision(_T.precision),
+    ] = Precision(TrainConfig.precision),
     skip_nonfinite: Annotated[
         bool,
         typer.Option(
             help="Skip a step whose loss is NaN or infinite instead of stopping.",
             rich_help_panel=TRAINING,
         ),
-    ] = _T.skip_nonfinite,
+    ] = TrainConfig.skip_nonfinite,
     stop_fit: Annotated[
         int,
         typer.Option(
@@ -323,7 +329,7 @@ def train_cmd(
             "units at the end (stopfit.json); 0 = skip.",
             rich_help_panel=TRAINING,
         ),
-    ] = _T.stop_fit,
+    ] = TrainConfig.stop_fit,
     run: Annotated[
         str | None, typer.Option(help="Run name; default: the corpus name.", rich_help_panel=RUN)
     ] = None,

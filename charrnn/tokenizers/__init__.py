@@ -23,7 +23,7 @@ from pathlib import Path
 
 from charrnn.config import Level, TokenizerConfig
 from charrnn.defaults import resolve_level
-from charrnn.errors import TokenizerError
+from charrnn.errors import TokenizerError, one_line
 from charrnn.tokenizers.base import (
     EOS,
     FORMAT_VERSION,
@@ -98,7 +98,7 @@ def load_tokenizer(folder: Path) -> Tokenizer:
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file missing: {path}") from None
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
-        raise TokenizerError(f"tokenizer file is invalid ({_one_line(e)}): {path}") from None
+        raise TokenizerError(f"tokenizer file is invalid ({one_line(e)}): {path}") from None
     if type(version) is not int:
         raise TokenizerError(f"tokenizer file has no valid format version: {path}")
     if version > FORMAT_VERSION:
@@ -112,8 +112,4 @@ def load_tokenizer(folder: Path) -> Tokenizer:
     try:
         return cls.from_state(config, payload, Path(folder))
     except (KeyError, TypeError, ValueError) as e:
-        raise TokenizerError(f"tokenizer file is invalid ({_one_line(e)}): {path}") from None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__
+        raise TokenizerError(f"tokenizer file is invalid ({one_line(e)}): {path}") from None

@@ -24,8 +24,8 @@ FORMAT_VERSION = 1
 
 # Surrogate code points never occur in text decoded from valid UTF-8, so they are safe
 # in-band markers: one joins units, one stands for a corpus's literal "<unk>".
-_UNIT_MARK = "\ud800"
-_UNK_MARK = "\ud801"
+UNIT_MARK = "\ud800"
+UNK_MARK = "\ud801"
 
 
 def frame_units(ids: np.ndarray, is_mark: np.ndarray) -> np.ndarray:
@@ -82,7 +82,7 @@ def frame_spans(
     return out[0 if head else 1 : len(out) if tail else -1]
 
 
-def _trim(stream: np.ndarray, block: UnitBlock) -> np.ndarray:
+def trim_block(stream: np.ndarray, block: UnitBlock) -> np.ndarray:
     """A framed stream of a block's spans without the marks a piece of a unit must not have."""
     return stream[1 if block.continues else 0 : len(stream) - 1 if block.open else None]
 
@@ -117,7 +117,7 @@ class Tokenizer(ABC):
 
     def encode_block(self, block: UnitBlock) -> np.ndarray:
         """The stream of a block's spans (a piece of a unit gets no <sos> or <eos> there)."""
-        return _trim(self.encode_units(block.units()), block)
+        return trim_block(self.encode_units(block.units()), block)
 
     def encode(self, text: str) -> list[int]:
         """Ids of one piece of text, without ``<sos>``/``<eos>``."""

@@ -12,12 +12,12 @@ from charrnn.config import Level, TokenizerConfig
 from charrnn.errors import TokenizerError
 from charrnn.text import UnitBlock, code_points
 from charrnn.tokenizers.base import (
-    _UNIT_MARK,
-    _UNK_MARK,
     EOS,
     N_SPECIALS,
     SPECIALS,
+    UNIT_MARK,
     UNK,
+    UNK_MARK,
     VocabTokenizer,
     frame_spans,
     frame_units,
@@ -65,12 +65,12 @@ class CharTokenizer(VocabTokenizer):
             lut = np.full(0x110000, UNK, dtype=np.int64)
             for i, p in enumerate(self.pieces[N_SPECIALS:], start=N_SPECIALS):
                 lut[ord(p)] = i
-            lut[ord(_UNIT_MARK)] = -1
+            lut[ord(UNIT_MARK)] = -1
             self._lut = lut
         return self._lut
 
     def encode_units(self, units: Sequence[str]) -> np.ndarray:
-        joined = _UNIT_MARK.join(units).replace("<unk>", _UNK_MARK)
+        joined = UNIT_MARK.join(units).replace("<unk>", UNK_MARK)
         cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         ids = self._table()[cps]
         return frame_units(ids, ids < 0)

@@ -13,14 +13,14 @@ import numpy as np
 from charrnn.config import Level, TokenizerConfig
 from charrnn.text import UnitBlock
 from charrnn.tokenizers.base import (
-    _UNIT_MARK,
     EOS,
     N_SPECIALS,
     SPECIALS,
+    UNIT_MARK,
     UNK,
     VocabTokenizer,
-    _trim,
     frame_units,
+    trim_block,
 )
 
 # <unk>, WikiText's @-@ joiners, PTB-style clitics (do|n't, it|'s), words, line breaks and
@@ -81,14 +81,14 @@ class WordTokenizer(VocabTokenizer):
         super().__init__(config, pieces)
         self._lookup = _Lookup(self.index)
         self._lookup["<unk>"] = UNK
-        self._lookup[_UNIT_MARK] = -1
+        self._lookup[UNIT_MARK] = -1
 
     @staticmethod
     def _count(counts: Counter[str], text: str) -> None:
         counts.update(split_words(text))
 
     def encode_units(self, units: Sequence[str]) -> np.ndarray:
-        words = split_words(_UNIT_MARK.join(units))
+        words = split_words(UNIT_MARK.join(units))
         ids = np.fromiter(map(self._lookup.__getitem__, words), dtype=np.int64, count=len(words))
         return frame_units(ids, ids < 0)
 
@@ -153,7 +153,7 @@ class _ChunkIds(dict):
         """Ids of the units' words, one -1 between units (int64)."""
         if len(self) >= self.LIMIT:
             self._reset()
-        text = f" {_UNIT_MARK} ".join(units).replace("\n", f" {_LINE_CHUNK} ")
+        text = f" {UNIT_MARK} ".join(units).replace("\n", f" {_LINE_CHUNK} ")
         chunks = text.split()
         rows = np.fromiter(map(self.__getitem__, chunks), dtype=np.int64, count=len(chunks))
         self._sync()
@@ -187,7 +187,7 @@ class WordVocabulary:
 
     def __init__(self, config: TokenizerConfig):
         self.config = config
-        self._ids = _FirstSight({"<unk>": UNK, _UNIT_MARK: -1})
+        self._ids = _FirstSight({"<unk>": UNK, UNIT_MARK: -1})
         self._chunks = _ChunkIds(self._ids)
         self._counts = np.zeros(0, dtype=np.int64)
 
@@ -202,7 +202,7 @@ class WordVocabulary:
                 continue
             ids = self._chunks.encode(units[lo:hi])
             parts.append(frame_units(ids, ids < 0))
-        stream = _trim(np.concatenate(parts), block)
+        stream = trim_block(np.concatenate(parts), block)
         counts = np.bincount(stream, minlength=len(self._counts))
         counts[: len(self._counts)] += self._counts
         self._counts = counts

@@ -64,7 +64,7 @@ class Callbacks:
         return False
 
 
-class _Muted(Callbacks):
+class Muted(Callbacks):
     """A rank other than 0 reports nothing, but may still ask every rank to stop."""
 
     def __init__(self, inner: Callbacks | None):

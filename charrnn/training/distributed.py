@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from charrnn.data import share
-from charrnn.errors import ConfigError, TrainingError
+from charrnn.errors import ConfigError, TrainingError, first_line
 from charrnn.model import RNNLM, State
 
 T = TypeVar("T")
@@ -295,6 +295,6 @@ def _lost_contact(e: RuntimeError) -> bool:
 
 def _detail(e: BaseException) -> str:
     """The useful part of a backend's message: no source path, the first sentence."""
-    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    line = first_line(e, limit=None)
     line = re.sub(r"^\[[^\]]*\]\s*", "", line)
     return line.split(". ")[0][:200]

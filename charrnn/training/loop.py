@@ -29,7 +29,7 @@ from charrnn.defaults import (
     regularization,
 )
 from charrnn.device import to_device
-from charrnn.errors import CheckpointError, ConfigError, TrainingError
+from charrnn.errors import CheckpointError, ConfigError, TrainingError, one_line
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM, count_parameters, detach_state
 from charrnn.stopping import head_loss, head_targets, target_counts
@@ -142,9 +142,8 @@ class Trainer(Evaluations):
         try:
             self._restore(load_resumable(path, self.model, self.opt, self.device))
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
-            detail = " ".join(str(e).split())[:200] or type(e).__name__
             raise CheckpointError(
-                f"{path} cannot be resumed: invalid saved state ({detail})"
+                f"{path} cannot be resumed: invalid saved state ({one_line(e)})"
             ) from None
         self.started = time.monotonic()
         self.saved_step = self.loop.step

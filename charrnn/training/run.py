@@ -55,7 +55,7 @@ from charrnn.device import resolve_device
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
-from charrnn.training.callbacks import Callbacks, TrainResult, _Muted
+from charrnn.training.callbacks import Callbacks, Muted, TrainResult
 from charrnn.training.distributed import Ranks, session
 from charrnn.training.loop import Trainer
 from charrnn.version import __version__
@@ -114,7 +114,7 @@ def train(
     started = time.monotonic() if started is None else started
     with session(resolve_device(job.train.device)) as ranks:
         if not ranks.is_main:
-            callbacks, on_data = _Muted(callbacks), None
+            callbacks, on_data = Muted(callbacks), None
         return _train(
             corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
         )
