@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -139,9 +139,7 @@ def _train(
     )
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
-    budget = job.train.time_budget if ranks.device.type == "cpu" else None
-    job = replace(job, data=resolve_data(Path(corpus), job.data, budget))  # auto's level
-    ds, _cached = ranks.main_first(lambda: prepare(Path(corpus), job.data, progress=on_data))
+    job, ds = _dataset(Path(corpus), job, ranks, on_data)
     if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
         raise ConfigError(
             f"the corpus has changed since run {folder.name!r} started; "
@@ -149,44 +147,72 @@ def _train(
         )
     train_split, val = ds.split(job.train.val_fraction, job.train.split)
     _check_sizes(train_split, val, job.train)
-    device = ranks.device
-    model_config = (
+    job, model = _model(job, ds, train_split, resume, ranks.device)
+    if main:
+        _make_folder(folder)
+    with run_lock(folder) if main else contextlib.nullcontext(), _kept_if_started(folder, main):
+        if main and not resume and (folder / LAST).exists():  # started meanwhile elsewhere
+            raise ConfigError(f"run {folder.name!r} already exists in {root}/")
+        if main:
+            remove_stale_temps(folder)  # left by a writer that was killed
+        trainer = Trainer(
+            model, ds, train_split, val, job.train, folder, cb, started, ranks.device, ranks
+        )
+        if resume:
+            trainer.restore()
+        else:
+            if main:
+                run_info = _run_json(model.config, job, ds, train_split, val, corpus)
+                _write_run_files(folder, ds, run_info)
+            trainer.save_last()  # from here on, every moment of the run is resumable
+        ranks.reseed(job.train.seed, trainer.loop.step)
+        return _start(trainer, cb, ds, resume)
+
+
+def _dataset(
+    corpus: Path, job: Job, ranks: Ranks, on_data: Callable[[int, int], None] | None
+) -> tuple[Job, Dataset]:
+    """The encoded corpus (rank 0 encodes it, the others find it in the cache), and the job
+    with the level and vocabulary the corpus and the budget decided."""
+    budget = job.train.time_budget if ranks.device.type == "cpu" else None
+    job = replace(job, data=resolve_data(corpus, job.data, budget))
+    ds, _cached = ranks.main_first(lambda: prepare(corpus, job.data, progress=on_data))
+    return job, ds
+
+
+def _model(
+    job: Job, ds: Dataset, train_split: Split, resume: bool, device: torch.device
+) -> tuple[Job, RNNLM]:
+    """The model a new run's corpus and budget size (a resumed run's is as it was), seeded,
+    and the job with the learning rate its width takes where none was given."""
+    config = (
         job.model if resume else fit_model_config(job.model, ds, train_split, job.train, device)
     )
     if not job.train.lr:
-        job = replace(job, train=replace(job.train, lr=lr_for_width(model_config.hidden)))
+        job = replace(job, train=replace(job.train, lr=lr_for_width(config.hidden)))
     torch.manual_seed(job.train.seed)
     np.random.seed(job.train.seed % 2**32)
-    model = RNNLM(model_config).to(device)
-    if main:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrainingError(
-                f"cannot create the run folder {folder}: {e.strerror or e}"
-            ) from None
-    with run_lock(folder) if main else contextlib.nullcontext():
-        try:
-            if main and not resume and (folder / LAST).exists():  # started meanwhile elsewhere
-                raise ConfigError(f"run {folder.name!r} already exists in {root}/")
-            if main:
-                remove_stale_temps(folder)  # left by a writer that was killed
-            trainer = Trainer(
-                model, ds, train_split, val, job.train, folder, cb, started, device, ranks
-            )
-            if resume:
-                trainer.restore()
-            else:
-                if main:
-                    run_info = _run_json(model_config, job, ds, train_split, val, corpus)
-                    _write_run_files(folder, ds, run_info)
-                trainer.save_last()  # from here on, every moment of the run is resumable
-            ranks.reseed(job.train.seed, trainer.loop.step)
-            return _start(trainer, cb, ds, resume)
-        except BaseException:
-            if main and not resume and not (folder / LAST).exists():
-                shutil.rmtree(folder, ignore_errors=True)  # ours, and nothing worth keeping
-            raise
+    return job, RNNLM(config).to(device)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the run folder {folder}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _kept_if_started(folder: Path, main: bool) -> Iterator[None]:
+    """A run that fails before its first checkpoint leaves no folder behind (it holds nothing
+    worth keeping); one that has a checkpoint keeps it."""
+    had_checkpoint = (folder / LAST).exists()
+    try:
+        yield
+    except BaseException:
+        if main and not had_checkpoint and not (folder / LAST).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _write_run_files(folder: Path, ds: Dataset, run_info: dict[str, Any]) -> None:
