@@ -32,6 +32,7 @@ from charrnn.errors import CorpusError
 CHUNK_BYTES = 1 << 24  # 16 MiB: large enough to amortise, small enough to bound memory
 BINARY_PROBE_BYTES = 1 << 16
 SAMPLE_WINDOW = 1 << 20  # a subword training sample is read in windows of this many bytes
+HEAD_BYTES = 1 << 20  # the start of a corpus that decides its level and unit
 
 
 # [^\S\n] is whitespace other than a line break.
@@ -62,6 +63,23 @@ def check_corpus_path(path: Path) -> Path:
     if nul >= 0:
         raise CorpusError(f"corpus looks binary (NUL byte at offset {nul}): {path}")
     return path
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A text file, checked once: its path, its size in bytes, and its first MiB as normalised
+    text (what the level and unit are decided from)."""
+
+    path: Path
+    size: int
+    head: str
+
+
+def open_corpus(path: Path, errors: str = "strict") -> Corpus:
+    """The corpus at ``path``, checked (``check_corpus_path``) and its head read."""
+    path = check_corpus_path(path)
+    head = next(iter_text(path, errors, chunk_bytes=HEAD_BYTES), "")
+    return Corpus(path, path.stat().st_size, head)
 
 
 def _bad_utf8(path: Path, at: int) -> CorpusError:

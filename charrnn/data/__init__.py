@@ -25,6 +25,7 @@ from charrnn.data.dataset import (
     cache_root,
     describe,
     is_dataset,
+    open_source,
     prepare,
     resolve_data,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "cache_root",
     "describe",
     "is_dataset",
+    "open_source",
     "prepare",
     "reading_streams",
     "resolve_data",

@@ -30,7 +30,7 @@ from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
-from charrnn.text import check_corpus_path, iter_text, resolve_unit
+from charrnn.text import Corpus, open_corpus, resolve_unit
 from charrnn.tokenizers import load_tokenizer
 
 DATASET_JSON = "dataset.json"
@@ -202,18 +202,16 @@ def _share(total: int, frac: float) -> tuple[int, int]:
 
 
 def build_dataset(
-    corpus: Path,
+    source: Path | Corpus,
     config: DataConfig,
     out: Path,
     progress: Progress | None = None,
     content_hash: str | None = None,
 ) -> Dataset:
-    """Encode ``corpus`` into the dataset folder ``out`` (written aside, then renamed in)."""
-    corpus = check_corpus_path(corpus)
-    errors = "replace" if config.replace_errors else "strict"
-    size = corpus.stat().st_size
-    first = next(iter_text(corpus, errors, chunk_bytes=1 << 20), "")
-    unit = resolve_unit(config.unit, first)
+    """Encode a corpus into the dataset folder ``out`` (written aside, then renamed in)."""
+    text = _opened(source, config)
+    corpus, errors, size = text.path, _errors(config), text.size
+    unit = resolve_unit(config.unit, text.head)
 
     out = Path(out)
     if out.exists() and not _replaceable(out):
@@ -255,35 +253,51 @@ def is_dataset(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / DATASET_JSON).exists()
 
 
-def resolve_data(corpus: Path, config: DataConfig, time_budget: float | None = None) -> DataConfig:
-    """``config`` with its tokenizer's level and vocabulary size decided for ``corpus`` and a
-    CPU run of ``time_budget`` seconds (``tokenizers.resolve_level``; without one, ``auto``
-    is char); reads the corpus's first MiB only when they are open."""
-    if is_dataset(corpus):  # its level and vocabulary were decided when it was made
+def resolve_data(
+    source: Path | Corpus, config: DataConfig, time_budget: float | None = None
+) -> DataConfig:
+    """``config`` with its tokenizer's level and vocabulary size decided for the corpus and a
+    CPU run of ``time_budget`` seconds (``defaults.resolve_level``; without one, ``auto`` is
+    char). A dataset folder's were decided when it was made."""
+    if isinstance(source, Path) and is_dataset(source):
         return config
-    corpus, tok = check_corpus_path(corpus), config.tokenizer
-    if tok.decided:
+    text = _opened(source, config)
+    if config.tokenizer.decided:
         return config
-    errors = "replace" if config.replace_errors else "strict"
-    head = next(iter_text(corpus, errors, chunk_bytes=1 << 20), "")
-    tok = resolve_level(tok, corpus.stat().st_size, head, time_budget)
+    tok = resolve_level(config.tokenizer, text.size, text.head, time_budget)
     return replace(config, tokenizer=tok)
 
 
+def open_source(path: Path, config: DataConfig) -> Path | Corpus:
+    """A dataset folder as its path, or a corpus file checked and its head read, once."""
+    return path if is_dataset(path) else open_corpus(path, _errors(config))
+
+
+def _opened(source: Path | Corpus, config: DataConfig) -> Corpus:
+    return source if isinstance(source, Corpus) else open_corpus(source, _errors(config))
+
+
+def _errors(config: DataConfig) -> str:
+    return "replace" if config.replace_errors else "strict"
+
+
 def prepare(
-    source: Path, config: DataConfig, progress: Progress | None = None, out: Path | None = None
+    source: Path | Corpus,
+    config: DataConfig,
+    progress: Progress | None = None,
+    out: Path | None = None,
 ) -> tuple[Dataset, bool]:
     """A dataset for ``source``: a dataset folder as is, or a corpus file through the cache.
 
     Returns the dataset and whether it came from the cache.
     """
-    source = Path(source)
-    if is_dataset(source):
+    source = source if isinstance(source, Corpus) else open_source(Path(source), config)
+    if not isinstance(source, Corpus):
         return Dataset(source), True
     config = resolve_data(source, config)
-    digest = file_hash(source)
+    digest = file_hash(source.path)
     key = cache_key(digest, config)
-    folder = Path(out) if out else cache_root() / "datasets" / f"{source.stem}-{key}"
+    folder = Path(out) if out else cache_root() / "datasets" / f"{source.path.stem}-{key}"
     if (folder / DATASET_JSON).exists():
         try:
             ds = Dataset(folder)

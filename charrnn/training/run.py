@@ -43,6 +43,7 @@ from charrnn.config import DataConfig, Job, ModelConfig, TrainConfig
 from charrnn.data import (
     Dataset,
     Split,
+    open_source,
     prepare,
     resolve_data,
 )
@@ -175,8 +176,9 @@ def _dataset(
     """The encoded corpus (rank 0 encodes it, the others find it in the cache), and the job
     with the level and vocabulary the corpus and the budget decided."""
     budget = job.train.time_budget if ranks.device.type == "cpu" else None
-    job = replace(job, data=resolve_data(corpus, job.data, budget))
-    ds, _cached = ranks.main_first(lambda: prepare(corpus, job.data, progress=on_data))
+    source = open_source(corpus, job.data)
+    job = replace(job, data=resolve_data(source, job.data, budget))
+    ds, _cached = ranks.main_first(lambda: prepare(source, job.data, progress=on_data))
     return job, ds
 
 
