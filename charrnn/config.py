@@ -14,6 +14,8 @@ from typing import Any
 
 from charrnn.errors import ConfigError
 
+# -- data: tokens, units, the validation split
+
 
 class Level(str, Enum):
     auto = "auto"  # bpe or char, decided for a corpus and a time budget (resolve_level)
@@ -104,6 +106,9 @@ class Holdout(str, Enum):
 SPREAD_SECTIONS = 20
 
 
+# -- the model
+
+
 class Cell(str, Enum):
     rnn = "rnn"
     gru = "gru"
@@ -157,47 +162,13 @@ class ModelConfig:
         )
 
 
+# -- training
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
-
-
-MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
-
-
-class Stop(str, Enum):
-    eos = "eos"
-    halt = "halt"
-    length = "length"
-    none = "none"
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    max_tokens: int = 2000  # a safety cap in every mode; the draw length in "none" mode
-    stop: Stop = Stop.eos
-    length: int | None = None  # length mode: exactly this many tokens
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        t = self.temperature
-        checks = [
-            (not math.isnan(t) and t >= 0, "--temp must be a number >= 0 (0 means greedy)"),
-            (math.isfinite(t), "--temp must be finite"),
-            (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
-            (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-            (self.max_tokens >= 1, "--max-tokens must be at least 1"),
-            (self.max_tokens <= MAX_TOKENS, f"--max-tokens must be at most {MAX_TOKENS:,}"),
-            (self.length is None or self.length >= 1, "--length must be at least 1"),
-            (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -260,6 +231,49 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "split": self.split.value, "precision": self.precision.value}
+
+
+# -- sampling
+
+
+MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
+
+
+class Stop(str, Enum):
+    eos = "eos"
+    halt = "halt"
+    length = "length"
+    none = "none"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    max_tokens: int = 2000  # a safety cap in every mode; the draw length in "none" mode
+    stop: Stop = Stop.eos
+    length: int | None = None  # length mode: exactly this many tokens
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        checks = [
+            (not math.isnan(t) and t >= 0, "--temp must be a number >= 0 (0 means greedy)"),
+            (math.isfinite(t), "--temp must be finite"),
+            (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
+            (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+            (self.max_tokens >= 1, "--max-tokens must be at least 1"),
+            (self.max_tokens <= MAX_TOKENS, f"--max-tokens must be at most {MAX_TOKENS:,}"),
+            (self.length is None or self.length >= 1, "--length must be at least 1"),
+            (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+# -- a whole training job, from options by name
 
 
 @dataclass(frozen=True)
