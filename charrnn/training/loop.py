@@ -1,4 +1,15 @@
-"""The training loop: one optimizer step on a window of B streams, and the run around it."""
+"""The training loop: truncated BPTT over B parallel streams.
+
+    for each window [B, T] of the B parallel streams:
+        features, state = model(x, state)          state carried from the previous window
+        loss = CE(tokens) + w_h BCE(halt) + w_l CE(length)
+        backward, clip, AdamW step                 lr: warmup, then cosine to the end
+        state = state.detach()                     truncation: no gradient across windows
+    evaluate on the held-out text now and then; keep the best weights; save "last" for resume
+
+The run ends at --max-steps, --epochs or --time-budget (whichever comes first), by early
+stopping, or when a callback asks it to stop (Ctrl-C). Progress bars live in the CLI.
+"""
 
 from __future__ import annotations
 

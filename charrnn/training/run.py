@@ -1,15 +1,8 @@
-"""Training: truncated BPTT over parallel streams, as a function with callbacks.
+"""Starting a run or resuming one: its folder and run.json, its data and model, and the
+settings a resume may change. ``train`` is the whole job; the loop is in ``loop``.
 
-    for each window [B, T] of the B parallel streams:
-        features, state = model(x, state)          state carried from the previous window
-        loss = CE(tokens) + w_h BCE(halt) + w_l CE(length)
-        backward, clip, AdamW step                 lr: warmup, then cosine to the end
-        state = state.detach()                     truncation: no gradient across windows
-    evaluate on the held-out tail now and then; keep the best weights; save "last" for resume
-
-The run ends at --max-steps, --epochs or --time-budget (whichever comes first), by early
-stopping, or when a callback asks it to stop (Ctrl-C). Progress bars live in the CLI.
-Under torchrun, several processes train one model together (see charrnn.distributed).
+Under torchrun every process calls ``train`` and they train one model together (see
+``distributed``); rank 0 alone writes the run and reports.
 """
 
 from __future__ import annotations
