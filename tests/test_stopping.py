@@ -203,3 +203,17 @@ def test_the_end_bias_matches_the_chance_of_ending_to_training_text(synthetic_ru
     text = synthetic_run.tokenizer.decode([t for t in sample.tokens if t != EOS])
     (scored,) = score(model, synthetic_run.tokenizer, [text], Stop.eos)
     assert scored.log_prob == pytest.approx(sample.log_prob, abs=1e-4)
+
+
+def test_every_rule_and_cell_is_one_registry_entry():
+    """A rule is a StopRule in stopping.RULES, a cell an entry in model.cells.CELLS: the rest
+    of the package reads them from there (docs/architecture.md)."""
+    from charrnn.config import Cell
+    from charrnn.model.cells import CELLS
+    from charrnn.stopping import ENDING, RULES, TRAINED
+
+    assert set(RULES) == set(Stop) and all(RULES[s].stop is s for s in Stop)
+    assert (Stop.eos, Stop.halt, Stop.length) == ENDING  # none never ends a unit by itself
+    assert [r.target for r in TRAINED] == ["halt", "length"]  # the heads that train
+    assert set(CELLS) == set(Cell)
+    assert {c: k.state_size for c, k in CELLS.items()} == {Cell.rnn: 1, Cell.gru: 1, Cell.lstm: 2}
