@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.config import DataConfig, Holdout, Unit
+from charrnn.config import DataConfig, Holdout, SplitCut, Unit
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.data.split import Split, Text, split
 from charrnn.defaults import resolve_level
@@ -76,10 +76,12 @@ class Dataset:
     def unit(self) -> Unit:
         return Unit(self.meta["unit"])
 
-    def split(self, val_fraction: float, holdout: Holdout = Holdout.tail) -> tuple[Split, Split]:
+    def split(
+        self, val_fraction: float, holdout: Holdout = Holdout.tail, cut: SplitCut = SplitCut.nearest
+    ) -> tuple[Split, Split]:
         """Train and validation splits (see ``data.split``)."""
         text = Text(self.tokens, self.units, self.meta["n_chars"], self.meta["n_bytes"])
-        return split(text, val_fraction, holdout)
+        return split(text, val_fraction, holdout, cut)
 
 
 # -- building -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.config import SPREAD_SECTIONS, Holdout
+from charrnn.config import SPREAD_SECTIONS, Holdout, SplitCut
 
 
 class Pieces:
@@ -59,22 +59,35 @@ class Text:
     n_bytes: int
 
 
-def split(text: Text, val_fraction: float, holdout: Holdout = Holdout.tail) -> tuple[Split, Split]:
-    """Train and validation splits, cut at unit boundaries; see ``Holdout``.
+def split(
+    text: Text,
+    val_fraction: float,
+    holdout: Holdout = Holdout.tail,
+    cut: SplitCut = SplitCut.nearest,
+) -> tuple[Split, Split]:
+    """Train and validation splits; see ``Holdout`` and ``SplitCut``.
 
-    Cuts fall at the first unit that starts at or after the cut's share of the text's
-    characters, so that models of every level are validated on the same text. ``spread``
-    falls back to ``tail`` when the corpus has too few units to leave both sides some.
+    Cuts are placed by the text's characters, so that models of every level are validated on
+    the same text. ``spread`` falls back to ``tail`` when the corpus has too few units to
+    leave both sides some.
     """
     if holdout is Holdout.spread:
         sections = np.arange(SPREAD_SECTIONS)[:, None] + [1.0 - val_fraction, 1.0]
-        edges = _units_at_chars(text.units, sections.ravel() * text.n_chars / SPREAD_SECTIONS)
+        targets = sections.ravel() * text.n_chars / SPREAD_SECTIONS
+        edges = _boundaries(text.units, targets, cut)[0]
         starts, ends = edges[0::2], edges[1::2]  # each section's validation units
         ends[-1] = len(text.units)
         train_from = np.concatenate([[0], ends[:-1]])
         if (ends > starts).any() and (starts > train_from).any():
             return _join(text, zip(train_from, starts)), _join(text, zip(starts, ends))
+    if cut is SplitCut.unit_after:
+        return _tail_after(text, val_fraction)
     return _tail(text, val_fraction)
+
+
+# A boundary gives about the share asked for when the validation side's share is within this
+# part of it; otherwise the tail is cut inside a unit.
+SHARE_TOLERANCE = 0.5
 
 
 def _join(text: Text, ranges: Iterable[tuple[int, int]]) -> Split:
@@ -94,12 +107,45 @@ def _join(text: Text, ranges: Iterable[tuple[int, int]]) -> Split:
 
 
 def _tail(text: Text, val_fraction: float) -> tuple[Split, Split]:
-    """Train on the head, validate on the tail. When no unit starts at the cut (a corpus
-    of one unit), the cut is by tokens, mid-unit, so both sides still have tokens."""
+    """Train on the head, validate on the tail, cut at the unit boundary nearest to the share
+    asked for; inside the unit that holds it when no boundary gives about that share (a text
+    of few, long units)."""
+    target = (1.0 - val_fraction) * text.n_chars
+    (i,), (at,) = _boundaries(text.units, [target], SplitCut.nearest)
+    share = (text.n_chars - at) / max(1, text.n_chars)
+    if 0 < i < len(text.units) and abs(share - val_fraction) <= SHARE_TOLERANCE * val_fraction:
+        return _join(text, [(0, int(i))]), _join(text, [(int(i), len(text.units))])
+    return _cut_inside(text, target)
+
+
+def _cut_inside(text: Text, target: float) -> tuple[Split, Split]:
+    """The split at ``target`` characters, inside the unit that holds them: its tokens are
+    shared in proportion, and so are its characters and bytes."""
+    units, n = text.units, len(text.tokens)
+    k, start = (int(x[0]) for x in _holding(units, [target]))
+    k = min(k, len(units) - 1)
+    lo = int(units[k, 0])
+    hi = int(units[k + 1, 0]) if k + 1 < len(units) else n  # past the unit's <eos>
+    frac = min(1.0, max(0.0, (target - start) / max(1, int(units[k, 1]))))
+    pos = min(hi - 1, max(lo + 1, lo + 1 + round(frac * (hi - lo - 2))))  # after <sos>
+    head_chars, head_bytes = units[:k, 1:].sum(axis=0).tolist()
+    chars = head_chars + round(frac * int(units[k, 1]))
+    nbytes = head_bytes + round(frac * int(units[k, 2]))
+    train = Split(text.tokens[:pos], units[: k + 1, 0], chars, nbytes)
+    val_starts = np.concatenate([[0], units[k + 1 :, 0] - pos])  # a piece of a unit, then units
+    val = Split(text.tokens[pos:], val_starts, text.n_chars - chars, text.n_bytes - nbytes)
+    return train, val
+
+
+def _tail_after(text: Text, val_fraction: float) -> tuple[Split, Split]:
+    """The tail split of runs of format 4 and before (SplitCut.unit_after): the first unit that
+    starts at or after the share; by tokens, mid-unit, when none does."""
     n = len(text.tokens)
     target = int(round(n * (1.0 - val_fraction)))
     starts = text.units[:, 0]
-    i = int(_units_at_chars(text.units, [(1.0 - val_fraction) * text.n_chars])[0])
+    i = int(
+        _boundaries(text.units, [(1.0 - val_fraction) * text.n_chars], SplitCut.unit_after)[0][0]
+    )
     if not 0 < i < len(starts):
         i = int(np.searchsorted(starts, target))
     cut = int(starts[i]) if i < len(starts) else target
@@ -119,24 +165,41 @@ def _tail(text: Text, val_fraction: float) -> tuple[Split, Split]:
     return train, val
 
 
-def _units_at_chars(units: np.ndarray, targets: Any, step: int = 1 << 20) -> np.ndarray:
-    """For each of the ascending ``targets``, the first unit that starts at or after that
-    many characters into the text (the index read in steps, so a memory map is never
-    copied whole)."""
+def _boundaries(units: np.ndarray, targets: Any, cut: SplitCut) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the ascending ``targets`` (characters into the text), the unit boundary that
+    ``cut`` places there, as the index of the unit that starts at it, and its character."""
+    k, start = _holding(units, targets)
+    inside = k < len(units)
+    length = np.zeros(len(k), dtype=np.int64)
+    length[inside] = units[k[inside], 1]
+    targets = np.asarray(targets, dtype=np.float64)
+    if cut is SplitCut.unit_after:
+        after = start < targets
+    else:
+        after = targets - start > start + length - targets
+    return k + (after & inside), start + length * (after & inside)
+
+
+def _holding(units: np.ndarray, targets: Any, step: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the ascending ``targets``, the unit that holds that many characters into the
+    text (``len(units)`` past the end) and the character it starts at. The index is read in
+    steps, so a memory map is never copied whole."""
     targets = np.asarray(targets, dtype=np.float64)
     found = np.full(len(targets), len(units), dtype=np.int64)
+    at = np.zeros(len(targets), dtype=np.int64)
     before, t = 0, 0  # characters before units[lo]; the first target not yet placed
     for lo in range(0, len(units), step):
         if t == len(targets):
             break
         ends = before + np.cumsum(units[lo : lo + step, 1])  # characters up to each unit's end
         k = np.searchsorted(ends, targets[t:])  # the unit holding each target, or past it
-        inside = k < len(ends)
-        k = k[inside]
-        found[t : t + len(k)] = lo + k + (ends[k] - units[lo + k, 1] < targets[t : t + len(k)])
+        k = k[k < len(ends)]
+        found[t : t + len(k)] = lo + k
+        at[t : t + len(k)] = ends[k] - units[lo + k, 1]
         t += len(k)
         before = int(ends[-1])
-    return found
+    at[t:] = before
+    return found, at
 
 
 def _share(total: int, frac: float) -> tuple[int, int]:

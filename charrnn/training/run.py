@@ -139,7 +139,7 @@ def _train(
             f"the corpus has changed since run {folder.name!r} started; "
             "resume needs the same corpus"
         )
-    train_split, val = ds.split(job.train.val_fraction, job.train.split)
+    train_split, val = ds.split(job.train.val_fraction, job.train.split, job.train.split_cut)
     _check_sizes(train_split, val, job.train)
     job, model = _model(job, ds, train_split, resume, ranks.device)
     if main:
