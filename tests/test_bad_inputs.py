@@ -1493,7 +1493,7 @@ def test_output_onto_a_fifo_reaches_reader(tmp_path: Path, world: Path, hostile_
 def test_corpus_rewritten_while_it_is_encoded(
     tmp_path: Path, world: Path, hostile_server: ForkServer
 ):
-    """Class 5: a corpus replaced while tokenize encodes it, then put back: the cache must not
+    """Class 5: a corpus rewritten while tokenize encodes it, then put back: the cache must not
     serve the other text for the file as it is (it is keyed by what was encoded)."""
     folder = tmp_path / "w"
     folder.mkdir()
@@ -1505,8 +1505,7 @@ def test_corpus_rewritten_while_it_is_encoded(
     corpus = folder / "corpus.txt"
 
     def replace_with(text: str) -> None:
-        (folder / "next.txt").write_text(text)
-        os.replace(folder / "next.txt", corpus)
+        corpus.write_text(text)  # in place, as an editor saving over it or `cat b > a` does
 
     replace_with(first)
     env = {"CHARRNN_CACHE": str(folder / "cache")}
