@@ -9,7 +9,7 @@ can instrument it first (a "hook") to send a signal or die at a chosen moment.
 
 Protocol: one JSON request a line on stdin, one JSON reply a line on stdout.
     request  {"argv": [...], "log": PATH, "err": PATH or null (default: log), "cwd": DIR,
-              "env": {...},
+              "env": {...}, "stdin": PATH or null (default: /dev/null), "close_stdin": bool,
               "kill_after": SECONDS or null, "hook": {...} or null, "timeout": SECONDS}
     reply    {"rc": exit code (negative: killed by that signal), "killed": bool, "seconds": s}
 """
@@ -73,7 +73,11 @@ def _child(request: dict[str, Any]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         os.dup2(os.open(request["log"], flags, 0o644), 1)
         os.dup2(os.open(request.get("err") or request["log"], flags, 0o644), 2)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        if request.get("close_stdin"):
+            os.close(0)  # as `charrnn ... 0<&-` starts: Python then has no sys.stdin
+            sys.stdin = None  # type: ignore[assignment]
+        else:
+            os.dup2(os.open(request.get("stdin") or os.devnull, os.O_RDONLY), 0)
         os.chdir(request["cwd"])
         os.environ.update(request.get("env") or {})
         _install_hook(request.get("hook") or {})
@@ -157,12 +161,16 @@ class ForkServer:
         hook: dict[str, Any] | None = None,
         timeout: float = 120.0,
         err: Path | None = None,
+        stdin: Path | None = None,
+        close_stdin: bool = False,
     ) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         request = {
             "argv": [str(a) for a in argv],
             "log": str(log),
             "err": str(err) if err else None,
+            "stdin": str(stdin) if stdin else None,
+            "close_stdin": close_stdin,
             "cwd": str(cwd),
             "env": env,
             "kill_after": kill_after,
