@@ -23,6 +23,7 @@ import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.config import (
+    MAX_SAMPLES,
     Job,
     ModelConfig,
     SampleConfig,
@@ -32,6 +33,7 @@ from charrnn.config import (
 from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
 from charrnn.model import RNNLM, count_parameters
+from charrnn.schema import Whole
 from charrnn.score import NextToken, SentenceScore, next_tokens, score
 from charrnn.stopping import rule
 from charrnn.stream import SampleStream
@@ -168,8 +170,9 @@ class Model:
 
 
 def _positive(n: int) -> int:
-    if n < 1:
-        raise ConfigError("the number of samples must be at least 1")
+    problem = Whole(1, MAX_SAMPLES).problem(n)  # as sample -n
+    if problem:
+        raise ConfigError(f"the number of samples {problem}")
     return n
 
 

@@ -7,12 +7,22 @@ is a ConfigError when the config is made, whoever makes it (the CLI or the Pytho
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from charrnn.errors import ConfigError
+from charrnn.schema import Choice, Flag, Kind, Maybe, Nested, Real, Text, Whole, check, make
+
+# Ranges no option may leave, whoever gives it (the command line, the Python API, a run's files)
+SUBWORD_MAX_VOCAB = 1_000_000  # sentencepiece counts pieces in an int32; more is never sensible
+MAX_WIDTH = 16_384  # --hidden and --embed
+MAX_LAYERS = 16
+MAX_LEN = 10_000_000  # the longest unit the length head expresses (its tables are this long)
+SEEDS = Whole(-(2**63), 2**64 - 1)  # what torch's generators take
+MAX_STOP_FIT = 100_000  # samples per stopping rule in the fit at the end of training
+MAX_TOKENS = 1_000_000  # tokens of one sample: beyond this a sample is a mistake, not a wish
+MAX_SAMPLES = 100_000  # samples drawn side by side (sample -n)
 
 # -- data: tokens, units, the validation split
 
@@ -32,6 +42,17 @@ class TokenizerConfig:
     max_vocab: int | None = None  # including the four specials
     vocab_size: int = 0  # subword levels only; 0: SUBWORD_VOCAB
     sample_chars: int = 10_000_000  # subword levels: how much text trains the tokenizer
+
+    SPEC: ClassVar[dict[str, Kind]] = {
+        "level": Choice(Level),
+        "min_freq": Whole(1),
+        "max_vocab": Maybe(Whole(5)),  # the four specials and one symbol
+        "vocab_size": Whole(0, SUBWORD_MAX_VOCAB),
+        "sample_chars": Whole(1),
+    }
+
+    def __post_init__(self) -> None:
+        check(self)
 
     @property
     def subword(self) -> bool:
@@ -58,7 +79,7 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        return cls(**{**d, "level": Level(d["level"])})
+        return make(cls, d)
 
 
 class Unit(str, Enum):
@@ -74,6 +95,15 @@ class DataConfig:
     unit: Unit = Unit.auto
     replace_errors: bool = False
 
+    SPEC: ClassVar[dict[str, Kind]] = {
+        "tokenizer": Nested(TokenizerConfig),
+        "unit": Choice(Unit),
+        "replace_errors": Flag(),
+    }
+
+    def __post_init__(self) -> None:
+        check(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tokenizer": self.tokenizer.to_dict(),
@@ -83,7 +113,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
-        return cls(TokenizerConfig.from_dict(d["tokenizer"]), Unit(d["unit"]), d["replace_errors"])
+        return make(cls, d)
 
     def key(self) -> dict[str, Any]:
         """The settings an encoding depends on (those unused at its level left out)."""
@@ -148,19 +178,25 @@ class ModelConfig:
     unknown_scale: float = 1.0
     max_len: int = 0  # the longest length the length head expresses; 0: fit to the corpus
 
+    SPEC: ClassVar[dict[str, Kind]] = {
+        "vocab_size": Whole(0, 2**32 - 1),  # token files hold uint32 ids at most
+        "cell": Choice(Cell),
+        "nonlinearity": Choice(Nonlinearity),
+        "layers": Whole(1, MAX_LAYERS),
+        "hidden": Whole(0, MAX_WIDTH),
+        "embed": Whole(1, MAX_WIDTH),
+        "dropout": Real(0.0, 1.0, open_hi=True),
+        "tie_weights": Flag(),
+        "stop_heads": Flag(),
+        "unknown_scale": Real(0.0, open_lo=True),
+        "max_len": Whole(0, MAX_LEN),
+    }
+    NAMES: ClassVar[dict[str, str]] = {
+        k: k for k in ("vocab_size", "unknown_scale", "max_len", "stop_heads")
+    }
+
     def __post_init__(self) -> None:
-        checks = [
-            (self.vocab_size >= 0, "vocab_size must be >= 0"),
-            (self.layers >= 1, "--layers must be at least 1"),
-            (self.hidden >= 0, "--hidden must be at least 1 (or 0: sized from the time budget)"),
-            (self.embed >= 1, "--embed must be at least 1"),
-            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (self.max_len >= 0, "max_len must be >= 0"),
-            (self.unknown_scale > 0, "unknown_scale must be positive"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -169,9 +205,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return cls(
-            **{**d, "cell": Cell(d["cell"]), "nonlinearity": Nonlinearity(d["nonlinearity"])}
-        )
+        return make(cls, d)
 
 
 # -- training
@@ -214,34 +248,45 @@ class TrainConfig:
     skip_nonfinite: bool = False  # skip a step whose loss is NaN/inf instead of stopping
     stop_fit: int = 100  # samples per stopping rule compared with the validation lengths at the end
 
+    SPEC: ClassVar[dict[str, Kind]] = {
+        "seq_len": Whole(1),
+        "batch_size": Whole(1),
+        "lr": Real(0.0),
+        "min_lr_ratio": Maybe(Real(0.0, 1.0)),
+        "warmup_steps": Whole(0),
+        "weight_decay": Maybe(Real(0.0)),
+        "clip": Real(0.0),
+        "max_steps": Maybe(Whole(1)),
+        "epochs": Maybe(Real(0.0, open_lo=True, finite=False)),  # inf: no limit
+        "time_budget": Maybe(Real(0.0, open_lo=True, finite=False)),
+        "val_fraction": Real(0.0, 1.0, open_lo=True, open_hi=True),
+        "split": Choice(Holdout),
+        "split_cut": Choice(SplitCut),
+        "evals": Whole(1),
+        "eval_every": Whole(1),
+        "eval_tokens": Whole(0),
+        "patience": Whole(0),
+        "sample_every": Whole(0),
+        "sample_tokens": Whole(1, MAX_TOKENS),
+        "seed": SEEDS,
+        "device": Text(),
+        "precision": Choice(Precision),
+        "halt_weight": Real(0.0),
+        "length_weight": Real(0.0),
+        "head_grad": Flag(),
+        "skip_nonfinite": Flag(),
+        "stop_fit": Whole(0, MAX_STOP_FIT),
+    }
+    NAMES: ClassVar[dict[str, str]] = {  # settings the command line has no option for
+        k: k
+        for k in (
+            *("split_cut", "evals", "eval_every", "eval_tokens", "sample_tokens"),
+            *("halt_weight", "length_weight", "head_grad", "warmup_steps"),
+        )
+    }
+
     def __post_init__(self) -> None:
-        _coerce(self, "split", Holdout, "--split must be tail or spread")
-        _coerce(self, "precision", Precision, "--precision must be fp32, bf16 or fp16")
-        _coerce(self, "split_cut", SplitCut, "split_cut must be nearest or unit-after")
-        checks = [
-            (self.seq_len >= 1, "--seq-len must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr >= 0 and math.isfinite(self.lr), "--lr must be a positive number (or 0)"),
-            (self.clip >= 0, "--clip must be >= 0"),
-            (
-                self.weight_decay is None
-                or (self.weight_decay >= 0 and math.isfinite(self.weight_decay)),
-                "--weight-decay must be >= 0",
-            ),
-            (
-                self.min_lr_ratio is None or 0 <= self.min_lr_ratio <= 1,
-                "--min-lr-ratio must be in [0, 1]",
-            ),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
-            (self.epochs is None or self.epochs > 0, "--epochs must be positive"),
-            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
-            (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
-            (self.patience >= 0, "--patience must be >= 0"),
-            (self.stop_fit >= 0, "--stop-fit must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check(self)
 
     def to_dict(self) -> dict[str, Any]:
         enums = {k: getattr(self, k).value for k in ("split", "split_cut", "precision")}
@@ -249,9 +294,6 @@ class TrainConfig:
 
 
 # -- sampling
-
-
-MAX_TOKENS = 1_000_000  # beyond this a sample is a mistake, not a wish
 
 
 class Stop(str, Enum):
@@ -271,21 +313,21 @@ class SampleConfig:
     length: int | None = None  # length mode: exactly this many tokens
     seed: int | None = None
 
+    SPEC: ClassVar[dict[str, Kind]] = {
+        "temperature": Real(0.0),  # 0: greedy
+        "top_k": Maybe(Whole(1)),
+        "top_p": Maybe(Real(0.0, 1.0, open_lo=True)),
+        "max_tokens": Whole(1, MAX_TOKENS),
+        "stop": Choice(Stop),
+        "length": Maybe(Whole(1)),
+        "seed": Maybe(SEEDS),
+    }
+    NAMES: ClassVar[dict[str, str]] = {"temperature": "--temp"}
+
     def __post_init__(self) -> None:
-        t = self.temperature
-        checks = [
-            (not math.isnan(t) and t >= 0, "--temp must be a number >= 0 (0 means greedy)"),
-            (math.isfinite(t), "--temp must be finite"),
-            (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
-            (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-            (self.max_tokens >= 1, "--max-tokens must be at least 1"),
-            (self.max_tokens <= MAX_TOKENS, f"--max-tokens must be at most {MAX_TOKENS:,}"),
-            (self.length is None or self.length >= 1, "--length must be at least 1"),
-            (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check(self)
+        if self.length is not None and self.stop is not Stop.length:
+            raise ConfigError("--length needs --stop length")
 
 
 # -- a whole training job, from options by name
@@ -346,13 +388,3 @@ def _replace(config: Any, values: dict[str, Any]) -> Any:
                 raise ConfigError(f"{name}={value!r} is not one of: {choices}") from None
         converted[name] = value
     return replace(config, **converted)
-
-
-def _coerce(config: Any, name: str, kind: type[Enum], message: str) -> None:
-    """An enum field given its value (as run.json and the Python API give it) holds the enum."""
-    value = getattr(config, name)
-    if not isinstance(value, kind):
-        try:
-            object.__setattr__(config, name, kind(value))
-        except ValueError:
-            raise ConfigError(message) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from charrnn.config import Level, TokenizerConfig
+from charrnn.config import MAX_LEN, Level, TokenizerConfig
 
 # -- the level (--level auto): bpe where a run is bound by its steps, char where by its text
 
@@ -63,8 +63,8 @@ def lr_for_width(hidden: int) -> float:
 
 def max_len_for(longest: int) -> int:
     """The longest length the length head expresses, for a corpus whose longest training unit
-    has ``longest`` tokens: room for units twice as long."""
-    return max(64, 2 * longest)
+    has ``longest`` tokens: room for units twice as long (at most MAX_LEN)."""
+    return min(MAX_LEN, max(64, 2 * longest))
 
 
 # -- how hard to regularize, from how much a run can memorize: its pressure, the passes it will

@@ -23,9 +23,7 @@ from charrnn.cli.options import (
     StopOpt,
 )
 from charrnn.cli.output import err, escape, fail, friendly, out
-from charrnn.config import (
-    SampleConfig,
-)
+from charrnn.config import MAX_SAMPLES, SampleConfig
 from charrnn.generate import Sample
 from charrnn.io import write_bytes_atomic
 from charrnn.stream import SampleStream
@@ -58,7 +56,7 @@ def sample_cmd(
         ),
     ] = SampleConfig.max_tokens,
     n: Annotated[
-        int, typer.Option("-n", "--num", min=1, max=100000, help="Number of samples.")
+        int, typer.Option("-n", "--num", min=1, max=MAX_SAMPLES, help="Number of samples.")
     ] = 1,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
     stop: StopOpt = SampleConfig.stop,

@@ -36,6 +36,8 @@ from charrnn.cli.options import (
 )
 from charrnn.cli.output import err, friendly, out
 from charrnn.config import (
+    MAX_LAYERS,
+    MAX_WIDTH,
     SPREAD_SECTIONS,
     Cell,
     DataConfig,
@@ -207,18 +209,20 @@ def train_cmd(
     nonlinearity: Annotated[
         Nonlinearity, typer.Option(help="Elman rnn cell only.", rich_help_panel=MODEL)
     ] = ModelConfig.nonlinearity,
-    layers: Annotated[int, typer.Option(min=1, max=16, rich_help_panel=MODEL)] = ModelConfig.layers,
+    layers: Annotated[
+        int, typer.Option(min=1, max=MAX_LAYERS, rich_help_panel=MODEL)
+    ] = ModelConfig.layers,
     hidden: Annotated[
         int,
         typer.Option(
             min=0,
-            max=16384,
+            max=MAX_WIDTH,
             help=defaults.hidden_help(),
             rich_help_panel=MODEL,
         ),
     ] = ModelConfig.hidden,
     embed: Annotated[
-        int, typer.Option(min=1, max=16384, rich_help_panel=MODEL)
+        int, typer.Option(min=1, max=MAX_WIDTH, rich_help_panel=MODEL)
     ] = ModelConfig.embed,
     dropout: Annotated[
         float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)
