@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -10,10 +11,13 @@ from typer.core import TyperGroup
 
 from charrnn.cli import info, runs, sample, score, tokenize, train
 from charrnn.cli.output import err, escape, out
+from charrnn.errors import one_line
 from charrnn.version import __version__
 
 # Typer may bundle its own copy of click: take its exception classes from Typer itself.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+INTERNAL = 3  # the exit status of a bug of charrnn's own (1: a refusal, 2: the parser's)
+DEBUG = "CHARRNN_DEBUG"  # set to 1, a bug shows its traceback
 
 
 class _OneLineErrors(TyperGroup):
@@ -33,6 +37,15 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             err.print("[red]aborted[/]")
             code = 130
+        except Exception as e:  # a bug: one line that says so, the traceback on request
+            if os.environ.get(DEBUG, "") not in ("", "0"):
+                raise
+            err.print(
+                f"[red]error:[/] internal error ({type(e).__name__}: {escape(one_line(e))}); "
+                f"run again with {DEBUG}=1 for the traceback, and please report it",
+                soft_wrap=True,
+            )
+            code = INTERNAL
         if standalone_mode:
             sys.exit(code)
         return code

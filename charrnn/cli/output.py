@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, out_of_memory
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -27,8 +27,12 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+MEMORY_HINT = "ask for less: a smaller model (--hidden, --embed, --layers), --batch-size or -n"
+
+
 def friendly(fn: F) -> F:
-    """Library errors become one red line on stderr and exit status 1."""
+    """Library errors, failed reads and writes and a lack of memory become one red line on
+    stderr and exit status 1 (anything else is a bug: see app.py)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,5 +46,10 @@ def friendly(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except (MemoryError, RuntimeError) as e:
+            words = out_of_memory(e)
+            if words is None:
+                raise
+            fail(f"{words}; {MEMORY_HINT}")
 
     return wrapper  # type: ignore[return-value]

@@ -46,7 +46,13 @@ from charrnn.defaults import (
     max_len_for,
 )
 from charrnn.device import resolve_device
-from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
+from charrnn.errors import (
+    CheckpointError,
+    ConfigError,
+    CorpusError,
+    TrainingError,
+    out_of_memory,
+)
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
@@ -109,9 +115,17 @@ def train(
     with session(resolve_device(job.train.device)) as ranks:
         if not ranks.is_main:
             callbacks, on_data = Muted(callbacks), None
-        return _train(
-            corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
-        )
+        try:
+            return _train(
+                corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
+            )
+        except (MemoryError, RuntimeError) as e:
+            words = out_of_memory(e)
+            if words is None:
+                raise
+            raise TrainingError(
+                f"{words} to train this model; lower --hidden, --embed, --layers or --batch-size"
+            ) from None
 
 
 def _train(
