@@ -83,7 +83,7 @@ class Sampler:
     def encode_prompt(self, prompt: str) -> list[int]:
         """<sos> and the prompt's tokens; a prompt of unknown symbols only is refused (the
         model would read nothing of it)."""
-        ids = self.tokenizer.encode(prompt) if prompt else []
+        ids = self.tokenizer.encode(prompt, "--prompt") if prompt else []
         if ids and all(t == UNK for t in ids):
             raise ConfigError("--prompt has only symbols this model does not know")
         return [SOS, *ids]

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import Unit
-from charrnn.errors import CorpusError
+from charrnn.errors import CorpusError, TokenizerError
 
 CHUNK_BYTES = 1 << 24  # 16 MiB: large enough to amortise, small enough to bound memory
 BINARY_PROBE_BYTES = 1 << 16
@@ -43,6 +43,31 @@ _PARAGRAPH_SEP = re.compile(r"\n(?:[^\S\n]*\n)+(?=[^\S\n]*\S)")
 _LINE_SEP = re.compile(r"\n(?:[^\S\n]*\n)*(?=[^\S\n]*\S)")
 _LEADING_BLANK = re.compile(r"\A(?:[^\S\n]*\n)+")
 _TRAILING_BLANK = re.compile(r"(?:\n[^\S\n]*)+\Z")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def check_text(text: str, what: str) -> str:
+    """``text`` as a user gave it, refused if it holds a lone surrogate: what an undecodable
+    byte of a command-line argument becomes (Python's surrogateescape), or a code point UTF-8
+    cannot write (the tokenizers use such code points as marks of their own)."""
+    m = _SURROGATE.search(text)
+    if m is None:
+        return text
+    code, at = ord(m.group()), m.start()
+    if 0xDC80 <= code <= 0xDCFF:
+        offset = len(text[:at].encode("utf-8", "surrogateescape"))
+        raise TokenizerError(
+            f"{what} is not valid UTF-8 (byte 0x{code - 0xDC00:02x} at offset {offset})"
+        )
+    raise TokenizerError(
+        f"{what} holds a lone surrogate (U+{code:04X} at character {at}), which is not text"
+    )
 
 
 def check_corpus_path(path: Path) -> Path:

@@ -199,10 +199,12 @@ def test_encode_each_equals_one_encode_per_text(level):
     texts = ["a <unk> b", MULTILINGUAL, "  two  spaces\ttab  ", "<unk>", "x", "the end."]
     assert tok.encode_each(texts) == [tok.encode(t) for t in texts]
     assert tok.encode_each([]) == []
-    if level not in SUBWORD:  # sentencepiece encodes each text alone anyway
-        # a text holding the unit mark is split by the batched encode: each is encoded alone
-        odd = ["one\ud800two", "three"]
-        assert tok.encode_each(odd) == [tok.encode(t) for t in odd]
+    # a lone surrogate is no text (the tokenizers' own marks are such code points): refused,
+    # naming the text and where it is
+    with pytest.raises(TokenizerError, match="sentence 2 holds a lone surrogate"):
+        tok.encode_each(["three", "one\ud800two"])
+    with pytest.raises(TokenizerError, match=r"not valid UTF-8 \(byte 0xff at offset 3\)"):
+        tok.encode("one\udcfftwo")
 
 
 @pytest.mark.parametrize("level", SUBWORD)

@@ -13,7 +13,7 @@ import numpy as np
 from charrnn.config import Level, TokenizerConfig
 from charrnn.errors import TokenizerError
 from charrnn.io import write_json_atomic
-from charrnn.text import UnitBlock
+from charrnn.text import UnitBlock, check_text, has_surrogate
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<sos>", "<eos>", "<unk>")
@@ -119,19 +119,23 @@ class Tokenizer(ABC):
         """The stream of a block's spans (a piece of a unit gets no <sos> or <eos> there)."""
         return trim_block(self.encode_units(block.units()), block)
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of one piece of text, without ``<sos>``/``<eos>``."""
+    def encode(self, text: str, what: str = "text") -> list[int]:
+        """Ids of one piece of a user's text (``what``, in an error), without
+        ``<sos>``/``<eos>``."""
         if not text:
             return []
-        return self.encode_units([text])[1:-1].tolist()
+        return self.encode_units([check_text(text, what)])[1:-1].tolist()
 
-    def encode_each(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_each(self, texts: Sequence[str], what: str = "sentence") -> list[list[int]]:
         """``[encode(t) for t in texts]`` from one batched encode: for many short texts the
-        calls cost more than the encoding."""
+        calls cost more than the encoding. ``what`` names text i as "what i" in an error."""
+        if not texts:
+            return []
+        if has_surrogate("".join(texts)):  # one scan; the texts one by one only to say which
+            for i, t in enumerate(texts, 1):
+                check_text(t, f"{what} {i}")
         framed = self.encode_units(texts)  # <sos> t1 <eos> <sos> t2 <eos> ...
         starts, ends = np.flatnonzero(framed == SOS), np.flatnonzero(framed == EOS)
-        if len(starts) != len(texts) or len(ends) != len(texts):  # a unit mark in a text
-            return [self.encode(t) for t in texts]
         return [framed[s + 1 : e].tolist() for s, e in zip(starts.tolist(), ends.tolist())]
 
     def save(self, folder: Path) -> None:
