@@ -7,8 +7,19 @@ import torch
 
 from charrnn.errors import ConfigError
 
+DEVICES = "auto, cpu, cuda (or cuda:N) or mps"
 
-def resolve_device(name: str) -> torch.device:
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The device a --device option (or the Python API's ``device``) names, or a ConfigError
+    saying why there is none."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise ConfigError(f"unknown --device {name!r}: use {DEVICES}")
+    kind, colon, index = name.partition(":")
+    if kind == "cuda" and colon:
+        return _cuda(name, index)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -22,7 +33,16 @@ def resolve_device(name: str) -> torch.device:
     ):
         raise ConfigError("--device mps asked for, but MPS is not available")
     if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unknown --device {name!r}: use auto, cpu, cuda or mps")
+        raise ConfigError(f"unknown --device {name!r}: use {DEVICES}")
+    return torch.device(name)
+
+
+def _cuda(name: str, index: str) -> torch.device:
+    if not index.isdigit():
+        raise ConfigError(f"unknown --device {name!r}: use {DEVICES}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(index) >= count:
+        raise ConfigError(f"--device {name} asked for, but there are {count} CUDA devices")
     return torch.device(name)
 
 

@@ -11,7 +11,8 @@ import torch
 from charrnn.checkpoint.formats import ADDED_IN, read_run_json
 from charrnn.checkpoint.layout import BEST, DEFAULT_ROOT, LAST, RUN_JSON, find_run
 from charrnn.checkpoint.tensors import load_tensors, read_meta, tensor_shapes
-from charrnn.errors import CheckpointError, one_line
+from charrnn.device import resolve_device
+from charrnn.errors import CheckpointError, ConfigError, one_line
 
 
 @dataclass
@@ -34,6 +35,9 @@ def load_run(
     from charrnn.errors import CharRNNError
     from charrnn.tokenizers import load_tokenizer
 
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', not {which!r}")
+    device = resolve_device(device)
     folder = find_run(ref, root)
     info = read_run_json(folder)
     config = model_config(info, folder)
