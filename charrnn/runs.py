@@ -6,25 +6,22 @@
     metrics.jsonl     train and validation records      -> loss curves
     stopfit.json      how well each stopping rule's sample lengths fit the validation units
 
-A damaged or half-made run is summarised as far as it can be, with the problem named: one bad
-folder never hides the others.
+Every file is read through its checked schema (checkpoint.records), so what is shown has the
+kind it should. A damaged or half-made run is summarised as far as it can be, with the problem
+named: one bad folder never hides the others.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
 from charrnn.checkpoint import (
     BEST,
     DEFAULT_ROOT,
     LAST,
-    META_KEY,
     METRICS,
     MetricsLog,
     last_trained,
@@ -32,8 +29,12 @@ from charrnn.checkpoint import (
     read_meta,
     read_run_json,
 )
+from charrnn.checkpoint.load import model_config
+from charrnn.checkpoint.records import check_stopfit, metrics_record
+from charrnn.checkpoint.tensors import tensor_shapes
 from charrnn.defaults import in_force
 from charrnn.errors import CharRNNError, CheckpointError
+from charrnn.schema import read_json
 
 STOPFIT = "stopfit.json"
 
@@ -67,22 +68,27 @@ def summarize(folder: Path) -> RunSummary:
         folder.name, folder, trained=last_trained(folder), size_bytes=folder_size(folder)
     )
     try:
-        info = read_run_json(folder)
-        model = info.get("model", {})
-        s.level = str(info.get("data", {}).get("level", "?"))
-        s.cell, s.layers, s.hidden = str(model["cell"]), int(model["layers"]), int(model["hidden"])
-        if (folder / LAST).exists():
-            s.steps = int(read_meta(folder / LAST)["loop"]["step"])
-        if (folder / BEST).exists():
+        info = read_run_json(folder)  # checked, as the metadata below
+        model = model_config(info, folder)
+        s.level = info["data"].get("level", "?")
+        s.cell, s.layers, s.hidden = model.cell.value, model.layers, model.hidden
+        if _exists(folder / LAST):
+            s.steps = read_meta(folder / LAST)["loop"].get("step")
+        if _exists(folder / BEST):
             best = read_meta(folder / BEST)
-            s.best_step, s.val_loss, s.val_bpc = best["step"], best["val_loss"], best["val_bpc"]
+            s.best_step, s.val_loss = best.get("step"), best.get("val_loss")
+            s.val_bpc = best.get("val_bpc")
         elif s.steps is None:
             s.problem = "no checkpoint yet"
     except CharRNNError as e:
         s.problem = str(e)
-    except (KeyError, TypeError, ValueError) as e:
-        s.problem = f"unexpected contents ({type(e).__name__}: {e})"
     return s
+
+
+def _exists(path: Path) -> bool:
+    """Whether there is something at ``path``, a dangling link included (which reading then
+    names as damaged, rather than as a file never written)."""
+    return path.exists() or path.is_symlink()
 
 
 def summarize_all(root: Path = DEFAULT_ROOT) -> list[RunSummary]:
@@ -104,29 +110,30 @@ class Curves:
     val_bpc: list[float] = field(default_factory=list)
     final_loss: float | None = None  # the kept model on the whole validation split
     final_bpc: float | None = None
+    problem: str | None = None  # why there are none: metrics.jsonl cannot be read
 
 
 def read_curves(folder: Path) -> Curves:
+    """The curves of metrics.jsonl; a record of another shape (torn, damaged, from another
+    version) is skipped."""
     c = Curves()
-    for r in MetricsLog(Path(folder) / METRICS).read():
-        try:
-            if "loss" in r and _finite(r["loss"]):
-                c.train_steps.append(int(r["step"]))
-                c.train_loss.append(float(r["loss"]))
-            elif "val_loss" in r and _finite(r["val_loss"]):
-                c.val_steps.append(int(r["step"]))
-                c.val_loss.append(float(r["val_loss"]))
-                c.val_bpc.append(float(r.get("val_bpc", math.nan)))
-            elif "final_val_loss" in r:
-                c.final_loss = float(r["final_val_loss"])
-                c.final_bpc = float(r.get("final_val_bpc", math.nan))
-        except (KeyError, TypeError, ValueError):
-            continue  # a record this version does not understand
+    try:
+        records = MetricsLog(Path(folder) / METRICS).read()
+    except CheckpointError as e:
+        c.problem = str(e)
+        return c
+    for r in filter(None, map(metrics_record, records)):
+        kind, f = r
+        if kind == "train":
+            c.train_steps.append(f["step"])
+            c.train_loss.append(f["loss"])
+        elif kind == "val":
+            c.val_steps.append(f["step"])
+            c.val_loss.append(f["val_loss"])
+            c.val_bpc.append(math.nan if f["val_bpc"] is None else f["val_bpc"])
+        else:
+            c.final_loss, c.final_bpc = f["final_val_loss"], f["final_val_bpc"]
     return c
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -144,36 +151,21 @@ class StopFit:
 def read_stopfit(folder: Path) -> StopFit | None:
     """The stopping-rule fit, or None when the run has none."""
     path = Path(folder) / STOPFIT
-    if not path.exists():
-        return None
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        return StopFit(
-            n=int(d["n"]),
-            temperature=float(d["temperature"]),
-            ks={k: float(v) for k, v in d["ks"].items()},
-            val_mean_length=float(d["val_mean_length"]),
-            mean_length={k: float(v) for k, v in d.get("mean_length", {}).items()},
-        )
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not a valid stopping-rule fit ({e})") from None
+        d = check_stopfit(read_json(path, CheckpointError), path)
+    except FileNotFoundError:
+        return None
+    ks = {k.value: v for k, v in d["ks"].items()}
+    means = {k.value: v for k, v in d["mean_length"].items()}
+    return StopFit(d["n"], d["temperature"], ks, d["val_mean_length"], means)
 
 
 def checkpoint_parameters(path: Path, model: dict[str, Any]) -> int:
     """Parameters of the model in a checkpoint, from the tensor shapes in its header (buffers,
     such as the start state, are not parameters). ``model`` is run.json's model config."""
     names = _parameter_names(model)
-    total = 0
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            if META_KEY not in (f.metadata() or {}):
-                raise CheckpointError(f"safetensors file has no charrnn metadata: {path}")
-            for key in f.keys():  # noqa: SIM118
-                if key.startswith("model.") and key[len("model.") :] in names:
-                    total += math.prod(f.get_slice(key).get_shape())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path} ({e})") from None
-    return total
+    shapes = tensor_shapes(path, prefix="model.")
+    return sum(math.prod(shape) for name, shape in shapes.items() if name in names)
 
 
 def _parameter_names(model: dict[str, Any]) -> set[str]:
@@ -182,13 +174,10 @@ def _parameter_names(model: dict[str, Any]) -> set[str]:
     from charrnn.config import ModelConfig
     from charrnn.model import RNNLM
 
-    try:
-        config = ModelConfig.from_dict(model)
-        same = config.embed == config.hidden  # tied weights need a projection when they differ
-        tiny = replace(config, vocab_size=8, hidden=2, embed=2 if same else 3, max_len=4)
-        return {n for n, _ in RNNLM(tiny).named_parameters()}
-    except (KeyError, TypeError, ValueError, CharRNNError) as e:
-        raise CheckpointError(f"run.json has an invalid model config ({e})") from None
+    config = ModelConfig.from_dict(model)
+    same = config.embed == config.hidden  # tied weights need a projection when they differ
+    tiny = replace(config, vocab_size=8, hidden=2, embed=2 if same else 3, max_len=4)
+    return {n for n, _ in RNNLM(tiny).named_parameters()}
 
 
 STOPFIT_HINT = (
@@ -267,10 +256,10 @@ def details(folder: Path) -> RunDetails:
     best: dict[str, Any] = {}
     parameters = None
     for name, meta_out in ((LAST, loop), (BEST, best)):
-        if (folder / name).exists():
+        if _exists(folder / name):
             meta = read_meta(folder / name)
             meta_out.update(meta.get("loop", meta) if name == LAST else meta)
-            parameters = checkpoint_parameters(folder / name, info.get("model", {}))
+            parameters = checkpoint_parameters(folder / name, info["model"])
     loop.pop("history", None)
     stopfit, problem = None, None
     try:

@@ -19,7 +19,7 @@ import math
 import numbers
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
@@ -150,6 +150,19 @@ class Choice(Kind):
 
 
 @dataclass(frozen=True)
+class OneOf(Kind):
+    """One of a few words."""
+
+    words: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, str) and value in self.words:
+            return None
+        *most, last = self.words
+        return f"must be {', '.join(most)} or {last}, not {shown(value)}"
+
+
+@dataclass(frozen=True)
 class Maybe(Kind):
     """None, or a value of ``kind``."""
 
@@ -160,6 +173,48 @@ class Maybe(Kind):
 
     def convert(self, value: Any) -> Any:
         return None if value is None else self.kind.convert(value)
+
+
+@dataclass(frozen=True)
+class Items(Kind):
+    """A JSON list whose items are each of ``kind``."""
+
+    kind: Kind
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list):
+            return f"must be a JSON list, not {shown(value)}"
+        for i, item in enumerate(value):
+            problem = self.kind.problem(item)
+            if problem is not None:
+                return f"item {i} {problem}"
+        return None
+
+    def convert(self, value: Any) -> list[Any]:
+        return [self.kind.convert(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Table(Kind):
+    """A JSON object from names of ``keys`` to values of ``kind``."""
+
+    keys: Kind
+    kind: Kind
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"must be a JSON object, not {shown(value)}"
+        for k, v in value.items():
+            problem = self.keys.problem(k)
+            if problem is not None:
+                return f"has a key that {problem}"
+            problem = self.kind.problem(v)
+            if problem is not None:
+                return f"{shown(k)} {problem}"
+        return None
+
+    def convert(self, value: Any) -> dict[Any, Any]:
+        return {self.keys.convert(k): self.kind.convert(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -230,10 +285,10 @@ class Doc:
     checked; a missing or wrong one is an ``error`` naming the file and the field."""
 
     def __init__(self, obj: Any, where: Path | str, error: Error, prefix: str = ""):
+        self.obj, self.where, self.error, self.prefix = obj, where, error, prefix
         if not isinstance(obj, dict):
             what = prefix.rstrip(".") or "its content"
             raise error(f"{where}: {what} must be a JSON object, not {shown(obj)}")
-        self.obj, self.where, self.error, self.prefix = obj, where, error, prefix
 
     def __contains__(self, key: str) -> bool:
         return key in self.obj
@@ -252,15 +307,24 @@ class Doc:
             raise self.fail(key, problem)
         return kind.convert(value)
 
-    def doc(self, key: str, default: Any = ...) -> Doc:
-        if key not in self.obj and default is not ...:
-            return Doc(default, self.where, self.error, f"{self.prefix}{key}.")
-        return Doc(self.get(key, Nested(dict)), self.where, self.error, f"{self.prefix}{key}.")
-
-    def config(self, key: str, cls: type) -> Any:
+    def doc(self, key: str) -> Doc:
+        """The JSON object at ``key``, to read fields of."""
         if key not in self.obj:
             raise self.fail(key, "is missing")
+        return Doc(self.obj[key], self.where, self.error, f"{self.prefix}{key}.")
+
+    def config(self, key: str, cls: type, default: Any = ...) -> Any:
+        if key not in self.obj:
+            if default is ...:
+                raise self.fail(key, "is missing")
+            return default
         return build(cls, self.obj[key], self.where, self.error, f"{self.prefix}{key}.")
+
+    def known(self, keys: Any) -> None:
+        """Refuse a field that is none of ``keys``."""
+        unknown = sorted(set(self.obj) - set(keys))
+        if unknown:
+            raise self.fail(unknown[0], "is not a field charrnn knows")
 
 
 # -- reading files ------------------------------------------------------------------------
@@ -277,20 +341,30 @@ def regular(path: Path, error: Error) -> os.stat_result:
     return st
 
 
-def read_bytes(path: Path, cap: int, error: Error) -> bytes:
-    """The whole of a regular file no larger than ``cap`` bytes, read in bounded memory and
-    without blocking on a FIFO; FileNotFoundError when it is missing."""
+def open_regular(path: Path, error: Error) -> int:
+    """A file descriptor of ``path`` opened for reading, refused unless it is a regular file
+    (opened without blocking: a FIFO is refused, not waited on); FileNotFoundError when it is
+    missing."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(path) from None
     except OSError as e:
         raise error(f"cannot read {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a folder, not a file" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise error(f"{path} is {kind}")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_bytes(path: Path, cap: int, error: Error) -> bytes:
+    """The whole of a regular file no larger than ``cap`` bytes, read in bounded memory
+    (``open_regular``); FileNotFoundError when it is missing."""
+    fd = open_regular(path, error)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a folder, not a file" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise error(f"{path} is {kind}")
         chunks, size = [], 0
         while size <= cap and (chunk := os.read(fd, min(cap + 1 - size, 1 << 24))):
             chunks.append(chunk)
@@ -315,3 +389,20 @@ def parse_json(data: bytes | str, where: Path | str, error: Error) -> Any:
 def read_json(path: Path, error: Error, cap: int = JSON_CAP) -> Any:
     """A JSON file (``read_bytes``, then parsed); FileNotFoundError when it is missing."""
     return parse_json(read_bytes(path, cap, error), path, error)
+
+
+def json_lines(path: Path, error: Error, max_line: int = MiB) -> Iterator[Any]:
+    """The values of a JSON-lines file, one a line, in bounded memory: a line that is not JSON
+    (torn by a crash, damaged, longer than ``max_line``) gives None. FileNotFoundError when the
+    file is missing."""
+    with os.fdopen(open_regular(path, error), "rb") as f:
+        while line := f.readline(max_line + 1):
+            if len(line) > max_line:  # skip the rest of an overlong line
+                while line and not line.endswith(b"\n"):
+                    line = f.readline(max_line)
+                yield None
+                continue
+            try:
+                yield json.loads(line)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                yield None

@@ -195,6 +195,9 @@ def test_a_dataset_folder_is_used_as_is(corpus):
 
 def test_damaged_dataset_folder_is_an_error(tmp_path):
     (tmp_path / "dataset.json").write_text("{broken")
+    with pytest.raises(CorpusError, match=r"dataset\.json is not valid JSON"):
+        Dataset(tmp_path)
+    (tmp_path / "dataset.json").unlink()
     with pytest.raises(CorpusError, match="not a charrnn dataset"):
         Dataset(tmp_path)
 

@@ -120,7 +120,7 @@ def test_save_and_load(tmp_path):
 
 def test_load_rejects_bad_files(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
-    with pytest.raises(TokenizerError, match="invalid"):
+    with pytest.raises(TokenizerError, match="not valid JSON"):
         load_tokenizer(tmp_path)
     (tmp_path / "tokenizer.json").write_text('{"format_version": 99, "config": {"level": "char"}}')
     with pytest.raises(TokenizerError, match="newer"):

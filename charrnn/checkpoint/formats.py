@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from charrnn.checkpoint.layout import RUN_JSON
-from charrnn.errors import CheckpointError, first_line
+from charrnn.checkpoint.records import check_run_info
+from charrnn.errors import CheckpointError
+from charrnn.schema import read_json
 
 FORMAT_VERSION = 5  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
@@ -16,7 +17,6 @@ FORMAT_VERSION = 5  # 2: the weights hold the state a unit starts from (model.st
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
 # 5: the validation split is cut at the unit boundary nearest its share (TrainConfig.split_cut)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
-JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionError: deep nesting
 
 
 # Upgrades of run.json, keyed by the format version they upgrade from: MIGRATIONS[v] turns a
@@ -50,26 +50,25 @@ ADDED_IN = {"start_h": 2, "end_bias": 3}
 
 
 def read_run_json(folder: Path) -> dict[str, Any]:
-    """run.json, upgraded to the current format version (or a CheckpointError saying why not)."""
+    """run.json, upgraded to the current format version and every field checked (or a
+    CheckpointError saying what is wrong)."""
     path = Path(folder) / RUN_JSON
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = read_json(path, CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"not a charrnn run folder (no {RUN_JSON}): {folder}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a folder, not a file") from None
-    except JSON_ERRORS as e:
-        raise CheckpointError(f"{path} is not valid JSON ({first_line(e)})") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path} is not a JSON object")
-    return migrate(info, path)
+    return check_run_info(migrate(info, path), path)
 
 
 def migrate(info: dict[str, Any], path: Path) -> dict[str, Any]:
     """Bring a run.json of an older format version up to FORMAT_VERSION, step by step."""
     version = info.get("format_version")
-    if type(version) is not int:
+    if version is None or isinstance(version, bool):
         raise CheckpointError(f"{path} has no format version")
+    if type(version) is not int:
+        raise CheckpointError(f"{path}: format_version must be a whole number, not {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"run format version {version} is newer than this charrnn understands "

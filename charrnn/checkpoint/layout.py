@@ -15,6 +15,7 @@ from typing import Any
 
 from charrnn.errors import CheckpointError, TrainingError
 from charrnn.io import write_bytes_atomic
+from charrnn.schema import json_lines
 
 RUN_JSON = "run.json"
 BEST = "best.safetensors"
@@ -51,7 +52,9 @@ def new_run_name(root: Path, stem: str) -> str:
 
 
 def is_run(folder: Path) -> bool:
-    return (Path(folder) / RUN_JSON).is_file()
+    """Whether ``folder`` holds a run.json (of any kind: a damaged one makes a damaged run)."""
+    path = Path(folder) / RUN_JSON
+    return path.exists() and not path.is_dir()
 
 
 def is_incomplete_run(folder: Path) -> bool:
@@ -159,15 +162,12 @@ class MetricsLog:
             f.write(line)
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        """The records, in bounded memory (a line that is not a JSON object is skipped); a
+        CheckpointError if the log is not a regular file."""
+        try:
+            return [r for r in json_lines(self.path, CheckpointError) if isinstance(r, dict)]
+        except FileNotFoundError:
             return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                rec = json.loads(line)
-                if isinstance(rec, dict):
-                    out.append(rec)
-        return out
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (they belong to training a resume will redo), and the

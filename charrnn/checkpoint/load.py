@@ -10,9 +10,10 @@ import torch
 
 from charrnn.checkpoint.formats import ADDED_IN, read_run_json
 from charrnn.checkpoint.layout import BEST, DEFAULT_ROOT, LAST, RUN_JSON, find_run
-from charrnn.checkpoint.tensors import load_tensors, read_meta, tensor_shapes
+from charrnn.checkpoint.tensors import check_tensors, load_tensors, read_meta, tensor_shapes
 from charrnn.device import resolve_device
 from charrnn.errors import CheckpointError, ConfigError, one_line
+from charrnn.schema import build
 
 
 @dataclass
@@ -64,12 +65,8 @@ def load_run(
 def model_config(info: dict[str, Any], folder: Path) -> Any:
     """The ModelConfig a run.json records."""
     from charrnn.config import ModelConfig
-    from charrnn.errors import CharRNNError
 
-    try:
-        return ModelConfig.from_dict(info["model"])
-    except (KeyError, TypeError, ValueError, AttributeError, CharRNNError) as e:
-        raise CheckpointError(f"{folder / RUN_JSON} has an invalid model config ({e})") from None
+    return build(ModelConfig, info.get("model"), folder / RUN_JSON, CheckpointError, "model.")
 
 
 def build_model(config: Any, path: Path) -> Any:
@@ -133,7 +130,9 @@ def _implied(path: Path, missing: Any) -> set[str]:
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load ``model.*`` tensors strictly: every name and shape must match the config."""
-    weights = _upgrade_weights(load_tensors(path, prefix="model."), model)
+    weights = load_tensors(path, prefix="model.")
+    check_tensors(weights, path, "model.")
+    weights = _upgrade_weights(weights, model)
     expected = model.state_dict()
     for name in _implied(path, expected.keys() - weights.keys()):
         weights[name] = torch.zeros_like(expected[name])

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from charrnn.checkpoint.load import load_weights
-from charrnn.checkpoint.tensors import load_tensors, read_meta, save_tensors
+from charrnn.checkpoint.tensors import check_tensors, load_tensors, read_meta, save_tensors
 
 State = tuple[torch.Tensor, ...]
 
@@ -73,7 +73,9 @@ def load_resumable(
     load_weights(model, path)
     params = list(model.parameters())
     opt_state: dict[int, dict[str, Any]] = {}
-    for name, t in load_tensors(path, "optim.").items():
+    saved = load_tensors(path, "optim.")
+    check_tensors(saved, path, "optim.")
+    for name, t in saved.items():
         pid, key = name.split(".", 1)
         if not 0 <= int(pid) < len(params):
             raise ValueError(f"optimizer state for a parameter #{pid} the model lacks")
@@ -85,6 +87,7 @@ def load_resumable(
     groups = optimizer.state_dict()["param_groups"]
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     hidden_t = load_tensors(path, "loop.state.")
+    check_tensors(hidden_t, path, "loop.state.")
     hidden = tuple(hidden_t[str(i)].to(device) for i in range(len(hidden_t)))
     scaler = load_tensors(path, "scaler.")
     rng = load_tensors(path, "rng.")

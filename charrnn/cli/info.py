@@ -165,6 +165,9 @@ def _tokenizer_text(tok: dict[str, Any]) -> Text:
 
 def _print_curves(d: RunDetails) -> None:
     c = d.curves
+    if c.problem:
+        out.print(f"[yellow]loss curves: {escape(c.problem)}[/]")
+        return
     if not c.train_steps and not c.val_steps:
         out.print("[dim]no loss records yet (metrics.jsonl)[/]")
         return

@@ -27,14 +27,15 @@ import numpy as np
 from charrnn.config import DataConfig, Holdout, SplitCut, Unit
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.data.split import Split, Text, split
+from charrnn.data.verify import FORMAT_VERSION, check_meta, open_tokens, open_units
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
+from charrnn.schema import read_json
 from charrnn.text import Corpus, open_corpus, resolve_unit
 from charrnn.tokenizers import load_tokenizer
 
 DATASET_JSON = "dataset.json"
-FORMAT_VERSION = 1
 
 
 def cache_root() -> Path:
@@ -54,22 +55,26 @@ def cache_key(content_hash: str, config: DataConfig) -> str:
 
 
 class Dataset:
-    """An encoded corpus: tokenizer, token stream (memory-mapped) and unit index."""
+    """An encoded corpus: tokenizer, token stream (memory-mapped) and unit index, each file
+    checked against the others when the folder is opened (``verify``)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        path = self.folder / DATASET_JSON
         try:
-            self.meta = json.loads((self.folder / DATASET_JSON).read_text(encoding="utf-8"))
-            version = self.meta["format_version"]
-            dtype = np.dtype(self.meta["dtype"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CorpusError(f"not a charrnn dataset folder ({e}): {self.folder}") from None
-        if version != FORMAT_VERSION:
-            raise CorpusError(f"dataset format {version} is not {FORMAT_VERSION}; re-run tokenize")
+            self.meta = check_meta(read_json(path, CorpusError), path)
+        except FileNotFoundError:
+            missing = f"not a charrnn dataset folder (no {DATASET_JSON})"
+            raise CorpusError(f"{missing}: {self.folder}") from None
         self.tokenizer = load_tokenizer(self.folder)
-        n = self.meta["n_tokens"]
-        self.tokens = np.memmap(self.folder / TOKENS_BIN, dtype=dtype, mode="r", shape=(n,))
-        self.units = np.load(self.folder / UNITS_NPY, mmap_mode="r", allow_pickle=False)
+        vocab = self.tokenizer.vocab_size
+        if self.meta["vocab_size"] != vocab:
+            raise CorpusError(
+                f"{path}: vocab_size is {self.meta['vocab_size']:,}, but the dataset's "
+                f"tokenizer has {vocab:,} symbols"
+            )
+        self.tokens = open_tokens(self.folder / TOKENS_BIN, self.meta, vocab)
+        self.units = open_units(self.folder / UNITS_NPY, self.meta, self.tokens)
         self.config = DataConfig.from_dict(self.meta["config"])
 
     @property

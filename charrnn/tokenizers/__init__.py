@@ -17,13 +17,13 @@ byte fallback on, so that no input is unrepresentable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from charrnn.config import Level, TokenizerConfig
 from charrnn.defaults import resolve_level
-from charrnn.errors import TokenizerError, one_line
+from charrnn.errors import TokenizerError
+from charrnn.schema import Choice, Doc, read_json
 from charrnn.tokenizers.base import (
     EOS,
     FORMAT_VERSION,
@@ -88,17 +88,19 @@ def fit_tokenizer(config: TokenizerConfig, chunks: Iterable[str]) -> Tokenizer:
     return cls.fit(config, chunks)
 
 
+TOKENIZER_CAP = 256 << 20  # tokenizer.json: a word vocabulary of several million words
+
+
 def load_tokenizer(folder: Path) -> Tokenizer:
-    """Rebuild a tokenizer saved by ``Tokenizer.save``; never executes anything."""
+    """Rebuild a tokenizer saved by ``Tokenizer.save``, every field of tokenizer.json checked;
+    never executes anything."""
     path = Path(folder) / TOKENIZER_JSON
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        version = payload["format_version"]
-        config = TokenizerConfig.from_dict(payload["config"])
+        payload = read_json(path, TokenizerError, TOKENIZER_CAP)
     except FileNotFoundError:
         raise TokenizerError(f"tokenizer file missing: {path}") from None
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
-        raise TokenizerError(f"tokenizer file is invalid ({one_line(e)}): {path}") from None
+    doc = Doc(payload, path, TokenizerError)
+    version = payload.get("format_version")
     if type(version) is not int:
         raise TokenizerError(f"tokenizer file has no valid format version: {path}")
     if version > FORMAT_VERSION:
@@ -106,10 +108,6 @@ def load_tokenizer(folder: Path) -> Tokenizer:
             f"tokenizer format version {version} is newer than this charrnn reads "
             f"({FORMAT_VERSION}); upgrade charrnn: {path}"
         )
-    cls = TOKENIZERS.get(config.level)
-    if cls is None:
-        raise TokenizerError(f"tokenizer level {config.level.value!r} is not available: {path}")
-    try:
-        return cls.from_state(config, payload, Path(folder))
-    except (KeyError, TypeError, ValueError) as e:
-        raise TokenizerError(f"tokenizer file is invalid ({one_line(e)}): {path}") from None
+    doc.doc("config").get("level", Choice(Level, but=("auto",)))  # a saved one is decided
+    config = doc.config("config", TokenizerConfig)
+    return TOKENIZERS[config.level].from_state(config, doc, Path(folder))

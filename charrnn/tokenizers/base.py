@@ -13,6 +13,7 @@ import numpy as np
 from charrnn.config import Level, TokenizerConfig
 from charrnn.errors import TokenizerError
 from charrnn.io import write_json_atomic
+from charrnn.schema import Doc, Items, Text
 from charrnn.text import UnitBlock, check_text, has_surrogate
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
@@ -148,8 +149,9 @@ class Tokenizer(ABC):
 
     @classmethod
     @abstractmethod
-    def from_state(cls, config: TokenizerConfig, state: dict[str, Any], folder: Path) -> Tokenizer:
-        """Rebuild from ``_state()`` (and any files of its own in ``folder``)."""
+    def from_state(cls, config: TokenizerConfig, state: Doc, folder: Path) -> Tokenizer:
+        """Rebuild from ``_state()`` as tokenizer.json holds it (and any files of its own in
+        ``folder``), each field checked."""
 
 
 class VocabTokenizer(Tokenizer):
@@ -175,10 +177,11 @@ class VocabTokenizer(Tokenizer):
         return {"pieces": self.pieces}
 
     @classmethod
-    def from_state(cls, config: TokenizerConfig, state: dict[str, Any], folder: Path) -> Tokenizer:
-        pieces = state["pieces"]
-        if not isinstance(pieces, list) or not all(isinstance(p, str) for p in pieces):
-            raise ValueError("pieces must be a list of strings")
+    def from_state(cls, config: TokenizerConfig, state: Doc, folder: Path) -> Tokenizer:
+        pieces = state.get("pieces", Items(Text()))
+        for i, p in enumerate(pieces[N_SPECIALS:], start=N_SPECIALS):
+            if not p or has_surrogate(p):
+                raise state.fail(f"pieces.{i}", "is not text (empty, or a lone surrogate)")
         return cls(config, pieces)
 
     @classmethod

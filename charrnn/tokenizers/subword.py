@@ -16,6 +16,7 @@ import numpy as np
 from charrnn.config import Level, TokenizerConfig
 from charrnn.errors import TokenizerError
 from charrnn.io import write_bytes_atomic
+from charrnn.schema import Doc, Text, Whole, read_bytes
 from charrnn.tokenizers.base import (
     EOS,
     N_SPECIALS,
@@ -33,6 +34,7 @@ from charrnn.tokenizers.base import (
 # its own, so a unit cut at a line start encodes as the whole unit does (bpe; unigram may
 # differ by a piece inside very long units).
 _SP_MAX_SENTENCE = 4096  # characters of one training sentence; longer lines are cut
+MODEL_CAP = 64 << 20  # tokenizer.model: a million pieces take some tens of MB
 
 
 def _sp_trainer_args(config: TokenizerConfig) -> dict[str, Any]:
@@ -205,15 +207,17 @@ class SentencePieceTokenizer(Tokenizer):
         super().save(folder)
 
     @classmethod
-    def from_state(cls, config: TokenizerConfig, state: dict[str, Any], folder: Path) -> Tokenizer:
+    def from_state(cls, config: TokenizerConfig, state: Doc, folder: Path) -> Tokenizer:
+        model_hash = state.get("model_hash", Text())
+        sample_chars = state.get("sample_chars", Whole(0), 0)
         path = Path(folder) / TOKENIZER_MODEL
         try:
-            model = path.read_bytes()
+            model = read_bytes(path, MODEL_CAP, TokenizerError)
         except FileNotFoundError:
             raise TokenizerError(f"sentencepiece model missing: {path}") from None
-        if hashlib.blake2b(model, digest_size=16).hexdigest() != state["model_hash"]:
+        if hashlib.blake2b(model, digest_size=16).hexdigest() != model_hash:
             raise TokenizerError(f"{path} is not the model {TOKENIZER_JSON} was saved with")
-        return cls(config, model, int(state.get("sample_chars", 0)))
+        return cls(config, model, sample_chars)
 
 
 def _training_error(config: TokenizerConfig, message: str) -> str:
