@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from charrnn.checkpoint.records import LOOP
+
 
 @dataclass
 class LoopState:
@@ -32,17 +34,11 @@ class LoopState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
-        """The loop state a checkpoint recorded; ValueError if a field has the wrong type."""
-        d = dict(d)
+        """The loop state a checkpoint recorded, each field of the kind and range
+        ``records.LOOP`` says; ValueError for a field that is unknown or wrong."""
+        bad = sorted(set(d) - set(LOOP)) or [k for k, v in d.items() if LOOP[k].problem(v)]
+        if bad:
+            raise ValueError(f"loop state fields have the wrong types: {', '.join(bad)}")
+        d = {k: LOOP[k].convert(v) for k, v in d.items()}
         d["best_loss"] = math.inf if d.get("best_loss") is None else d["best_loss"]
-        loop = cls(**d)
-        counts = (loop.step, loop.epoch, loop.window, loop.tokens, loop.best_step)
-        counts += (loop.evals_since_best, loop.last_eval_step)
-        reals = (loop.elapsed, loop.best_loss, *loop.history)
-        decided = (loop.passes, loop.pressure, loop.weight_decay, loop.min_lr_ratio)
-        reals += tuple(x for x in decided if x is not None)
-        if not all(type(n) is int and n >= 0 for n in counts) or not all(
-            type(x) in (int, float) for x in reals
-        ):
-            raise ValueError("loop state fields have the wrong types")
-        return loop
+        return cls(**d)
