@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charrnn.errors import CheckpointError, TrainingError
+from charrnn.errors import CheckpointError, ConfigError, TrainingError
 from charrnn.io import write_bytes_atomic
 from charrnn.schema import json_lines
 
@@ -115,6 +115,14 @@ def find_run(ref: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
                 f"{candidate}"
             )
     raise CheckpointError(f"no run named {str(ref)!r} (looked for {path} and {Path(root) / path})")
+
+
+def check_not_in_run(path: Path, folder: Path, option: str) -> None:
+    """Refuse an output ``path`` that is a file of the run in ``folder`` (writing the samples
+    of a model over its own weights destroys it)."""
+    target = Path(os.path.realpath(path))
+    if target.parent == Path(os.path.realpath(folder)) and target.exists():
+        raise ConfigError(f"{option} {path} is a file of run {folder.name!r}; choose another path")
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.errors import ConfigError
-from charrnn.io import write_bytes_atomic
+from charrnn.io import write_output
 
 Row = list[tuple[str, str]]  # (text, tag) segments
 _EIGHTHS = " ▁▂▃▄▅▆▇█"
@@ -159,7 +159,8 @@ def save_loss_plot(
     val_loss: Sequence[float] = (),
     best_step: int | None = None,
 ) -> None:
-    """Write the loss curves as an image (png, svg or pdf by the file's suffix), atomically."""
+    """Write the loss curves as an image (png, svg or pdf by the file's suffix), where the user
+    means it (``io.write_output``)."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".") or "png"
     if fmt not in IMAGE_FORMATS:
@@ -184,4 +185,4 @@ def save_loss_plot(
     ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=120)
-    write_bytes_atomic(path, buf.getvalue())
+    write_output(path, buf.getvalue())

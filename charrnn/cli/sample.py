@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 
 from charrnn.api import load
-from charrnn.checkpoint import DEFAULT_ROOT
+from charrnn.checkpoint import DEFAULT_ROOT, check_not_in_run
 from charrnn.cli.options import (
     OUTPUT,
     SAMPLING,
@@ -25,7 +25,7 @@ from charrnn.cli.options import (
 from charrnn.cli.output import err, escape, fail, friendly, out
 from charrnn.config import MAX_SAMPLES, SampleConfig
 from charrnn.generate import Sample
-from charrnn.io import write_bytes_atomic
+from charrnn.io import write_output
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import UNK
 
@@ -95,6 +95,8 @@ def sample_cmd(
     )
     model = load(checkpoint, checkpoints)
     if as_json or output is not None:
+        if output is not None:
+            check_not_in_run(output, model.folder, "--output")
         samples = model.samples(n, prompt or "", config=config)
         _write_samples(samples, output, as_json)
         return
@@ -137,7 +139,7 @@ def _write_samples(samples: list[Sample], output: Path | None, as_json: bool) ->
         data = _sample_json(samples) + "\n"
     else:
         data = "\n".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in samples)
-    write_bytes_atomic(output, data.encode("utf-8"))
+    write_output(output, data.encode("utf-8"))
     tokens = sum(len(s.tokens) for s in samples)
     cut = sum(s.cut for s in samples)
     note = f", {cut} cut at --max-tokens" if cut else ""

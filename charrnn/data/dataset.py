@@ -33,7 +33,7 @@ from charrnn.errors import CorpusError
 from charrnn.io import file_hash
 from charrnn.schema import read_json
 from charrnn.text import Corpus, open_corpus, resolve_unit
-from charrnn.tokenizers import load_tokenizer
+from charrnn.tokenizers import TOKENIZER_JSON, TOKENIZER_MODEL, load_tokenizer
 
 DATASET_JSON = "dataset.json"
 
@@ -104,11 +104,8 @@ def build_dataset(
     corpus, errors, size = text.path, _errors(config), text.size
     unit = resolve_unit(config.unit, text.head)
 
-    out = Path(out)
-    if out.exists() and not _replaceable(out):
-        raise CorpusError(
-            f"{out} exists and is not a charrnn dataset folder; choose a new or empty folder"
-        )
+    out = Path(os.path.realpath(out))  # a link to a dataset folder: the folder it names
+    _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -125,18 +122,50 @@ def build_dataset(
             **stats,
         }
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _put_in_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Dataset(out)
 
 
-def _replaceable(folder: Path) -> bool:
-    """Only an empty folder or an older dataset may be replaced: never a user's own files."""
-    return folder.is_dir() and ((folder / DATASET_JSON).is_file() or not any(folder.iterdir()))
+# The files a dataset folder holds: a folder of these alone (or an empty one) may be replaced.
+DATASET_FILES = {DATASET_JSON, TOKENIZER_JSON, TOKENIZER_MODEL, TOKENS_BIN, UNITS_NPY}
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to replace anything but an empty folder or a dataset: never a user's own files."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise CorpusError(f"{folder} exists and is not a folder; choose a new or empty folder")
+    foreign = sorted(
+        p.name + "/" * p.is_dir()
+        for p in folder.iterdir()
+        if p.name not in DATASET_FILES or not p.is_file()
+    )
+    if foreign:
+        held = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise CorpusError(
+            f"{folder} is not a charrnn dataset folder (it holds {held}); "
+            "choose a new or empty folder"
+        )
+
+
+def _put_in_place(new: Path, out: Path) -> None:
+    """Rename the folder ``new`` to ``out``; an old ``out`` is moved aside first and deleted
+    once the new one is in place (restored if that fails)."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def is_dataset(path: Path) -> bool:
