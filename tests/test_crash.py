@@ -27,6 +27,7 @@ from charrnn.checkpoint import (
     LOCK,
     METRICS,
     RUN_JSON,
+    STARTING,
     find_run,
     is_incomplete_run,
     load_run,
@@ -46,7 +47,7 @@ TINY = [
     *("--layers", "1", "--hidden", "32", "--embed", "16"),
     *("--batch-size", "4", "--seq-len", "16", "--sample-every", "0", "--device", "cpu"),
 ]
-RUN_FILES = {RUN_JSON, TOKENIZER_JSON, BEST, LAST, METRICS, LOCK, STOPFIT}
+RUN_FILES = {RUN_JSON, TOKENIZER_JSON, BEST, LAST, METRICS, LOCK, STOPFIT, STARTING}
 
 
 @pytest.fixture(scope="module")

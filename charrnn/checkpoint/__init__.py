@@ -13,6 +13,7 @@
       last.safetensors    weights + optimizer + loop state + RNG: exact resume
       metrics.jsonl       one JSON object per log line, appended
       .lock               held while a process trains the run
+      .starting           a first start, until its first checkpoint (then removed)
 
 Every file is written aside, flushed to disk and renamed into place, so a crash leaves either
 the old file or the new one, never half of one. Each checkpoint is one safetensors file whose
@@ -29,6 +30,7 @@ from charrnn.checkpoint.layout import (
     LOCK,
     METRICS,
     RUN_JSON,
+    STARTING,
     MetricsLog,
     check_not_in_run,
     check_run_name,
@@ -41,7 +43,13 @@ from charrnn.checkpoint.layout import (
     remove_stale_temps,
     run_lock,
 )
-from charrnn.checkpoint.load import LoadedRun, check_shapes, load_run, load_weights
+from charrnn.checkpoint.load import (
+    LoadedRun,
+    check_shapes,
+    check_tokenizer,
+    load_run,
+    load_weights,
+)
 from charrnn.checkpoint.tensors import META_KEY, load_tensors, read_meta, save_tensors
 
 __all__ = [
@@ -53,11 +61,13 @@ __all__ = [
     "META_KEY",
     "METRICS",
     "RUN_JSON",
+    "STARTING",
     "LoadedRun",
     "MetricsLog",
     "check_not_in_run",
     "check_run_name",
     "check_shapes",
+    "check_tokenizer",
     "find_run",
     "is_incomplete_run",
     "is_run",

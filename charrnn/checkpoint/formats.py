@@ -11,11 +11,14 @@ from charrnn.checkpoint.records import check_run_info
 from charrnn.errors import CheckpointError
 from charrnn.schema import read_json
 
-FORMAT_VERSION = 5  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 6  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
 # 5: the validation split is cut at the unit boundary nearest its share (TrainConfig.split_cut)
+# 6: the weights name the tokenizer they were trained with (tokenizer_hash in their metadata,
+#    as dataset.json names the one its tokens were encoded with), checked at load and resume;
+#    runs of format 5 and before have none and load unchecked, computing what they did
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
@@ -27,6 +30,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: lambda info: info,  # 2 -> 3 changed the weights only: see ADDED_IN and _upgrade_weights
     3: lambda info: _with_model(info, unknown_scale=OLD_UNKNOWN_SCALE),
     4: lambda info: _with(info, "train", split_cut="unit-after"),  # the run keeps its split
+    5: lambda info: info,  # 5 -> 6 added the weights' tokenizer_hash: see TOKENIZER_HASHED
 }
 
 
@@ -47,6 +51,7 @@ def _with(info: dict[str, Any], config: str, **settings: Any) -> dict[str, Any]:
 # format loads without them; they keep the value that format implied (zeros: a unit started
 # from h = 0 before start_h existed), so the model computes what it computed then.
 ADDED_IN = {"start_h": 2, "end_bias": 3}
+TOKENIZER_HASHED = 6  # weights of this format on name their tokenizer (load.check_tokenizer)
 
 
 def read_run_json(folder: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ BEST = "best.safetensors"
 LAST = "last.safetensors"
 METRICS = "metrics.jsonl"
 LOCK = ".lock"
+STARTING = ".starting"  # a run's first start, until its first checkpoint is in place
 DEFAULT_ROOT = Path("checkpoints")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -58,14 +59,18 @@ def is_run(folder: Path) -> bool:
 
 
 def is_incomplete_run(folder: Path) -> bool:
-    """A run folder whose first start was cut short (killed before its first checkpoint):
-    it holds nothing but files a start writes, so starting the run again may replace it."""
+    """A run folder whose first start was cut short (killed before its first checkpoint), as
+    its STARTING mark says, holding nothing but files a start writes; or an empty folder.
+    Starting the run again may replace it; never a folder that holds trained weights."""
     folder = Path(folder)
     if not folder.is_dir() or (folder / LAST).exists():
         return False
-    ours = {RUN_JSON, LOCK, METRICS, BEST}
-    return all(
-        p.name in ours or p.name.startswith("tokenizer.") or _is_temp(p) for p in folder.iterdir()
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    ours = {RUN_JSON, LOCK, STARTING}
+    return (folder / STARTING).is_file() and all(
+        p.name in ours or p.name.startswith("tokenizer.") or _is_temp(p) for p in entries
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from charrnn.checkpoint.formats import ADDED_IN, read_run_json
+from charrnn.checkpoint.formats import ADDED_IN, TOKENIZER_HASHED, read_run_json
 from charrnn.checkpoint.layout import BEST, DEFAULT_ROOT, LAST, RUN_JSON, find_run
 from charrnn.checkpoint.tensors import check_tensors, load_tensors, read_meta, tensor_shapes
 from charrnn.device import resolve_device
@@ -57,9 +57,25 @@ def load_run(
     if not path.exists():
         raise CheckpointError(f"run {folder.name!r} has no checkpoint yet ({BEST} or {LAST})")
     meta = read_meta(path)
+    check_tokenizer(tokenizer, meta, path)
     model = build_model(config, path)
     model.to(device).eval()
     return LoadedRun(folder, info, model, tokenizer, meta, which)
+
+
+def check_tokenizer(tokenizer: Any, meta: dict[str, Any], path: Path) -> None:
+    """Refuse a tokenizer other than the one the weights of ``path`` were trained with (the
+    content hash their metadata names: formats from TOKENIZER_HASHED on)."""
+    want = meta.get("tokenizer_hash")
+    if want is None:
+        if meta.get("format_version", 1) >= TOKENIZER_HASHED:
+            raise CheckpointError(f"{path} does not name the tokenizer it was trained with")
+        return
+    if want != tokenizer.fingerprint():
+        raise CheckpointError(
+            f"{path.parent / 'tokenizer.json'} is not the tokenizer {path.name} was trained "
+            "with (their content hashes differ)"
+        )
 
 
 def model_config(info: dict[str, Any], folder: Path) -> Any:

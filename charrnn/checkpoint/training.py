@@ -38,8 +38,9 @@ def save_resumable(
     scaler: dict[str, torch.Tensor],
     loop: dict[str, Any],
     device: torch.device,
+    tokenizer_hash: str,
 ) -> None:
-    """Everything training needs to go on from here, in one file."""
+    """Everything training needs to go on from here, in one file, naming the tokenizer."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for pid, st in opt["state"].items():
@@ -53,6 +54,7 @@ def save_resumable(
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     meta = {"kind": "last", "loop": loop, "param_groups": _json_groups(opt["param_groups"])}
+    meta["tokenizer_hash"] = tokenizer_hash
     save_tensors(path, tensors, meta)
 
 

@@ -73,6 +73,12 @@ class Dataset:
                 f"{path}: vocab_size is {self.meta['vocab_size']:,}, but the dataset's "
                 f"tokenizer has {vocab:,} symbols"
             )
+        made_with = self.meta.get("tokenizer_hash")  # None: a dataset made before the hash
+        if made_with is not None and made_with != self.tokenizer.fingerprint():
+            raise CorpusError(
+                f"{self.folder / TOKENIZER_JSON} is not the tokenizer {TOKENS_BIN} was encoded "
+                f"with ({DATASET_JSON}'s tokenizer_hash differs)"
+            )
         self.tokens = open_tokens(self.folder / TOKENS_BIN, self.meta, vocab)
         self.units = open_units(self.folder / UNITS_NPY, self.meta, self.tokens)
         self.config = DataConfig.from_dict(self.meta["config"])
@@ -119,6 +125,7 @@ def build_dataset(
             "config": config.to_dict(),
             "unit": unit.value,
             "vocab_size": tokenizer.vocab_size,
+            "tokenizer_hash": tokenizer.fingerprint(),  # the tokenizer tokens.bin needs
             **stats,
         }
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")

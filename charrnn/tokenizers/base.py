@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -143,6 +145,13 @@ class Tokenizer(ABC):
         payload = {"format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         payload.update(self._state())
         write_json_atomic(Path(folder) / TOKENIZER_JSON, payload)
+
+    def fingerprint(self) -> str:
+        """A hash of what this tokenizer is (its settings and pieces; a sentencepiece model
+        through the hash of its file): the weights and token files made with it carry it, so
+        that another tokenizer is never put in its place."""
+        what = json.dumps({"config": self.config.to_dict(), **self._state()}, sort_keys=True)
+        return hashlib.blake2b(what.encode(), digest_size=16).hexdigest()
 
     def summary(self) -> dict[str, Any]:
         return {"level": self.level.value, "vocab_size": self.vocab_size}

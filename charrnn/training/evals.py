@@ -60,6 +60,7 @@ class Evaluations:
         """The model as best.safetensors, with the figures that made it the best."""
         if self.ranks.is_main:
             meta = {"kind": "best", "step": stats.step, "val_loss": stats.loss}
+            meta["tokenizer_hash"] = self.tokenizer_hash
             meta.update(val_bpc=stats.bpc, val_bpb=stats.bpb)
             if stats.full:  # the whole validation split, not a sample of it
                 meta["full"] = True

@@ -102,6 +102,7 @@ class Trainer(Evaluations):
         self.saved_step = 0  # the step of the newest last.safetensors
         self.stop_fit_n = config.stop_fit  # samples per rule it draws, fewer on a tight budget
         self.sampler = Sampler(model, ds.tokenizer)
+        self.tokenizer_hash = ds.tokenizer.fingerprint()  # named by every checkpoint
         self._set_regularization()
 
     # -- progress --
@@ -143,7 +144,9 @@ class Trainer(Evaluations):
         loop = {**self.loop.to_dict(), "elapsed": self.elapsed()}
         scaler = self.amp.state_tensors()
         path = self.folder / LAST
-        save_resumable(path, self.model, self.opt, state, scaler, loop, self.device)
+        save_resumable(
+            path, self.model, self.opt, state, scaler, loop, self.device, self.tokenizer_hash
+        )
         self.saved_step = self.loop.step
         self.cb.on_checkpoint(path)
 

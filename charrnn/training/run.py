@@ -8,6 +8,7 @@ Under torchrun every process calls ``train`` and they train one model together (
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -19,15 +20,20 @@ import numpy as np
 import torch
 
 from charrnn.checkpoint import (
+    BEST,
     DEFAULT_ROOT,
     FORMAT_VERSION,
     LAST,
     RUN_JSON,
+    STARTING,
     check_run_name,
     check_shapes,
+    check_tokenizer,
     find_run,
     is_incomplete_run,
+    is_run,
     new_run_name,
+    read_meta,
     read_run_json,
     remove_stale_temps,
     run_lock,
@@ -55,6 +61,8 @@ from charrnn.errors import (
 )
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
+from charrnn.schema import build
+from charrnn.tokenizers import load_tokenizer
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
 from charrnn.training.distributed import Ranks, session
 from charrnn.training.loop import Trainer
@@ -148,16 +156,13 @@ def _train(
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
     job, ds = _dataset(Path(corpus), job, ranks, on_data)
-    if resume and info.get("data", {}).get("hash") not in (None, ds.meta["source"]["hash"]):
-        raise ConfigError(
-            f"the corpus has changed since run {folder.name!r} started; "
-            "resume needs the same corpus"
-        )
+    if resume:
+        _check_resume(folder, info, ds)
     train_split, val = ds.split(job.train.val_fraction, job.train.split, job.train.split_cut)
     _check_sizes(train_split, val, job.train)
     job, model = _model(job, ds, train_split, resume, ranks.device)
     if main:
-        _make_folder(folder)
+        _make_folder(folder, starting=not resume)
     with run_lock(folder) if main else contextlib.nullcontext(), _kept_if_started(folder, main):
         if main and not resume and (folder / LAST).exists():  # started meanwhile elsewhere
             raise ConfigError(f"run {folder.name!r} already exists in {root}/")
@@ -173,6 +178,8 @@ def _train(
                 run_info = _run_json(model.config, job, ds, train_split, val, corpus)
                 _write_run_files(folder, ds, run_info)
             trainer.save_last()  # from here on, every moment of the run is resumable
+            if main:
+                (folder / STARTING).unlink(missing_ok=True)
         ranks.reseed(job.train.seed, trainer.loop.step)
         return _start(trainer, cb, ds, resume)
 
@@ -204,9 +211,13 @@ def _model(
     return job, RNNLM(config).to(device)
 
 
-def _make_folder(folder: Path) -> None:
+def _make_folder(folder: Path, starting: bool) -> None:
+    """The run folder; a first start marks it STARTING until its first checkpoint is in, so
+    that a start cut short may be started again (is_incomplete_run)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if starting:
+            (folder / STARTING).write_text(f"pid {os.getpid()}\n")
     except OSError as e:
         raise TrainingError(f"cannot create the run folder {folder}: {e.strerror or e}") from None
 
@@ -264,41 +275,89 @@ def _open_run(
 ) -> tuple[Path, Job, dict[str, Any]]:
     """The run folder, and for a resume the job as the run recorded it."""
     if resume:
-        if run is not None and is_incomplete_run(root / run):
-            raise CheckpointError(
-                f"run {run!r} has no checkpoint to resume from (its first start was cut "
-                "short); start it again without --resume"
-            )
-        folder = find_run(run, root)
-        info = read_run_json(folder)
-        if not (folder / LAST).exists():
-            raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from")
-        try:
-            saved = Job(
-                ModelConfig.from_dict(info["model"]),
-                TrainConfig(**{**info["train"], **_overridable(job.train, overrides)}),
-                DataConfig.from_dict(info["data"]["config"]),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"{folder / RUN_JSON} cannot be resumed ({e})") from None
-        changed = _changed_settings(job, saved, overrides or ())
-        if changed:
-            raise ConfigError(
-                f"{_flags(changed)}: run {folder.name!r} started with other values, and a "
-                f"resume keeps them (it may change {_flags(RESUMABLE)})"
-            )
-        check_shapes(saved.model, folder / LAST)
-        return folder, saved, info
+        return _resumed_run(job, run, root, overrides)
     if run is not None:
         check_run_name(run)
         folder = root / run
         if folder.exists() and not is_incomplete_run(folder):
-            raise ConfigError(
-                f"run {run!r} already exists in {root}/; pass --resume to continue it, "
-                "or choose another --run"
-            )
+            raise ConfigError(_taken(folder, root))
         return folder, job, {}
     return root / new_run_name(root, Path(corpus).stem), job, {}
+
+
+def _taken(folder: Path, root: Path) -> str:
+    """Why a new run cannot go into ``folder``: nothing that holds trained weights, or that
+    charrnn did not make, is ever replaced."""
+    if (folder / LAST).exists() and is_run(folder):
+        return (
+            f"run {folder.name!r} already exists in {root}/; pass --resume to continue it, "
+            "or choose another --run"
+        )
+    if (folder / BEST).exists() and is_run(folder):
+        return (
+            f"run {folder.name!r} holds trained weights ({BEST}) but no {LAST} to resume "
+            "from; they are kept: choose another --run"
+        )
+    return f"{folder} exists and is not a run that was cut short at its start; choose another --run"
+
+
+def _resumed_run(
+    job: Job, run: str | None, root: Path, overrides: Collection[str] | None
+) -> tuple[Path, Job, dict[str, Any]]:
+    """The folder of the run to resume, the job as it recorded it (with the settings a
+    resume may change), and its run.json."""
+    if run is not None and is_incomplete_run(root / run):
+        raise CheckpointError(
+            f"run {run!r} has no checkpoint to resume from (its first start was cut "
+            "short); start it again without --resume"
+        )
+    folder = find_run(run, root)
+    info = read_run_json(folder)  # checked: its configs are valid
+    if not (folder / LAST).exists():
+        kept = f"; its {BEST} is kept" if (folder / BEST).exists() else ""
+        raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from{kept}")
+    where = folder / RUN_JSON
+    if info["data"].get("hash") is None:  # checked before the corpus is read
+        raise CheckpointError(
+            f"{where} has no corpus hash (data.hash): a resume cannot check that the corpus "
+            "is the one the run started on"
+        )
+    saved = Job(
+        build(ModelConfig, info["model"], where, CheckpointError, "model."),
+        build(
+            TrainConfig,
+            {**info["train"], **_overridable(job.train, overrides)},
+            where,
+            CheckpointError,
+            "train.",
+        ),
+        build(DataConfig, info["data"]["config"], where, CheckpointError, "data.config."),
+    )
+    changed = _changed_settings(job, saved, overrides or ())
+    if changed:
+        raise ConfigError(
+            f"{_flags(changed)}: run {folder.name!r} started with other values, and a "
+            f"resume keeps them (it may change {_flags(RESUMABLE)})"
+        )
+    check_shapes(saved.model, folder / LAST)
+    return folder, saved, info
+
+
+def _check_resume(folder: Path, info: dict[str, Any], ds: Dataset) -> None:
+    """A resume goes on with the corpus the run started on, read through the tokenizer its
+    weights were trained with."""
+    if info["data"]["hash"] != ds.meta["source"]["hash"]:
+        raise ConfigError(
+            f"the corpus has changed since run {folder.name!r} started; "
+            "resume needs the same corpus"
+        )
+    tokenizer = load_tokenizer(folder)
+    check_tokenizer(tokenizer, read_meta(folder / LAST), folder / LAST)
+    if tokenizer.fingerprint() != ds.tokenizer.fingerprint():
+        raise ConfigError(
+            f"the tokenizer of {ds.folder} is not the one run {folder.name!r} was trained "
+            "with; resume needs the same"
+        )
 
 
 # Settings a resume may change: how long to go on, and where. The others are the run's.
