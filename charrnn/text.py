@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import codecs
 import functools
+import hashlib
 import itertools
+import os
 import re
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +35,6 @@ from charrnn.config import Unit
 from charrnn.errors import CorpusError, TokenizerError
 
 CHUNK_BYTES = 1 << 24  # 16 MiB: large enough to amortise, small enough to bound memory
-BINARY_PROBE_BYTES = 1 << 16
 SAMPLE_WINDOW = 1 << 20  # a subword training sample is read in windows of this many bytes
 HEAD_BYTES = 1 << 20  # the start of a corpus that decides its level and unit
 
@@ -70,78 +74,157 @@ def check_text(text: str, what: str) -> str:
     )
 
 
-def check_corpus_path(path: Path) -> Path:
+def check_corpus_path(path: Path, errors: str = "strict") -> Path:
     """The corpus as a readable, non-empty, non-binary file; otherwise a CorpusError."""
-    path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"corpus not found: {path}")
-    if path.is_dir():
-        raise CorpusError(f"corpus is a directory, not a text file: {path}")
-    try:
-        with path.open("rb") as f:
-            head = f.read(BINARY_PROBE_BYTES)
-    except OSError as e:
-        raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
-    if not head.strip():
-        raise CorpusError(f"corpus is empty: {path}")
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"corpus looks binary (NUL byte at offset {nul}): {path}")
-    return path
+    open_corpus(path, errors).close()
+    return Path(path)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Corpus:
-    """A text file, checked once: its path, its size in bytes, and its first MiB as normalised
-    text (what the level and unit are decided from)."""
+    """A corpus opened once: the file its passes read (``path``; a stream is first copied to a
+    file of its own), the name the user gave it, its size in bytes, its first MiB as normalised
+    text (what the level and unit are decided from), and for a stream the content hash of what
+    was copied."""
 
     path: Path
+    name: Path
     size: int
-    head: str
+    head: str = ""
+    digest: str | None = None
+    copied: bool = False
+
+    def close(self) -> None:
+        """Delete the copy of a stream (a file is left as it is)."""
+        if self.copied:
+            self.path.unlink(missing_ok=True)
 
 
-def open_corpus(path: Path, errors: str = "strict") -> Corpus:
-    """The corpus at ``path``, checked (``check_corpus_path``) and its head read."""
-    path = check_corpus_path(path)
-    head = next(iter_text(path, errors, chunk_bytes=HEAD_BYTES), "")
-    return Corpus(path, path.stat().st_size, head)
+def open_corpus(path: Path, errors: str = "strict", spool: Path | None = None) -> Corpus:
+    """The corpus at ``path``, checked and its head read. A stream (a FIFO, a pipe such as
+    /dev/stdin or <(...), a device) is read once, into a file in ``spool`` (without one, it is
+    refused); a CorpusError says what is wrong: missing, a folder, empty, binary, bad UTF-8."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CorpusError(f"corpus not found: {path}") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CorpusError(f"corpus is a directory, not a text file: {path}")
+    if stat.S_ISREG(st.st_mode):
+        corpus, head = Corpus(path, path, st.st_size), _read_head(path)
+    elif stat.S_ISFIFO(st.st_mode) and os.path.exists(os.path.realpath(path)):
+        raise CorpusError(  # a pipe (/dev/stdin, <(...)) names no file: it is read once
+            f"corpus {path} is a named FIFO, which a writer may feed again and again; "
+            "save the text to a file first"
+        )
+    elif spool is not None:
+        corpus, head = _copy_stream(path, spool)
+    else:
+        raise CorpusError(f"corpus {path} is not a regular file; save it to a file first")
+    whole = corpus.size <= len(head)
+    try:
+        if whole and not head.strip():  # a longer text is checked as a whole when encoded
+            raise CorpusError(f"corpus is empty: {path}")
+        corpus.head = next(_decode([head], errors, path, whole=whole), "")
+    except BaseException:
+        corpus.close()
+        raise
+    return corpus
 
 
-def _bad_utf8(path: Path, at: int) -> CorpusError:
+def _read_head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(HEAD_BYTES)
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
+
+
+def _copy_stream(path: Path, folder: Path) -> tuple[Corpus, bytes]:
+    """A stream copied once into a file of ``folder``, hashed as it goes; a NUL byte stops
+    it at once (/dev/zero would never end)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".stream-", suffix=".txt", dir=folder)
+    copy = Corpus(Path(name), path, 0, copied=True)
+    h, head = hashlib.blake2b(digest_size=16), bytearray()
+    try:
+        with path.open("rb") as src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                _check_binary(chunk, copy.size, path)
+                h.update(chunk)
+                dst.write(chunk)
+                copy.size += len(chunk)
+                head += chunk[: max(0, HEAD_BYTES - len(head))]
+    except BaseException as e:
+        copy.close()
+        if isinstance(e, OSError):
+            raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
+        raise
+    copy.digest = h.hexdigest()
+    return copy, bytes(head)
+
+
+def _check_binary(raw: bytes, offset: int, name: Path | str) -> None:
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"corpus looks binary (NUL byte at offset {offset + nul}): {name}")
+
+
+def _bad_utf8(path: Path | str, at: int) -> CorpusError:
     return CorpusError(
         f"invalid UTF-8 at byte offset {at} of {path} (pass --replace-errors to replace bad bytes)"
     )
 
 
-def iter_text(path: Path, errors: str = "strict", chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-    """Yield the normalised text of a file in chunks (bounded memory whatever the file size)."""
+def iter_text(
+    path: Path,
+    errors: str = "strict",
+    chunk_bytes: int = CHUNK_BYTES,
+    name: Path | str | None = None,
+    hasher: Any = None,
+) -> Iterator[str]:
+    """Yield the normalised text of a file in chunks (bounded memory whatever the file size);
+    ``hasher`` (hashlib's) is fed every byte read, so that it hashes what was read. A NUL
+    byte anywhere is a CorpusError (binary), as is bad UTF-8; both name the file as ``name``."""
+    with Path(path).open("rb") as f:
+        chunks = iter(lambda: f.read(chunk_bytes), b"")
+        yield from _decode(chunks, errors, name or path, hasher)
+
+
+def _decode(
+    chunks: Iterable[bytes], errors: str, name: Path | str, hasher: Any = None, whole: bool = True
+) -> Iterator[str]:
+    """Normalised text of raw chunks: the BOM dropped, CRLF and CR made LF. ``whole``: the
+    chunks are the whole text (else its end may cut a character, and is not decoded)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
     offset = 0  # bytes handed to the decoder so far
     pending_cr = False  # a chunk ended in "\r": it may be half of a CRLF
     first = True
-    with Path(path).open("rb") as f:
-        while True:
-            raw = f.read(chunk_bytes)
-            final = not raw
-            try:
-                text = decoder.decode(raw, final=final)
-            except UnicodeDecodeError as e:
-                raise _bad_utf8(path, offset - len(decoder.getstate()[0]) + e.start) from None
-            offset += len(raw)
-            if first and text:
-                text = text.removeprefix("\ufeff")
-                first = False
-            if pending_cr:
-                text = "\r" + text
-            pending_cr = text.endswith("\r") and not final
-            if pending_cr:
-                text = text[:-1]
-            if "\r" in text:
-                text = text.replace("\r\n", "\n").replace("\r", "\n")
-            if text:
-                yield text
-            if final:
-                return
+    for raw in itertools.chain(chunks, [b""] if whole else []):
+        final = not raw
+        _check_binary(raw, offset, name)
+        if hasher is not None:
+            hasher.update(raw)
+        try:
+            text = decoder.decode(raw, final=final)
+        except UnicodeDecodeError as e:
+            raise _bad_utf8(name, offset - len(decoder.getstate()[0]) + e.start) from None
+        offset += len(raw)
+        if first and text:
+            text = text.removeprefix("\ufeff")
+            first = False
+        if pending_cr:
+            text = "\r" + text
+        pending_cr = text.endswith("\r") and not final
+        if pending_cr:
+            text = text[:-1]
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if text:
+            yield text
 
 
 def iter_sample(
@@ -175,30 +258,53 @@ def iter_sample(
 
 def read_text(path: Path, errors: str = "strict") -> str:
     """The whole normalised text of a file."""
-    return "".join(iter_text(check_corpus_path(path), errors))
+    return "".join(iter_text(check_corpus_path(path, errors), errors))
 
 
 def read_lines(path: Path | str) -> list[str]:
     """The lines of a UTF-8 file of sentences (a byte-order mark dropped), or of standard input
-    for ``-``; a CorpusError naming the file otherwise."""
+    for ``-``; any readable file that is not a folder (a FIFO, /dev/stdin, <(...)) is read as
+    a stream, once. A CorpusError names the file otherwise."""
     stdin = str(path) == "-"
     name = "standard input" if stdin else f"sentence file {path}"
-    path = Path(path)
     try:
-        if stdin:
-            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        elif path.is_dir():
-            raise CorpusError(f"sentence file is a folder: {path}")
-        elif not path.is_file():
-            raise CorpusError(f"sentence file not found: {path}")
-        else:
-            data = path.read_bytes()
+        data = _read_sentences(path, name) if not stdin else _read_stdin(name)
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as e:
         raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
     except OSError as e:
         raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
     return text.removeprefix("\ufeff").splitlines()
+
+
+def _read_stdin(name: str) -> bytes | str:
+    if sys.stdin is None:  # started with standard input closed (0<&-)
+        raise CorpusError(f"cannot read {name}: it is closed")
+    buffer = getattr(sys.stdin, "buffer", None)
+    return _read_all(buffer, name) if buffer is not None else sys.stdin.read()
+
+
+def _read_sentences(path: Path | str, name: str) -> bytes:
+    if os.path.isdir(path):
+        raise CorpusError(f"sentence file is a folder: {path}")
+    try:
+        with open(path, "rb") as f:
+            return _read_all(f, name)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CorpusError(f"sentence file not found: {path}") from None
+
+
+def _read_all(f: Any, name: str) -> bytes:
+    """A stream read whole, in chunks: a NUL byte, which text never holds, stops it at once
+    (/dev/zero would never end)."""
+    chunks, size = [], 0
+    while chunk := f.read(CHUNK_BYTES):
+        nul = chunk.find(b"\x00")
+        if nul >= 0:
+            raise CorpusError(f"{name} is not text (NUL byte at offset {size + nul})")
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:

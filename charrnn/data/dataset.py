@@ -13,11 +13,13 @@ reuses a cached folder when the corpus content and the settings are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.data.split import Split, Text, split
 from charrnn.data.verify import FORMAT_VERSION, check_meta, open_tokens, open_units
 from charrnn.defaults import resolve_level
-from charrnn.errors import CorpusError
+from charrnn.errors import CharRNNError, CorpusError
 from charrnn.io import file_hash
 from charrnn.schema import read_json
 from charrnn.text import Corpus, open_corpus, resolve_unit
@@ -101,39 +103,51 @@ class Dataset:
 def build_dataset(
     source: Path | Corpus,
     config: DataConfig,
-    out: Path,
+    out: Path | None = None,
     progress: Progress | None = None,
-    content_hash: str | None = None,
 ) -> Dataset:
-    """Encode a corpus into the dataset folder ``out`` (written aside, then renamed in)."""
-    text = _opened(source, config)
-    corpus, errors, size = text.path, _errors(config), text.size
-    unit = resolve_unit(config.unit, text.head)
+    """Encode a corpus into the dataset folder ``out`` (None: the cache, under the hash of the
+    text that was encoded), written aside, then renamed in."""
+    with _corpus(source, config) as text:
+        target = None if out is None else Path(os.path.realpath(out))  # through a link
+        if target is not None:
+            _check_replaceable(target)
+        parent = cache_root() / "datasets" if target is None else target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{text.name.stem}-", dir=parent))
+        try:
+            meta = _encode(text, config, tmp, progress)
+            key = cache_key(meta["source"]["hash"], config)
+            target = target or parent / f"{text.name.stem}-{key}"
+            _put_in_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return Dataset(target)
 
-    out = Path(os.path.realpath(out))  # a link to a dataset folder: the folder it names
-    _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tokenizer, stats = encode_corpus(corpus, config.tokenizer, unit, errors, tmp, progress)
-        if stats["n_tokens"] == 0:
-            raise CorpusError(f"corpus has no text to train on: {corpus}")
-        tokenizer.save(tmp)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "source": {"path": str(corpus.resolve()), "size": size, "hash": content_hash},
-            "config": config.to_dict(),
-            "unit": unit.value,
-            "vocab_size": tokenizer.vocab_size,
-            "tokenizer_hash": tokenizer.fingerprint(),  # the tokenizer tokens.bin needs
-            **stats,
-        }
-        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        _put_in_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Dataset(out)
+
+def _encode(text: Corpus, config: DataConfig, folder: Path, progress: Progress | None) -> dict:
+    """Encode ``text`` into ``folder``: its token and unit files, tokenizer and dataset.json
+    (whose source hash is that of the text the encoding read)."""
+    unit = resolve_unit(config.unit, text.head)
+    tokenizer, stats = encode_corpus(
+        text.path, config.tokenizer, unit, _errors(config), folder, progress, name=text.name
+    )
+    if stats["n_tokens"] == 0:  # the whole text is blank
+        raise CorpusError(f"corpus is empty: {text.name}")
+    tokenizer.save(folder)
+    where = text.name if text.copied else text.name.resolve()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "source": {"path": str(where), "size": text.size, "hash": stats.pop("hash")},
+        "config": config.to_dict(),
+        "unit": unit.value,
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer_hash": tokenizer.fingerprint(),  # the tokenizer tokens.bin needs
+        **stats,
+    }
+    (folder / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return meta
 
 
 # The files a dataset folder holds: a folder of these alone (or an empty one) may be replaced.
@@ -186,22 +200,32 @@ def resolve_data(
     """``config`` with its tokenizer's level and vocabulary size decided for the corpus and a
     CPU run of ``time_budget`` seconds (``defaults.resolve_level``; without one, ``auto`` is
     char). A dataset folder's were decided when it was made."""
-    if isinstance(source, Path) and is_dataset(source):
+    if config.tokenizer.decided or (isinstance(source, Path) and is_dataset(source)):
         return config
-    text = _opened(source, config)
-    if config.tokenizer.decided:
-        return config
-    tok = resolve_level(config.tokenizer, text.size, text.head, time_budget)
+    with _corpus(source, config) as text:
+        tok = resolve_level(config.tokenizer, text.size, text.head, time_budget)
     return replace(config, tokenizer=tok)
 
 
 def open_source(path: Path, config: DataConfig) -> Path | Corpus:
-    """A dataset folder as its path, or a corpus file checked and its head read, once."""
-    return path if is_dataset(path) else open_corpus(path, _errors(config))
+    """A dataset folder as its path, or a corpus checked and its head read, once (a stream
+    copied into the cache folder: close the Corpus to delete the copy)."""
+    if is_dataset(path):
+        return path
+    return open_corpus(path, _errors(config), spool=cache_root())
 
 
-def _opened(source: Path | Corpus, config: DataConfig) -> Corpus:
-    return source if isinstance(source, Corpus) else open_corpus(source, _errors(config))
+@contextlib.contextmanager
+def _corpus(source: Path | Corpus, config: DataConfig) -> Iterator[Corpus]:
+    """``source`` as a Corpus; one opened here is closed here."""
+    if isinstance(source, Corpus):
+        yield source
+        return
+    text = open_corpus(source, _errors(config), spool=cache_root())
+    try:
+        yield text
+    finally:
+        text.close()
 
 
 def _errors(config: DataConfig) -> str:
@@ -214,25 +238,36 @@ def prepare(
     progress: Progress | None = None,
     out: Path | None = None,
 ) -> tuple[Dataset, bool]:
-    """A dataset for ``source``: a dataset folder as is, or a corpus file through the cache.
+    """A dataset for ``source``: a dataset folder as is, or a corpus through the cache (keyed
+    by the content hash of the text and the settings, whatever the file is called).
 
     Returns the dataset and whether it came from the cache.
     """
-    source = source if isinstance(source, Corpus) else open_source(Path(source), config)
-    if not isinstance(source, Corpus):
-        return Dataset(source), True
-    config = resolve_data(source, config)
-    digest = file_hash(source.path)
-    key = cache_key(digest, config)
-    folder = Path(out) if out else cache_root() / "datasets" / f"{source.path.stem}-{key}"
-    if (folder / DATASET_JSON).exists():
-        try:
-            ds = Dataset(folder)
-            if ds.meta["source"]["hash"] == digest and ds.config.key() == config.key():
+    if not isinstance(source, Corpus) and is_dataset(Path(source)):
+        return Dataset(Path(source)), True
+    with _corpus(source, config) as text:
+        config = resolve_data(text, config)
+        digest = text.digest or file_hash(text.path)
+        key = cache_key(digest, config)
+        folders = [Path(out)] if out else sorted((cache_root() / "datasets").glob(f"*-{key}"))
+        for folder in folders:
+            ds = _reusable(folder, digest, config)
+            if ds is not None:
                 return ds, True
-        except CorpusError:
-            pass  # a stale or damaged cache entry is rebuilt below
-    return build_dataset(source, config, folder, progress, content_hash=digest), False
+        return build_dataset(text, config, out, progress), False
+
+
+def _reusable(folder: Path, digest: str, config: DataConfig) -> Dataset | None:
+    """The dataset in ``folder`` if it is an intact encoding of that text with those
+    settings; a stale or damaged one is None (and is encoded again)."""
+    if not (folder / DATASET_JSON).exists():
+        return None
+    try:
+        ds = Dataset(folder)
+    except CharRNNError:
+        return None
+    same = ds.meta["source"]["hash"] == digest and ds.config.key() == config.key()
+    return ds if same else None
 
 
 # -- batches ------------------------------------------------------------------------------

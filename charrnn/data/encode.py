@@ -16,6 +16,7 @@ How each level gets its vocabulary:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import shutil
@@ -27,6 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from charrnn.config import Level, TokenizerConfig, Unit
+from charrnn.errors import CorpusError
 from charrnn.text import UnitBlock, iter_sample, iter_text, iter_unit_blocks
 from charrnn.tokenizers import (
     SOS,
@@ -181,21 +183,29 @@ def encode_corpus(
     folder: Path,
     progress: Progress | None = None,
     chunk_bytes: int = ENCODE_CHUNK,
+    name: Path | None = None,
 ) -> tuple[Tokenizer, dict[str, Any]]:
-    """Write ``tokens.bin`` and ``units.npy`` for ``corpus`` into ``folder``.
+    """Write ``tokens.bin`` and ``units.npy`` for ``corpus`` (``name`` in errors) into
+    ``folder``.
 
-    Returns the tokenizer (not yet saved) and the dataset's figures.
+    Returns the tokenizer (not yet saved) and the dataset's figures, with the content hash of
+    the text that was encoded (``hash``: taken in the same pass, so the figures are those of
+    the text the hash names, even if the file was rewritten meanwhile).
     """
-    size = corpus.stat().st_size
+    size, name = corpus.stat().st_size, name or corpus
     folder = Path(folder)
     index = _UnitIndex(folder / UNITS_NPY)
+    encoded = hashlib.blake2b(digest_size=16)
+
+    def text(hasher: Any) -> Iterator[str]:
+        return iter_text(corpus, errors, chunk_bytes, name, hasher)
 
     def blocks(phases: _Phases) -> Iterator[UnitBlock]:
-        chunks = phases.chunks(iter_text(corpus, errors, chunk_bytes))
-        return iter_unit_blocks(chunks, unit, max_open=chunk_bytes)
+        return iter_unit_blocks(phases.chunks(text(encoded)), unit, max_open=chunk_bytes)
 
     extra: dict[str, Any] = {}
-    if config.level is Level.word:
+    before, counted = _identity(corpus), hashlib.blake2b(digest_size=16)
+    if config.level is Level.word:  # one pass: nothing to compare
         phases = _Phases(progress, size, 1.1)
         tokenizer, stats = _encode_words(config, blocks(phases), folder, index, phases)
     else:
@@ -205,16 +215,28 @@ def encode_corpus(
             extra["tokenizer_sample_chars"] = tokenizer.sample_chars
         else:
             phases = _Phases(progress, size, 2.0)
-            tokenizer = CharTokenizer.fit(
-                config, phases.chunks(iter_text(corpus, errors, chunk_bytes))
-            )
+            tokenizer = CharTokenizer.fit(config, phases.chunks(text(counted)))
         dtype = token_dtype(tokenizer.vocab_size)
         with (folder / TOKENS_BIN).open("wb") as f:
             stats = _stream(tokenizer.encode_block, blocks(phases), f, index, dtype)
         stats["dtype"] = dtype.name
+        # the vocabulary was fitted on a pass of its own: it must have read the same text
+        if config.level is Level.char:
+            changed = counted.digest() != encoded.digest()
+        else:
+            changed = _identity(corpus) != before
+        if changed:
+            raise CorpusError(f"corpus {name} changed while it was read; run again")
     index.finish()
     stats.update(n_units=index.n_rows, n_chars=index.n_chars, n_bytes=index.n_bytes, **extra)
-    return tokenizer, stats
+    return tokenizer, {**stats, "hash": encoded.hexdigest()}
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What tells that a file was rewritten (a sample read before the encoding pass, as a
+    subword tokenizer's, cannot be hashed like the whole)."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _train_subwords(config: TokenizerConfig, corpus: Path, errors: str) -> SentencePieceTokenizer:

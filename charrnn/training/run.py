@@ -62,6 +62,7 @@ from charrnn.errors import (
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
 from charrnn.schema import build
+from charrnn.text import Corpus
 from charrnn.tokenizers import load_tokenizer
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
 from charrnn.training.distributed import Ranks, session
@@ -191,8 +192,12 @@ def _dataset(
     with the level and vocabulary the corpus and the budget decided."""
     budget = job.train.time_budget if ranks.device.type == "cpu" else None
     source = open_source(corpus, job.data)
-    job = replace(job, data=resolve_data(source, job.data, budget))
-    ds, _cached = ranks.main_first(lambda: prepare(source, job.data, progress=on_data))
+    try:
+        job = replace(job, data=resolve_data(source, job.data, budget))
+        ds, _cached = ranks.main_first(lambda: prepare(source, job.data, progress=on_data))
+    finally:
+        if isinstance(source, Corpus):
+            source.close()  # the copy of a stream, once encoded
     return job, ds
 
 
@@ -401,6 +406,13 @@ def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:
         raise CorpusError("validation split is empty; raise --val-fraction or use a longer corpus")
 
 
+def _where(corpus: str | Path) -> str:
+    """The corpus as run.json records it: its whole path, or for a stream (/dev/stdin,
+    <(...)) the name the user gave, which resolves to no file."""
+    path = Path(corpus).resolve()
+    return str(path) if path.exists() else str(corpus)
+
+
 def _run_json(
     model: ModelConfig, job: Job, ds: Dataset, train: Split, val: Split, corpus: str | Path
 ) -> dict[str, Any]:
@@ -409,7 +421,7 @@ def _run_json(
         "format_version": FORMAT_VERSION,
         "charrnn_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "corpus": str(Path(corpus).resolve()),
+        "corpus": _where(corpus),
         "model": model.to_dict(),
         "train": job.train.to_dict(),
         "data": {
