@@ -47,6 +47,7 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
         probs = sorted_logits.softmax(-1)
         before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
         drop_sorted = before >= top_p
+        drop_sorted[..., 0] = False  # the likeliest token stays, however small top_p is
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, -math.inf)
     return logits

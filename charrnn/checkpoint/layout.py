@@ -24,7 +24,7 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 STARTING = ".starting"  # a run's first start, until its first checkpoint is in place
 DEFAULT_ROOT = Path("checkpoints")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # the whole name (fullmatch)
 
 
 # -- checkpoint files -------------------------------------------------------------------
@@ -34,7 +34,7 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def check_run_name(name: str) -> str:
-    if not _RUN_NAME.match(name):
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
         raise CheckpointError(
             f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)"
         )

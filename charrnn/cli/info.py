@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +20,7 @@ from charrnn.cli.options import (
     JsonOpt,
     RunArg,
 )
-from charrnn.cli.output import err, escape, friendly, out
+from charrnn.cli.output import err, escape, friendly, out, print_json
 from charrnn.config import Stop
 from charrnn.runs import STOPFIT_HINT, RunDetails, details
 
@@ -55,7 +54,7 @@ def info_cmd(
             d.best.get("step"),
         )
     if as_json:
-        out.print_json(json.dumps(d.to_json(), default=str))
+        print_json(d.to_json())
     else:
         _print_info(d)
     if plot is not None:

@@ -4,6 +4,8 @@ for a mistake, never a traceback."""
 from __future__ import annotations
 
 import functools
+import json
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,6 +22,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def escape(s: str) -> str:
     return s.replace("[", r"\[")
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as JSON. JSON has no NaN or infinity: a number that is not finite (the
+    log-probability of an impossible sentence) is written as null."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str, ensure_ascii=False, indent=indent)
+
+
+def print_json(obj: Any) -> None:
+    """``obj`` as JSON on stdout (``json_text``)."""
+    out.print_json(json_text(obj))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def fail(message: str) -> None:

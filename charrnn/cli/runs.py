@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from charrnn.cli.options import (
     CheckpointsDirOpt,
     JsonOpt,
 )
-from charrnn.cli.output import err, escape, friendly, out
+from charrnn.cli.output import err, escape, friendly, out, print_json
 from charrnn.runs import RunSummary, summarize_all
 
 
@@ -64,9 +63,7 @@ def runs_cmd(
     """List the trained runs, most recent first: model, steps, best validation loss, size."""
     rows = summarize_all(checkpoints)
     if as_json:
-        out.print_json(
-            json.dumps([{**asdict(s), "folder": str(s.folder)} for s in rows], default=str)
-        )
+        print_json([{**asdict(s), "folder": str(s.folder)} for s in rows])
         return
     if not rows:
         err.print(f"no runs in {escape(str(checkpoints))}/; train one: charrnn train CORPUS.txt")

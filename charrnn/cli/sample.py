@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from charrnn.cli.options import (
     JsonOpt,
     StopOpt,
 )
-from charrnn.cli.output import err, escape, fail, friendly, out
+from charrnn.cli.output import err, escape, fail, friendly, json_text, out, print_json
 from charrnn.config import MAX_SAMPLES, SampleConfig
 from charrnn.generate import Sample
 from charrnn.io import write_output
@@ -113,30 +112,26 @@ def sample_cmd(
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _sample_json(samples: list[Sample]) -> str:
-    return json.dumps(
-        [
-            {
-                "text": s.text,
-                "log_prob": s.log_prob,
-                "tokens": len(s.tokens),
-                "cut": s.cut,
-                **({"length": s.length} if s.length is not None else {}),
-            }
-            for s in samples
-        ],
-        ensure_ascii=False,
-        indent=2,
-    )
+def _sample_json(samples: list[Sample]) -> list[dict]:
+    return [
+        {
+            "text": s.text,
+            "log_prob": s.log_prob,
+            "tokens": len(s.tokens),
+            "cut": s.cut,
+            **({"length": s.length} if s.length is not None else {}),
+        }
+        for s in samples
+    ]
 
 
 def _write_samples(samples: list[Sample], output: Path | None, as_json: bool) -> None:
     """--json prints (or writes) JSON; --output writes the texts, one blank line apart."""
     if output is None:
-        out.print_json(_sample_json(samples))
+        print_json(_sample_json(samples))
         return
     if as_json:
-        data = _sample_json(samples) + "\n"
+        data = json_text(_sample_json(samples), indent=2) + "\n"
     else:
         data = "\n".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in samples)
     write_output(output, data.encode("utf-8"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +21,7 @@ from charrnn.cli.options import (
     JsonOpt,
     StopOpt,
 )
-from charrnn.cli.output import err, escape, fail, friendly, out
+from charrnn.cli.output import err, escape, fail, friendly, out, print_json
 from charrnn.config import (
     Stop,
 )
@@ -105,12 +105,13 @@ def score_cmd(
     lines = _read_sentences(sentences or [], file)
     model = load(checkpoint, checkpoints)
     results = model.score(lines, stop)
+    _note_impossible(results, stop, model.config.max_len)
     nexts = [model.next_tokens(line, next_k, stop) for line in lines] if next_k else []
     if as_json:
         payload = [_score_json(r, per_token) for r in results]
         for d, candidates in zip(payload, nexts):
             d["next"] = [{"token": c.piece, "id": c.id, "prob": c.prob} for c in candidates]
-        out.print_json(json.dumps(payload))
+        print_json(payload)
         return
     out.print(score_table(results, f"scores under --stop {stop.value} ({model.name})"))
     if per_token:
@@ -120,6 +121,16 @@ def score_cmd(
     for line, candidates in zip(lines, nexts):
         out.print()
         out.print(next_view(line, candidates))
+
+
+def _note_impossible(results: list[SentenceScore], stop: Stop, max_len: int) -> None:
+    """Say why a sentence has probability 0 (JSON writes its log P as null)."""
+    zero = [str(i) for i, r in enumerate(results, 1) if r.log_prob == -math.inf]
+    if zero and stop is Stop.length:
+        err.print(
+            f"[yellow]note:[/] sentence {', '.join(zero)} is longer than this model's longest "
+            f"unit ({max_len} tokens): its probability under --stop length is 0"
+        )
 
 
 def score_table(results: list[SentenceScore], title: str) -> Table:
