@@ -6,16 +6,53 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderHook
+from rich.segment import Segment
 
 from charrnn.errors import CharRNNError, out_of_memory
 
+# C0 controls but tab and line feed, DEL, and C1 controls: what can drive a terminal
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters (but tabs and line breaks) written as escapes
+    (ESC as \\x1b), so that nothing read from a file or an argument drives the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _Visible:
+    """A renderable as it renders, its text made ``visible`` (Rich's own control segments,
+    which move the cursor for a progress bar, are kept)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for seg in console.render(self.inner, options):
+            if seg.control or not _CONTROL.search(seg.text):
+                yield seg
+            else:
+                yield Segment(visible(seg.text), seg.style)
+
+
+class _ShowControls(RenderHook):
+    """Everything printed shows control characters as escapes: names and fields from a run's
+    files, arguments quoted in errors (a run named to clear the screen cannot)."""
+
+    def process_renderables(self, renderables: list[Any]) -> list[Any]:
+        return [_Visible(r) for r in renderables]
+
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+for _console in (out, err):
+    _console.push_render_hook(_ShowControls())
 
 F = TypeVar("F", bound=Callable[..., Any])
 

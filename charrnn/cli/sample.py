@@ -21,7 +21,16 @@ from charrnn.cli.options import (
     JsonOpt,
     StopOpt,
 )
-from charrnn.cli.output import err, escape, fail, friendly, json_text, out, print_json
+from charrnn.cli.output import (
+    err,
+    escape,
+    fail,
+    friendly,
+    json_text,
+    out,
+    print_json,
+    visible,
+)
 from charrnn.config import MAX_SAMPLES, SampleConfig
 from charrnn.generate import Sample
 from charrnn.io import write_output
@@ -145,10 +154,11 @@ def _stream_samples(stream: SampleStream) -> None:
     """Samples are drawn side by side; the terminal shows them one after another, each as it
     is drawn (the first live from the start, the next ones from what they already have)."""
     sink = out.file
+    shown = visible if out.is_terminal else str  # text is data: raw into files and pipes
     ends_line = True
     for piece in stream:
         if piece.text:
-            sink.write(piece.text)
+            sink.write(shown(piece.text))
             sink.flush()
             ends_line = piece.text.endswith("\n")
         if piece.end:
