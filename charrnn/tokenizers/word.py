@@ -237,10 +237,10 @@ def detokenize(words: Sequence[str]) -> str:
     glue = True  # no space before the next word
     double_open = single_open = False
     for k, w in enumerate(words):
-        if w in _JOINERS:
+        if w in _JOINERS and _joins(words, k):
             out.append(_JOINERS[w])
             glue = True
-            continue
+            continue  # (one without a word on each side stays as written, to read back)
         if w == '"':
             double_open = not double_open
             before, after = double_open, not double_open
@@ -257,6 +257,17 @@ def detokenize(words: Sequence[str]) -> str:
         out.append(" " + w if before and not glue else w)
         glue = not after
     return "".join(out)
+
+
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _joins(words: Sequence[str], k: int) -> bool:
+    """Whether the joiner ``words[k]`` (@-@) stands between two words, where it is written as
+    its mark (well @-@ known -> well-known), which splitting reads back as the joiner."""
+    prev = words[k - 1][-1:] if k > 0 else ""
+    nxt = words[k + 1][:1] if k + 1 < len(words) else ""
+    return bool(_WORD_CHAR.match(prev)) and bool(_WORD_CHAR.match(nxt))
 
 
 def _is_word(w: str) -> bool:
