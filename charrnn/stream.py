@@ -51,7 +51,8 @@ class IncrementalDecoder:
         if not self._dirty and not final:
             return ""
         self._dirty = False
-        text = self.tokenizer.decode(self.ids)
+        held = 0 if final else self.tokenizer.unsettled(self.ids)
+        text = self.tokenizer.decode(self.ids[: len(self.ids) - held])
         if not final:
             text = text.rstrip(_INCOMPLETE)
         if not text.startswith(self.shown):

@@ -16,6 +16,18 @@ def loaded(trained_run):
     return load_run(trained_run)
 
 
+def test_a_trailing_joiner_waits_for_the_next_word():
+    """A word-level joiner is written as its mark between words, as written otherwise: its
+    text waits for the next token, so the pieces still join up to the decoded text."""
+    tok = WordTokenizer.fit(TokenizerConfig(), ["well-known a.b x"])
+    for text in ("well-known", "well @-@", "well @-@ @.@ x"):
+        ids = tok.encode(text)
+        dec = IncrementalDecoder(tok)
+        pieces = [dec.push(i) for i in ids] + [dec.take(final=True)]
+        assert "".join(pieces) == tok.decode(ids) == text
+        assert tok.encode(tok.decode(ids)) == ids
+
+
 def test_word_level_pieces_join_to_the_detokenized_text():
     text = 'He said "no" (twice), well-known; it\'s 3.5% done!\nNext line.'
     tok = WordTokenizer.fit(TokenizerConfig(), [text])
@@ -41,6 +53,9 @@ class _Bytes:
     def decode(self, ids: Iterable[int]) -> str:
         raw = bytes(ids)
         return raw.decode("utf-8", errors="replace")
+
+    def unsettled(self, ids: list[int]) -> int:
+        return 0
 
 
 def test_an_incomplete_character_is_held_back_until_it_completes():

@@ -114,6 +114,11 @@ class Tokenizer(ABC):
     def decode(self, ids: Iterable[int]) -> str:
         """Text from ids; specials other than ``<unk>`` are dropped."""
 
+    def unsettled(self, ids: Sequence[int]) -> int:
+        """How many of the last ``ids`` decode to text the next id may still change (their
+        text is held back while a sample is shown as it is drawn)."""
+        return 0
+
     @abstractmethod
     def _state(self) -> dict[str, Any]:
         """What besides the config rebuilds this tokenizer (JSON-safe)."""

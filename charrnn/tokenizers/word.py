@@ -92,6 +92,10 @@ class WordTokenizer(VocabTokenizer):
         ids = np.fromiter(map(self._lookup.__getitem__, words), dtype=np.int64, count=len(words))
         return frame_units(ids, ids < 0)
 
+    def unsettled(self, ids: Sequence[int]) -> int:
+        """A joiner last: whether it is written as its mark depends on the next word."""
+        return int(bool(ids) and ids[-1] >= UNK and self.pieces[ids[-1]] in _JOINERS)
+
     def decode(self, ids: Iterable[int]) -> str:
         words = []
         for i in ids:
