@@ -21,21 +21,21 @@ from charrnn.errors import CheckpointError
 from charrnn.schema import Choice, Doc, Flag, Items, Kind, Maybe, Real, Table, Text, Whole
 
 COUNT = Whole(0)
-STEP = Whole(0, 2**53)  # a step a float still holds exactly (the curves are drawn in floats)
+STEP = Whole(0, 2**53)  # a step in metrics.jsonl: the curves are drawn in floats
 SIZE = Real(0.0)
 RULE = Choice(Stop, but=("none",))
 
 # The loop's counters in last.safetensors; a field a newer loop added may be missing.
 LOOP: dict[str, Kind] = {
-    "step": STEP,
+    "step": COUNT,
     "epoch": COUNT,
     "window": COUNT,
     "tokens": COUNT,
     "elapsed": SIZE,
     "best_loss": Maybe(Real(finite=False)),  # None: no evaluation yet
-    "best_step": STEP,
+    "best_step": COUNT,
     "evals_since_best": COUNT,
-    "last_eval_step": STEP,
+    "last_eval_step": COUNT,
     "history": Items(Real(finite=False)),  # validation losses
     "passes": Maybe(SIZE),
     "pressure": Maybe(SIZE),
@@ -45,7 +45,7 @@ LOOP: dict[str, Kind] = {
 
 # The kept model's figures in best.safetensors.
 BEST: dict[str, Kind] = {
-    "step": STEP,
+    "step": COUNT,
     "val_loss": Real(),
     "val_bpc": Real(),
     "val_bpb": Real(),

@@ -115,7 +115,7 @@ class Ranks:
     def reseed(self, seed: int, step: int) -> None:
         """Different dropout noise on each rank (the same on all would correlate the streams)."""
         if self.world > 1:
-            torch.manual_seed((seed * 1_000_003 + step) * 4099 + self.rank)
+            torch.manual_seed(((seed * 1_000_003 + step) * 4099 + self.rank) % 2**64)
 
     # -- numbers every rank must agree on --
 
