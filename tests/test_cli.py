@@ -144,3 +144,40 @@ def test_train_names_the_level_auto_chose(corpus: Path, tmp_path: Path, monkeypa
     r = run(*args, "--run", "short", "--time-budget", "2m")
     assert r.exit_code == 0, r.output
     assert "bpe level (" in r.output and "symbols)" in r.output
+
+
+def test_a_bug_is_one_line_that_says_so_and_the_traceback_is_there_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import charrnn.cli.runs
+
+    def bug(root: Path) -> list:
+        raise ValueError("a bug\nof ours")
+
+    monkeypatch.setattr(charrnn.cli.runs, "summarize_all", bug)
+    r = run("runs", "--checkpoints", tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 3 and len(lines) == 1 and "Traceback" not in r.output
+    assert "internal error (ValueError: a bug of ours)" in lines[0]
+    assert "CHARRNN_DEBUG=1" in lines[0]
+    monkeypatch.setenv("CHARRNN_DEBUG", "1")
+    r = run("runs", "--checkpoints", tmp_path)
+    assert isinstance(r.exception, ValueError)  # raised, so Python shows its traceback
+
+
+def test_running_out_of_memory_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import charrnn.cli.runs
+
+    def short(root: Path) -> list:
+        raise RuntimeError(
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+            "8589934592 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(charrnn.cli.runs, "summarize_all", short)
+    r = run("runs", "--checkpoints", tmp_path)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.strip() == (
+        "error: not enough memory (8.0 GiB asked for at once); ask for less: a smaller model "
+        "(--hidden, --embed, --layers), --batch-size or -n"
+    )

@@ -601,3 +601,23 @@ def test_a_format_4_run_keeps_the_validation_split_it_was_made_with(trained_run,
     _, val_new = run_splits(read_run_json(trained_run))
     assert len(val_old) != len(val_new)  # this corpus is one the rules cut differently
     assert load_run(run).info["train"]["split_cut"] == "unit-after"
+
+
+def test_a_format_5_run_loads_without_a_tokenizer_hash_and_computes_what_it_did(
+    trained_run, corpus, tmp_path
+):
+    """Format 6 ties the weights to their tokenizer by a content hash; a run of format 5
+    has none, loads unchecked and gives the same logits, and resumes."""
+    run = copy_run(trained_run, tmp_path / "ck" / "r")
+    for name in (BEST, LAST):
+        meta = rewrite_meta(name, lambda m: (m.pop("tokenizer_hash"), m.update(format_version=5)))
+        meta(run)
+    edit_json(RUN_JSON, _set("format_version", 5))(run)
+    assert "tokenizer_hash" not in read_meta(run / BEST)
+    old, new = load_run(run), load_run(trained_run)
+    with torch.no_grad():
+        tokens = torch.tensor([[1, 5, 6, 7, 8]])
+        assert torch.equal(old.model(tokens)[0], new.model(tokens)[0])
+    resumed = train(corpus, tiny_job(max_steps=44), run="r", root=tmp_path / "ck", resume=True)
+    assert resumed.steps == 44
+    assert read_meta(run / LAST)["tokenizer_hash"] == old.tokenizer.fingerprint()
