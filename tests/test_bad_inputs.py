@@ -665,6 +665,9 @@ def still_a_device(rel: str) -> Callable[[Path, str, str], None]:
     return check
 
 
+MINE = "mine\n"  # what a user's file holds before a command writes it
+
+
 def names_no_temporary_file(p: Path, out: str, err: str) -> None:
     assert not re.search(r"\.tmp\b|/\.[^/\s]+\.[a-z0-9_]{8}", err), err
 
@@ -1176,6 +1179,148 @@ HOSTILE = [
         r"no run named",
         check=no_escapes,
     ),
+    Hostile(
+        "8: info shows a tokenizer piece without its escape sequence",
+        INFO,
+        None,
+        0,
+        setup=jset(RUN + "tokenizer.json", "pieces.5", "\x1b"),
+        check=no_escapes,
+    ),
+    # -- more of each class, added with the fixes -------------------------------------------
+    Hostile(
+        "1: sample --seed below -2**63",
+        ("sample", "--seed", str(-(2**63) - 1), "--max-tokens", "5", *VERSES_RUN),
+        r"--seed",
+        OPTION,
+    ),
+    Hostile(
+        "1: train --stop-fit past its cap",
+        ("train", "verses.txt", *SMALL[:-4], "--stop-fit", str(10**9), "--level", "char", *CKS),
+        r"--stop-fit",
+        OPTION,
+    ),
+    Hostile(
+        "2: run.json format_version 4.0",
+        SAMPLE,
+        r"run\.json.*format_version",
+        setup=jset(RUN + "run.json", "format_version", 4.0),
+    ),
+    Hostile(
+        "2: run.json train.warmup_steps is text (resume)",
+        RESUME,
+        r"run\.json.*warmup_steps",
+        setup=jset(RUN + "run.json", "train.warmup_steps", "x"),
+    ),
+    Hostile(
+        "2: last.safetensors loop.best_loss NaN (resume)",
+        RESUME,
+        r"last\.safetensors.*best_loss",
+        setup=meta_set(RUN + "last.safetensors", "loop.best_loss", raw="NaN"),
+    ),
+    Hostile(
+        "2: dataset.json n_tokens is text",
+        FROM_DS,
+        r"dataset\.json.*n_tokens",
+        setup=jset("ds/dataset.json", "n_tokens", "abc"),
+    ),
+    Hostile(
+        "2: units.npy starts beyond the tokens",
+        FROM_DS,
+        r"units\.npy",
+        setup=save_units("ds/units.npy", lambda u: u + np.array([10**6, 0, 0])),
+    ),
+    Hostile(
+        "2: tokens.bin all <pad>",
+        FROM_DS,
+        r"tokens\.bin",
+        setup=rewrite_tokens("ds/tokens.bin", np.zeros_like),
+    ),
+    Hostile(
+        "2: a cached unit index of garbage is encoded again",
+        ("tokenize", "verses.txt", "--level", "char"),
+        None,
+        0,
+        setup=in_cache(lambda e: (e / "units.npy").write_bytes(b"junk")),
+        writes=(r"^cache/",),
+    ),
+    Hostile(
+        "2: stopfit.json is a FIFO: info names it",
+        INFO,
+        None,
+        0,
+        setup=make_fifo(RUN + "stopfit.json"),
+        check=stdout_has(r"stopfit\.json"),
+        timeout=10,
+    ),
+    Hostile(
+        "3: sample --output onto a hard-linked file writes both names",
+        (*SAMPLE, "--output", "a.txt"),
+        None,
+        0,
+        setup=lambda p: (put("a.txt", "mine\n")(p), os.link(p / "a.txt", p / "b.txt")),
+        writes=(r"^[ab]\.txt$",),
+        check=lambda p, out, err: (
+            (p / "b.txt").read_text() == (p / "a.txt").read_text() != "mine\n"
+        ),
+    ),
+    Hostile(
+        "3: sample --output onto the run's own weights",
+        (*SAMPLE, "--output", RUN + "best.safetensors"),
+        r"best\.safetensors.*verses",
+    ),
+    Hostile(
+        "3: tokenize --out a dataset folder that holds a subfolder",
+        ("tokenize", "verses.txt", "--unit", "line", "--out", "ds"),
+        r"\bds\b.*mine/",
+        setup=put("ds/mine/a.txt", "mine\n"),
+    ),
+    Hostile(
+        "4: weights of today's format that do not name their tokenizer",
+        SAMPLE,
+        r"tokenizer",
+        setup=meta_set(RUN + "best.safetensors", "tokenizer_hash", _DELETE),
+    ),
+    Hostile(
+        "4: resume once run.json names another level (another tokenizer)",
+        RESUME,
+        r"tokenizer",
+        setup=jset(RUN + "run.json", "data.config.tokenizer.level", "word"),
+        writes=(r"^cache/",),  # the corpus is encoded as asked, then refused
+    ),
+    Hostile(
+        "5: a corpus that is a symlink to a named FIFO",
+        ("tokenize", "c.txt", "--out", "x"),
+        r"c\.txt.*FIFO",
+        setup=lambda p: (os.mkfifo(p / "f"), os.symlink("f", p / "c.txt")),
+        timeout=10,
+    ),
+    Hostile(
+        "5: a corpus blank past its first MiB is empty",
+        ("tokenize", "c.txt", "--out", "x"),
+        r"empty",
+        setup=put("c.txt", "\n" * (1 << 20) + " \n" * 10),
+    ),
+    Hostile(
+        "5: score --file /dev/urandom is not text",
+        ("score", "--file", "/dev/urandom", *VERSES_RUN),
+        r"/dev/urandom.*(not text|NUL|UTF-8)",
+    ),
+    Hostile(
+        "7: sample --top-p 5e-324 keeps the likeliest token",
+        ("sample", "--top-p", "5e-324", "--max-tokens", "20", "--seed", "1", "--json", *VERSES_RUN),
+        None,
+        0,
+        check=json_sample_is_drawn,
+    ),
+    Hostile(
+        "7: info --json with a NaN in metrics.jsonl prints JSON",
+        ("info", "verses", "--json", *CKS),
+        None,
+        0,
+        setup=append(RUN + "metrics.jsonl", '{"final_val_loss": NaN, "final_val_bpc": Infinity}\n'),
+        check=strict_json,
+    ),
 ]
 
 
@@ -1361,6 +1506,17 @@ HOSTILE_API = [
     ),
     HostileCall("1: train(hidden=10**9)", lambda w: _api_train(w, hidden=10**9), r"hidden|memory"),
     HostileCall("7: train(run='x\\n')", lambda w: _api_train(w, run="x\n"), r"invalid run name"),
+    HostileCall("1: load(device='cuda:99')", lambda w: _verses(w, device="cuda:99"), r"device"),
+    HostileCall("1: train(min_freq=0)", lambda w: _api_train(w, min_freq=0), r"min-freq|min_freq"),
+    HostileCall("1: train(layers=10**6)", lambda w: _api_train(w, layers=10**6), r"layers"),
+    HostileCall(
+        "1: sample(seed='x'), a wrong type", lambda w: _verses(w).sample(seed="x"), r"seed"
+    ),
+    HostileCall(
+        "1: next_tokens(a lone surrogate) (bpe)",
+        lambda w: _bpe(w).next_tokens("ab\ud800"),
+        r"surrogate",
+    ),
 ]
 
 
@@ -1385,6 +1541,8 @@ HOSTILE_SPECIAL = {
     "5: a corpus rewritten while tokenize encodes it": "test_corpus_rewritten_while_it_is_encoded",
     "6: score --file - on an endless stream": "test_score_reads_an_endless_stream_bounded",
     "6: score --file - on an endless stream of sentences": "test_score_stream_of_sentences_bounded",
+    "6: run.json that never ends (/dev/zero)": "test_endless_file_in_bounded_memory",
+    "6: tokenizer.model that never ends (/dev/zero)": "test_endless_file_in_bounded_memory",
     "6: tokenizer.json that never ends (/dev/zero)": "test_endless_file_in_bounded_memory",
     "6: stopfit.json that never ends (/dev/zero)": "test_endless_file_in_bounded_memory",
     "6: metrics.jsonl that never ends (/dev/zero)": "test_endless_file_in_bounded_memory",
@@ -1583,6 +1741,8 @@ def test_score_stream_of_sentences_bounded(tmp_path: Path, world: Path, address_
 
 
 ENDLESS = [
+    ("run.json", RUN + "run.json", SAMPLE, 1, r"run\.json"),
+    ("tokenizer.model", "ck/bpe/tokenizer.model", ("sample", *BPE), 1, r"tokenizer\.model"),
     ("tokenizer.json", RUN + "tokenizer.json", SAMPLE, 1, r"tokenizer\.json"),
     ("stopfit.json", RUN + "stopfit.json", INFO, 0, r"stopfit\.json"),
     ("metrics.jsonl", RUN + "metrics.jsonl", INFO, 0, r"metrics\.jsonl"),
