@@ -8,6 +8,7 @@ import pytest
 
 from charrnn import defaults
 from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Level, TokenizerConfig, Unit
+from charrnn.corpus import read_text
 from charrnn.data import Dataset, LengthPlan, StreamBatches, prepare, resolve_data, reveal_points
 from charrnn.data.batches import NEVER
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
@@ -15,7 +16,7 @@ from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.evaluate import bits_per_byte, bits_per_char
 from charrnn.model.lengths import EXACT, bucket_edges, bucketize
-from charrnn.text import iter_text, iter_unit_blocks, read_text, split_units
+from charrnn.text import iter_text, iter_unit_blocks, split_units
 from charrnn.tokenizers import EOS, PAD, SOS, UNK
 from tests.conftest import VERSES, drifting_corpus
 

@@ -3,13 +3,13 @@ from pathlib import Path
 import pytest
 
 from charrnn.config import Unit
+from charrnn.corpus import read_text
 from charrnn.errors import CorpusError
 from charrnn.text import (
     iter_sample,
     iter_text,
     iter_unit_blocks,
     iter_units,
-    read_text,
     resolve_unit,
     split_units,
 )

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from charrnn.config import DataConfig, Holdout, SplitCut, Unit
+from charrnn.corpus import Corpus, open_corpus
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
 from charrnn.data.split import Split, Text, split
 from charrnn.data.verify import FORMAT_VERSION, check_meta, open_tokens, open_units
@@ -34,7 +35,7 @@ from charrnn.defaults import resolve_level
 from charrnn.errors import CharRNNError, CorpusError
 from charrnn.io import file_hash
 from charrnn.schema import read_json
-from charrnn.text import Corpus, open_corpus, resolve_unit
+from charrnn.text import resolve_unit
 from charrnn.tokenizers import TOKENIZER_JSON, TOKENIZER_MODEL, load_tokenizer
 
 DATASET_JSON = "dataset.json"

@@ -39,6 +39,7 @@ from charrnn.checkpoint import (
     run_lock,
 )
 from charrnn.config import DataConfig, Job, ModelConfig, TrainConfig
+from charrnn.corpus import Corpus
 from charrnn.data import (
     Dataset,
     Split,
@@ -62,7 +63,6 @@ from charrnn.errors import (
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
 from charrnn.schema import build
-from charrnn.text import Corpus
 from charrnn.tokenizers import load_tokenizer
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
 from charrnn.training.distributed import Ranks, session
