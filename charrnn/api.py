@@ -107,7 +107,7 @@ class Model:
         """One sample's text (the prompt included). ``stop`` is eos, halt, length or none;
         ``length`` asks for exactly that many tokens with ``stop="length"``."""
         config = _sample_config(temperature, top_k, top_p, max_tokens, stop, length, seed)
-        return self._sampler.sample(1, config, prompt)[0].text
+        return self._sampler.sample(1, config, _text(prompt, "prompt"))[0].text
 
     def samples(
         self,
@@ -126,7 +126,7 @@ class Model:
         """``n`` samples drawn side by side, each with its tokens and log-probability.
         A ``config`` replaces the keywords."""
         config = config or _sample_config(temperature, top_k, top_p, max_tokens, stop, length, seed)
-        return self._sampler.sample(_positive(n), config, prompt)
+        return self._sampler.sample(_positive(n), config, _text(prompt, "prompt"))
 
     def stream(
         self,
@@ -146,7 +146,7 @@ class Model:
         in reading order; afterwards ``.samples`` holds them whole. A ``config`` replaces the
         keywords."""
         config = config or _sample_config(temperature, top_k, top_p, max_tokens, stop, length, seed)
-        return SampleStream(self._sampler, _positive(n), config, prompt)
+        return SampleStream(self._sampler, _positive(n), config, _text(prompt, "prompt"))
 
     # -- scoring --
 
@@ -162,11 +162,36 @@ class Model:
         stopping rule ``stop`` (eos, halt or length), term by term."""
         if isinstance(text, str):
             return score(self.loaded.model, self.loaded.tokenizer, [text], rule(stop).stop)[0]
-        return score(self.loaded.model, self.loaded.tokenizer, list(text), rule(stop).stop)
+        texts = [_text(t, "a sentence") for t in _items(text, "score")]
+        return score(self.loaded.model, self.loaded.tokenizer, texts, rule(stop).stop)
 
     def next_tokens(self, text: str, k: int = 10, stop: Stop | str = Stop.eos) -> list[NextToken]:
         """The ``k`` likeliest tokens after ``text``, likeliest first, with their probability."""
+        problem = Whole(1).problem(k)
+        if problem:
+            raise ConfigError(f"k {problem}")
+        text = _text(text, "text")
         return next_tokens(self.loaded.model, self.loaded.tokenizer, text, k, rule(stop).stop)
+
+
+def _text(value: Any, what: str) -> str:
+    """A user's text, or a ConfigError for a value of another type (as the library's other
+    refusals are, rather than a TypeError from deep inside)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be text (str), not {type(value).__name__}")
+    return value
+
+
+def _items(value: Any, what: str) -> list[Any]:
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, Sequence):
+        raise ConfigError(f"{what} takes a sentence or a list of them, not {type(value).__name__}")
+    return list(value)
+
+
+def _path(value: Any, what: str) -> Path:
+    if not isinstance(value, (str, Path)):
+        raise ConfigError(f"{what} must be a path (str or Path), not {type(value).__name__}")
+    return Path(value)
 
 
 def _positive(n: int) -> int:
@@ -197,7 +222,8 @@ def load(
 ) -> Model:
     """A trained run: a run name (a folder under ``checkpoints``), a run folder, or None for
     the most recently trained run. ``which`` is "best" (lowest validation loss) or "last"."""
-    return Model(load_run(run, Path(checkpoints), which=which, device=device))
+    run = None if run is None else _path(run, "run")
+    return Model(load_run(run, _path(checkpoints, "checkpoints"), which=which, device=device))
 
 
 def train(
@@ -218,8 +244,9 @@ def train(
     (``cell="gru"``). They override ``job``, whose defaults are those of ``charrnn train``.
     The run goes to ``checkpoints/<run>`` (``run`` defaults to the corpus name).
     """
+    corpus, root = _path(corpus, "corpus"), _path(checkpoints, "checkpoints")
+    if run is not None and not isinstance(run, str):
+        raise ConfigError(f"run must be a name (str), not {type(run).__name__}")
     job = with_options(job or Job(), options)
-    result = _train(
-        corpus, job, run=run, root=Path(checkpoints), resume=resume, callbacks=callbacks
-    )
-    return Model(load_run(result.run, Path(checkpoints)), result)
+    result = _train(corpus, job, run=run, root=root, resume=resume, callbacks=callbacks)
+    return Model(load_run(result.run, root), result)

@@ -160,3 +160,29 @@ def test_the_api_refuses_a_prompt_the_cli_refuses(model, trained_run):
         with pytest.raises(ConfigError) as e:
             call()
         assert str(e.value) == message
+
+
+WRONG_TYPES = [
+    ("score bytes", lambda m, ck: m.score(b"the cat"), "score takes"),
+    ("score a number", lambda m, ck: m.score(123), "score takes"),
+    ("score a list with a number", lambda m, ck: m.score(["ok", 5]), "must be text"),
+    ("a prompt that is a number", lambda m, ck: m.sample(prompt=123), "prompt must be text"),
+    ("temperature as text", lambda m, ck: m.sample(temperature="hot"), "--temp"),
+    ("top_k a fraction", lambda m, ck: m.sample(top_k=1.5), "--top-k"),
+    ("seed as text", lambda m, ck: m.sample(seed="x"), "--seed"),
+    ("n a fraction", lambda m, ck: m.samples(2.5), "number of samples"),
+    ("k a fraction", lambda m, ck: m.next_tokens("a", k=2.5), "k must be"),
+    ("load a number", lambda m, ck: charrnn.load(123, ck), "run must be a path"),
+    ("train no corpus", lambda m, ck: charrnn.train(None, checkpoints=ck), "corpus must be"),
+    ("train hidden as text", lambda m, ck: charrnn.train("c.txt", hidden="big"), "--hidden"),
+]
+
+
+@pytest.mark.parametrize(
+    "call, words", [c[1:] for c in WRONG_TYPES], ids=[c[0] for c in WRONG_TYPES]
+)
+def test_a_value_of_the_wrong_type_is_the_librarys_error(model, tmp_path, call, words):
+    """A caller catching charrnn.errors.CharRNNError meets no TypeError from deep inside."""
+    with pytest.raises(ConfigError, match=words):
+        call(model, tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
