@@ -8,6 +8,8 @@ format.py, heatmap.py, charts.py    how numbers, scores and loss curves are show
 
 from __future__ import annotations
 
+import sys
+
 from charrnn.cli.app import app
 
 __all__ = ["app", "main"]
@@ -16,6 +18,13 @@ __all__ = ["app", "main"]
 def main(started: float | None = None) -> None:
     """Run the command line; ``started`` is when the process started (a time budget counts
     from it)."""
+    if sys.stdout is None:  # started with standard output closed (>&-): refused, as echo does
+        if sys.stderr is not None:
+            sys.stderr.write("error: cannot write to standard output: it is closed\n")
+        sys.exit(1)
+    for stream in (sys.stdout, sys.stderr):  # a text the terminal's encoding lacks: escaped
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     # One program name whether started as `charrnn` or `python -m charrnn`: shell completion
     # registers for it and reads its _CHARRNN_COMPLETE variable.
     app(prog_name="charrnn", obj=started)
