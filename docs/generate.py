@@ -8,6 +8,7 @@ tests/test_docs.py runs the check, so the pages cannot drift from the code.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +71,14 @@ def commands() -> dict[str, str]:
     return {n: (group.commands[n].help or "").strip().splitlines()[0] for n in names}
 
 
+def readme_anchor(command: str) -> str:
+    """The link anchor GitHub gives the README's heading for ``command``."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"^### (`charrnn {command}\b.*)$", readme, re.M)
+    heading = found.group(1) if found else f"charrnn {command}"
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
 def pages() -> dict[str, str]:
     """File name -> contents, for every page."""
     out: dict[str, str] = {}
@@ -78,7 +87,7 @@ def pages() -> dict[str, str]:
         out[f"{name}.md"] = (
             f"# charrnn {name}\n\n{NOTE.format(name=name)}\n\n{summary}\n\n"
             f"```text\n{help_text([name])}\n```\n\n"
-            f"Examples with their output: [README](../README.md#charrnn-{name}).\n"
+            f"Examples with their output: [README](../README.md#{readme_anchor(name)}).\n"
         )
     index = [
         "# charrnn commands\n",
