@@ -89,7 +89,7 @@ def test_train_reads_at_80_columns_and_in_a_log(tmp_path):
     lines = r.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines), max(lines, key=len)
     assert not any(c in r.stdout for c in "━╸╺")  # a bar's frame
-    assert "for 5m (--time-budget)" in lines[0]
+    assert "length: 5m (--time-budget) or 6 steps (--max-steps)" in r.stdout
     assert any("warning: the validation split holds only" in ln for ln in lines)
     assert any(ln.startswith("step ") and " val " in ln for ln in lines)
     assert not r.stderr.strip()

@@ -97,9 +97,7 @@ def find_run(ref: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
     if ref is None:
         runs = [r for r in list_runs(root) if (r / BEST).exists() or (r / LAST).exists()]
         if not runs:
-            raise CheckpointError(
-                no_runs(root)
-            )
+            raise CheckpointError(no_runs(root))
         return runs[0]
     path = Path(ref)
     candidates = (path, Path(root) / path)

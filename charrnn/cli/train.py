@@ -101,8 +101,7 @@ class TrainView(Callbacks):
         resumed = f" (resumed at step {info['resumed_from']:,})" if info["resumed_from"] else ""
         say(
             f"run [bold]{escape(info['run'])}[/]{resumed}: {m['cell']} {m['layers']}x"
-            f"{m['hidden']}, {info['parameters']:,} parameters, on {info['device']}, "
-            f"{_ends(info)}"
+            f"{m['hidden']}, {info['parameters']:,} parameters, on {info['device']}"
         )
         say(
             f"text: {escape(info['corpus'])} ({size_text(info['corpus_bytes'])}), "
@@ -112,6 +111,7 @@ class TrainView(Callbacks):
             f"split: {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
             f"({info['split']} split)"
         )
+        say(f"length: {_ends(info)}")
         for warning in info["warnings"]:  # with the run's header, in its log
             say(f"[yellow]warning:[/] {escape(warning)}")
         self.bar.start()
@@ -146,15 +146,17 @@ class TrainView(Callbacks):
 
 
 def _ends(info: dict[str, Any]) -> str:
-    """How the run ends, as the first line says it: for 15m (--time-budget), 500 steps..."""
+    """How long the run goes on: 15m (--time-budget) or 500 steps, whichever comes first."""
     ends = []
     if info["time_budget"]:
         ends.append(f"{format_duration(info['time_budget'])} (--time-budget)")
     if info["max_steps"]:
-        ends.append(f"{info['max_steps']:,} steps")
+        ends.append(f"{info['max_steps']:,} steps (--max-steps)")
     if info["epochs"]:
-        ends.append(f"{info['epochs']:g} epochs")
-    return "for " + " or ".join(ends) if ends else "until Ctrl-C"
+        ends.append(f"{info['epochs']:g} epochs (--epochs)")
+    if not ends:
+        return "until Ctrl-C (no --time-budget)"
+    return " or ".join(ends) + (", whichever comes first" if len(ends) > 1 else "")
 
 
 @contextmanager
