@@ -179,3 +179,26 @@ def test_unknown_length_rows_are_read_as_they_are():
         assert table.std().item() == pytest.approx(0.02, rel=0.3)  # quiet at first, every row
         ids = torch.tensor([[0, n - 1, n, 2 * n - 1]])
         assert torch.equal(model.length_input(ids)[0], table[ids[0]])
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+@pytest.mark.parametrize(
+    ("tie", "embed", "heads", "layers"),
+    [(False, 16, True, 1), (True, 16, False, 2), (True, 24, True, 3)],
+)
+def test_a_configs_shapes_are_those_of_the_model_it_makes(cell, tie, embed, heads, layers):
+    """model_shapes(config) lists what RNNLM(config) holds, without making it."""
+    from charrnn.model import model_shapes
+
+    config = ModelConfig(
+        vocab_size=11,
+        cell=cell,
+        layers=layers,
+        hidden=24,
+        embed=embed,
+        tie_weights=tie,
+        stop_heads=heads,
+        max_len=80,
+    )
+    made = {k: tuple(v.shape) for k, v in RNNLM(config).state_dict().items()}
+    assert model_shapes(config) == made

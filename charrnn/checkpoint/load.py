@@ -96,17 +96,15 @@ def build_model(config: Any, path: Path) -> Any:
 
 
 def check_shapes(config: Any, path: Path) -> None:
-    """Refuse weights whose names or shapes disagree with ``config``.
-
-    The model is built on the meta device, so a config that disagrees with the weights (or
-    asks for an absurd size) is refused before any memory is allocated.
-    """
+    """Refuse weights whose names or shapes disagree with ``config``, from the shapes the
+    config asks for and those in the file's header: an absurd size is refused before any
+    memory is allocated."""
     from charrnn.errors import CharRNNError
-    from charrnn.model import RNNLM
+    from charrnn.model import RNNLM, model_shapes
 
     try:
-        with torch.device("meta"):
-            want = {k: tuple(v.shape) for k, v in RNNLM(config).state_dict().items()}
+        RNNLM.check(config)
+        want = model_shapes(config)
     except CharRNNError as e:
         raise CheckpointError(f"invalid model config ({e}): {path.parent / RUN_JSON}") from None
     have = tensor_shapes(path, prefix="model.")

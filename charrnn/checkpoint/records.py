@@ -68,7 +68,7 @@ def check_run_info(info: dict[str, Any], path: Path) -> dict[str, Any]:
     data.get("level", Choice(Level, but=("auto",)), None)
     data.get("unit", Choice(Unit, but=("auto",)), None)
     data.get("dataset", Text(), None)
-    for key in ("corpus", "created", "charrnn_version"):
+    for key in ("corpus", "builtin", "created", "charrnn_version"):
         doc.get(key, Text(), None)
     return info
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import info, runs, sample, score, tokenize, train
+from charrnn.cli import corpora, info, runs, sample, score, tokenize, train
 from charrnn.cli.output import err, escape, out
 from charrnn.errors import one_line
 from charrnn.version import __version__
@@ -28,6 +28,8 @@ class _OneLineErrors(TyperGroup):
             rv = super().main(*args, standalone_mode=False, **kwargs)
             code = rv if isinstance(rv, int) else 0
         except _ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `charrnn` alone: the help, shown
+                return self._exit(0, standalone_mode)
             hint = ""
             ctx = getattr(e, "ctx", None)
             if ctx is not None:
@@ -46,6 +48,10 @@ class _OneLineErrors(TyperGroup):
                 soft_wrap=True,
             )
             code = INTERNAL
+        return self._exit(code, standalone_mode)
+
+    @staticmethod
+    def _exit(code: int, standalone_mode: bool) -> int:
         if standalone_mode:
             sys.exit(code)
         return code
@@ -84,3 +90,4 @@ app.command("sample")(sample.sample_cmd)
 app.command("score")(score.score_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("info")(info.info_cmd)
+app.command("corpora")(corpora.corpora_cmd)

@@ -11,6 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.builtin import shown_path
 from charrnn.checkpoint import DEFAULT_ROOT, find_run
 from charrnn.cli.charts import loss_chart, save_loss_plot
 from charrnn.cli.format import duration_text, num, shown_piece, size_text, when_text
@@ -63,13 +64,15 @@ def info_cmd(
 
 def _print_info(d: RunDetails) -> None:
     s, info = d.summary, d.info
-    out.print(f"[bold]{escape(s.name)}[/]  [dim]{escape(str(s.folder))}[/]")
+    out.print(f"[bold]{escape(s.name)}[/]  [dim]{escape(shown_path(s.folder))}[/]")
+    created = str(info.get("created", "?")).replace("T", " ")[:16]  # to the minute
     out.print(
-        f"created {escape(str(info.get('created', '?')))} by charrnn "
-        f"{escape(str(info.get('charrnn_version', '?')))}; trained {when_text(s.trained)}; "
-        f"{size_text(s.size_bytes)} on disk"
+        f"created {escape(created)} by charrnn {escape(str(info.get('charrnn_version', '?')))}, "
+        f"trained {when_text(s.trained)}, {size_text(s.size_bytes)}"
     )
-    out.print(f"corpus {escape(str(info.get('corpus', '?')))}")
+    builtin = info.get("builtin")
+    corpus = f"built-in {builtin}" if builtin else shown_path(Path(str(info.get("corpus", "?"))))
+    out.print(f"corpus {escape(corpus)}")
     out.print()
     out.print(_progress_table(d))
     out.print()

@@ -13,6 +13,7 @@ from charrnn.model.rnnlm import (
     RNNLM,
     count_parameters,
     detach_state,
+    model_shapes,
 )
 from charrnn.model.stepper import Stepper
 
@@ -24,4 +25,5 @@ __all__ = [
     "Stepper",
     "count_parameters",
     "detach_state",
+    "model_shapes",
 ]

@@ -25,6 +25,16 @@ class CellKind:
     layer: type[nn.RNNBase]  # the fused stack, batch first
     state_size: int  # tensors in the state
     kernel: Callable[[Nonlinearity], Kernel]
+    gates: int  # blocks of H rows in each weight matrix (W_ih, W_hh) and bias
+
+    def shapes(self, c: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """The stack's tensors and their shapes, as nn.RNNBase names them, without making it."""
+        rows, out = self.gates * c.hidden, {}
+        for k in range(c.layers):
+            out[f"weight_ih_l{k}"] = (rows, c.embed if k == 0 else c.hidden)
+            out[f"weight_hh_l{k}"] = (rows, c.hidden)
+            out[f"bias_ih_l{k}"] = out[f"bias_hh_l{k}"] = (rows,)
+        return out
 
     def stack(self, c: ModelConfig) -> nn.RNNBase:
         dropout = c.dropout if c.layers > 1 else 0.0
@@ -62,7 +72,7 @@ def _elman(nonlinearity: Nonlinearity) -> Kernel:
 
 
 CELLS: dict[Cell, CellKind] = {
-    Cell.rnn: CellKind(nn.RNN, 1, _elman),
-    Cell.gru: CellKind(nn.GRU, 1, lambda _: _gru),
-    Cell.lstm: CellKind(nn.LSTM, 2, lambda _: _lstm),
+    Cell.rnn: CellKind(nn.RNN, 1, _elman, gates=1),
+    Cell.gru: CellKind(nn.GRU, 1, lambda _: _gru, gates=3),
+    Cell.lstm: CellKind(nn.LSTM, 2, lambda _: _lstm, gates=4),
 }

@@ -38,11 +38,7 @@ class RNNLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        if c.vocab_size < 5 or c.max_len < 1 or c.hidden < 1:
-            raise ConfigError(
-                "model config needs vocab_size >= 5, max_len >= 1 and hidden >= 1 "
-                "(fit it to a corpus)"
-            )
+        self.check(c)
         self.embed = nn.Embedding(c.vocab_size, c.embed)
         self.cell = CELLS[c.cell]
         self.rnn = self.cell.stack(c)
@@ -84,6 +80,15 @@ class RNNLM(nn.Module):
             # rows then learn LENGTH_INPUT_SCALE times faster (docs/defaults.md, "Notes").
             with torch.no_grad():
                 self.len_embed.weight.normal_(std=0.02).div_(self.length_scales)
+
+    @staticmethod
+    def check(c: ModelConfig) -> None:
+        """Refuse a config no model can be made of (one not yet fitted to a corpus)."""
+        if c.vocab_size < 5 or c.max_len < 1 or c.hidden < 1:
+            raise ConfigError(
+                "model config needs vocab_size >= 5, max_len >= 1 and hidden >= 1 "
+                "(fit it to a corpus)"
+            )
 
     @property
     def unknown_length(self) -> int:
@@ -183,6 +188,26 @@ class RNNLM(nn.Module):
         widths = torch.as_tensor(bucket_widths(self.edges, self.config.max_len), device=h.device)
         per_length = log_q - widths.log()
         return per_length.repeat_interleave(widths, dim=-1)
+
+
+def model_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The tensors of ``RNNLM(c).state_dict()`` and their shapes, without making the model
+    (a config read from disk may ask for more memory than there is)."""
+    cell = CELLS[c.cell]
+    shapes = {"embed.weight": (c.vocab_size, c.embed)}
+    shapes |= {f"rnn.{k}": v for k, v in cell.shapes(c).items()}
+    if c.tie_weights:
+        shapes |= {"proj.weight": (c.embed, c.hidden)} if c.hidden != c.embed else {}
+        shapes["head_bias"] = (c.vocab_size,)
+    else:
+        shapes |= {"head.weight": (c.vocab_size, c.hidden), "head.bias": (c.vocab_size,)}
+    shapes["start_h"] = (cell.state_size, c.layers, 1, c.hidden)
+    if c.stop_heads:
+        n = len(bucket_edges(c.max_len))
+        shapes |= {"end_bias": (2,), "len_embed.weight": (2 * n, c.embed)}
+        shapes |= {"halt.weight": (1, c.hidden), "halt.bias": (1,)}
+        shapes |= {"length.weight": (n, c.hidden), "length.bias": (n,)}
+    return shapes
 
 
 def detach_state(state: State) -> State:
