@@ -1,6 +1,7 @@
 """Training: truncated BPTT over parallel streams, as a function with callbacks.
 
 run.py          train(): open or resume a run, build the model, hand over to the loop
+resume.py       the job a resumed run recorded, what a resume may change, and its checks
 loop.py         the loop: one optimizer step per window, evaluations, checkpoints
 callbacks.py    the hooks the loop calls (progress bars live in the CLI) and its figures
 calibrate.py    the start state and end calibration fitted on training text

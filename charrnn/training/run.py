@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,13 @@ from charrnn.checkpoint import (
     RUN_JSON,
     STARTING,
     check_run_name,
-    check_shapes,
-    check_tokenizer,
-    find_run,
     is_incomplete_run,
     is_run,
     new_run_name,
-    read_meta,
-    read_run_json,
     remove_stale_temps,
     run_lock,
 )
-from charrnn.config import DataConfig, Job, ModelConfig, TrainConfig
+from charrnn.config import Job, ModelConfig, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.data import (
     Dataset,
@@ -56,7 +51,6 @@ from charrnn.defaults import (
 )
 from charrnn.device import resolve_device
 from charrnn.errors import (
-    CheckpointError,
     ConfigError,
     CorpusError,
     TrainingError,
@@ -64,11 +58,10 @@ from charrnn.errors import (
 )
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
-from charrnn.schema import build
-from charrnn.tokenizers import load_tokenizer
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
 from charrnn.training.distributed import Ranks, session
 from charrnn.training.loop import Trainer
+from charrnn.training.resume import check_resume, resumed_run, run_corpus
 from charrnn.version import __version__
 
 # -- callbacks ----------------------------------------------------------------------------
@@ -162,13 +155,13 @@ def _train(
         if main or resume
         else (root, job, {})
     )
-    source = source or _run_corpus(info)
+    source = source or run_corpus(info)
     corpus = source.path
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
     job, ds = _dataset(Path(corpus), job, ranks, on_data)
     if resume:
-        _check_resume(folder, info, ds)
+        check_resume(folder, info, ds)
     train_split, val = ds.split(job.train.val_fraction, job.train.split, job.train.split_cut)
     _check_sizes(train_split, val, job.train)
     job, model = _model(job, ds, train_split, resume, ranks.device)
@@ -298,7 +291,7 @@ def _open_run(
 ) -> tuple[Path, Job, dict[str, Any]]:
     """The run folder, and for a resume the job as the run recorded it."""
     if resume:
-        return _resumed_run(job, run, root, overrides)
+        return resumed_run(job, run, root, overrides)
     if run is not None:
         check_run_name(run)
         folder = root / run
@@ -322,107 +315,6 @@ def _taken(folder: Path, root: Path) -> str:
             "from; they are kept: choose another --run"
         )
     return f"{folder} exists and is not a run that was cut short at its start; choose another --run"
-
-
-def _resumed_run(
-    job: Job, run: str | None, root: Path, overrides: Collection[str] | None
-) -> tuple[Path, Job, dict[str, Any]]:
-    """The folder of the run to resume, the job as it recorded it (with the settings a
-    resume may change), and its run.json."""
-    if run is not None and is_incomplete_run(root / run):
-        raise CheckpointError(
-            f"run {run!r} has no checkpoint to resume from (its first start was cut "
-            "short); start it again without --resume"
-        )
-    folder = find_run(run, root)
-    info = read_run_json(folder)  # checked: its configs are valid
-    if not (folder / LAST).exists():
-        kept = f"; its {BEST} is kept" if (folder / BEST).exists() else ""
-        raise CheckpointError(f"run {folder.name!r} has no {LAST} to resume from{kept}")
-    where = folder / RUN_JSON
-    if info["data"].get("hash") is None:  # checked before the corpus is read
-        raise CheckpointError(
-            f"{where} has no corpus hash (data.hash): a resume cannot check that the corpus "
-            "is the one the run started on"
-        )
-    saved = Job(
-        build(ModelConfig, info["model"], where, CheckpointError, "model."),
-        build(
-            TrainConfig,
-            {**info["train"], **_overridable(job.train, overrides)},
-            where,
-            CheckpointError,
-            "train.",
-        ),
-        build(DataConfig, info["data"]["config"], where, CheckpointError, "data.config."),
-    )
-    changed = _changed_settings(job, saved, overrides or ())
-    if changed:
-        raise ConfigError(
-            f"{_flags(changed)}: run {folder.name!r} started with other values, and a "
-            f"resume keeps them (it may change {_flags(RESUMABLE)})"
-        )
-    check_shapes(saved.model, folder / LAST)
-    return folder, saved, info
-
-
-def _check_resume(folder: Path, info: dict[str, Any], ds: Dataset) -> None:
-    """A resume goes on with the corpus the run started on, read through the tokenizer its
-    weights were trained with."""
-    if info["data"]["hash"] != ds.meta["source"]["hash"]:
-        raise ConfigError(
-            f"the corpus has changed since run {folder.name!r} started; "
-            "resume needs the same corpus"
-        )
-    tokenizer = load_tokenizer(folder)
-    check_tokenizer(tokenizer, read_meta(folder / LAST), folder / LAST)
-    if tokenizer.fingerprint() != ds.tokenizer.fingerprint():
-        raise ConfigError(
-            f"the tokenizer of {ds.folder} is not the one run {folder.name!r} was trained "
-            "with; resume needs the same"
-        )
-
-
-# Settings a resume may change: how long to go on, and where. The others are the run's.
-RESUMABLE = ("max_steps", "epochs", "time_budget", "device", "precision", "patience")
-RESUMABLE += ("sample_every",)
-
-
-def _changed_settings(given: Job, saved: Job, names: Collection[str]) -> list[str]:
-    """The settings among ``names`` a resume cannot change that ``given`` sets otherwise than
-    the run did (the same value given again is no change)."""
-    configs = [given.data.tokenizer, given.data, given.model, given.train]  # tokenizer first:
-    kept = [saved.data.tokenizer, saved.data, saved.model, saved.train]  # its vocab_size
-    changed = []
-    for name in sorted(set(names) - set(RESUMABLE)):
-        for mine, theirs in zip(configs, kept):
-            if name in {f.name for f in fields(mine)}:
-                if getattr(mine, name) != getattr(theirs, name):
-                    changed.append(name)
-                break
-    return changed
-
-
-def _flags(names: Collection[str]) -> str:
-    """Settings as the command line spells them: max_steps -> --max-steps."""
-    return ", ".join("--" + name.replace("_", "-") for name in names)
-
-
-def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[str, Any]:
-    """The settings of ``train`` a resume takes: those in ``overrides`` (None: all)."""
-    return {k: getattr(train, k) for k in RESUMABLE if overrides is None or k in overrides}
-
-
-def _run_corpus(info: dict[str, Any]) -> Source:
-    """The corpus a run was trained on, as its run.json records it (a built-in by its name,
-    so that a reinstalled charrnn finds it)."""
-    builtin = info.get("builtin")
-    if isinstance(builtin, str):
-        return resolve_corpus(builtin)
-    corpus = info.get("corpus")
-    if not isinstance(corpus, str):
-        raise CheckpointError("run.json does not say which corpus the run was trained on")
-    return Source(Path(corpus))
 
 
 def _split_warnings(val: Split, ds: Dataset) -> list[str]:
