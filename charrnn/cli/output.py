@@ -63,13 +63,18 @@ def escape(s: str) -> str:
 
 def json_text(obj: Any, indent: int | None = None) -> str:
     """``obj`` as JSON. JSON has no NaN or infinity: a number that is not finite (the
-    log-probability of an impossible sentence) is written as null."""
-    return json.dumps(_finite(obj), allow_nan=False, default=str, ensure_ascii=False, indent=indent)
+    log-probability of an impossible sentence) is written as null. No control character is
+    left raw (JSON escapes C0 itself; DEL and C1 are escaped here), so none reaches a terminal."""
+    text = json.dumps(_finite(obj), allow_nan=False, default=str, ensure_ascii=False, indent=indent)
+    return _UNESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_UNESCAPED = re.compile("[\x7f-\x9f]")  # control characters json.dumps leaves as they are
 
 
 def print_json(obj: Any) -> None:
-    """``obj`` as JSON on stdout (``json_text``)."""
-    out.print_json(json_text(obj))
+    """``obj`` as JSON on stdout (``json_text``), indented."""
+    out.print(json_text(obj, indent=2), markup=False, highlight=False, soft_wrap=True)
 
 
 def _finite(obj: Any) -> Any:

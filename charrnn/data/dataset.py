@@ -127,7 +127,9 @@ def build_dataset(
     return Dataset(target)
 
 
-def _encode(text: Corpus, config: DataConfig, folder: Path, progress: Progress | None) -> dict:
+def _encode(
+    text: Corpus, config: DataConfig, folder: Path, progress: Progress | None
+) -> dict[str, Any]:
     """Encode ``text`` into ``folder``: its token and unit files, tokenizer and dataset.json
     (whose source hash is that of the text the encoding read)."""
     unit = resolve_unit(config.unit, text.head)
