@@ -6,10 +6,11 @@ alike) and as a field read back from a file, so both are refused in the same wor
     --hidden must be at most 16,384
     ck/verses/run.json: model.hidden must be at most 16,384
 
-A kind (``Whole``, ``Real``, ``Flag``, ``Choice``, ``Text``, ``Maybe``, ``Nested``) says what a
-value must be. ``check`` holds a frozen config to its ``SPEC``; ``build`` makes a config from a
-JSON object read from a file; ``Doc`` reads the other fields of such an object; ``read_bytes``
-and ``read_json`` read a file, refusing what is not a regular file or is larger than a cap.
+A kind (``Whole``, ``Real``, ``Flag``, ``Text``, ``Choice``, ``OneOf``, ``Maybe``, ``Items``,
+``Table``, ``Nested``) says what a value must be. ``check`` holds a frozen config to its
+``SPEC``; ``build`` makes a config from a JSON object read from a file; ``Doc`` reads the
+other fields of such an object; ``read_bytes``, ``read_json`` and ``json_lines`` read a file,
+refusing what is not a regular file or is larger than a cap.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def shown(value: Any, limit: int = 40) -> str:
         return "a JSON object" if isinstance(value, dict) else "a JSON list"
     if value is None or isinstance(value, bool):
         return json.dumps(value)
-    text = repr(value) if not isinstance(value, int) else str(value)
+    try:
+        text = repr(value) if not isinstance(value, int) else str(value)
+    except ValueError:  # an integer of more digits than Python prints
+        return "a number too large to print"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -263,7 +267,7 @@ def make(cls: type, d: Any) -> Any:
     if not isinstance(d, dict):
         problem = f"must be a JSON object, not {shown(d)}"
         raise ConfigError(f"settings {problem}", "", problem)
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    unknown = sorted(set(d) - {f.name for f in fields(cls)}, key=str)
     if unknown:
         problem = "is not a setting charrnn knows"
         raise ConfigError(f"{unknown[0]} {problem}", unknown[0], problem)
@@ -289,9 +293,6 @@ class Doc:
         if not isinstance(obj, dict):
             what = prefix.rstrip(".") or "its content"
             raise error(f"{where}: {what} must be a JSON object, not {shown(obj)}")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.obj
 
     def fail(self, key: str, problem: str) -> CharRNNError:
         return self.error(f"{self.where}: {self.prefix}{key} {problem}")
