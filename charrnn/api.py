@@ -6,6 +6,8 @@
     print(model.sample(prompt="ROMEO:", temperature=0.8, seed=1))
     print(model.score("To be, or not to be").log_prob)    # nats
     print(model.next_tokens("To be, or not to b", k=3))   # the likeliest next tokens
+    print(model.evaluate("test.txt").perplexity)          # a whole held-out text
+    print(model.evaluate("test.txt", dynamic=True).bits_per_char)  # learning as it reads
 
     model = charrnn.train("corpus.txt", hidden=256, max_steps=500)
 
@@ -15,7 +17,9 @@ exceptions with a one-line message on a user's mistake.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -23,16 +27,28 @@ import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.config import (
+    AdaptConfig,
+    BadLines,
     Job,
     ModelConfig,
     SampleConfig,
     Stop,
+    Unit,
     with_options,
 )
 from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
+from charrnn.heldout import Progress, TextEvaluation, adapt_to, evaluate_text
 from charrnn.model import RNNLM, count_parameters
-from charrnn.score import NextToken, SentenceScore, next_tokens, score
+from charrnn.score import (
+    NextToken,
+    ScoredLine,
+    SentenceScore,
+    check_range,
+    next_tokens,
+    score,
+    score_lines,
+)
 from charrnn.stopping import rule
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import Tokenizer
@@ -165,6 +181,79 @@ class Model:
     def next_tokens(self, text: str, k: int = 10, stop: Stop | str = Stop.eos) -> list[NextToken]:
         """The ``k`` likeliest tokens after ``text``, likeliest first, with their probability."""
         return next_tokens(self.loaded.model, self.loaded.tokenizer, text, k, rule(stop).stop)
+
+    def score_lines(
+        self,
+        path: str | Path,
+        stop: Stop | str = Stop.eos,
+        *,
+        min_ppl: float | None = None,
+        max_ppl: float | None = None,
+        on_bad_line: BadLines | str = BadLines.stop,
+    ) -> Iterator[ScoredLine]:
+        """Score every non-blank line of a sentence file (``-``: standard input) as it is
+        read, in bounded memory and input order; with ``min_ppl``/``max_ppl`` only the lines
+        whose perplexity lies within them. A line that is not valid UTF-8 raises a
+        CorpusError naming it, or (``on_bad_line="skip"``) comes with its error and no score."""
+        check_range(min_ppl, max_ppl)
+        return score_lines(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            path,
+            rule(stop).stop,
+            (min_ppl, max_ppl),
+            BadLines(on_bad_line),
+        )
+
+    # -- held-out text --
+
+    def evaluate(
+        self,
+        path: str | Path,
+        *,
+        dynamic: bool | AdaptConfig = False,
+        replace_errors: bool = False,
+        progress: Progress | None = None,
+    ) -> TextEvaluation:
+        """The model on a whole text read as the run was trained (its level, units and
+        window; the state carried across units): nats/token, perplexity, bits per char.
+        ``dynamic`` (True, or an ``AdaptConfig``) learns from each window after scoring it
+        (Krause et al.); the model itself, and the run's files, stay as they are."""
+        model, errors = self.loaded.model, _errors(replace_errors)
+        if dynamic is False:
+            seq_len = int(self.loaded.info["train"]["seq_len"])
+            return evaluate_text(
+                model, self.tokenizer, Path(path), self.unit, seq_len, None, errors, progress
+            )
+        config = AdaptConfig() if dynamic is True else dynamic
+        learner = copy_model(model)
+        return evaluate_text(
+            learner, self.tokenizer, Path(path), self.unit, config.window, config, errors, progress
+        )
+
+    def adapt(
+        self, path: str | Path, config: AdaptConfig | None = None, *, replace_errors: bool = False
+    ) -> Model:
+        """A copy of this model adapted to a text by one pass of dynamic evaluation, to score
+        or sample "like this text"; this model and the run's files stay as they are."""
+        adapted = copy_model(self.loaded.model)
+        config = config or AdaptConfig()
+        adapt_to(adapted, self.tokenizer, Path(path), self.unit, config, _errors(replace_errors))
+        return Model(replace(self.loaded, model=adapted), self.result)
+
+    @property
+    def unit(self) -> Unit:
+        """What one unit of the run's corpus was (line, paragraph or document)."""
+        return Unit(self.loaded.info["data"]["unit"])
+
+
+def _errors(replace_errors: bool) -> str:
+    return "replace" if replace_errors else "strict"
+
+
+def copy_model(model: RNNLM) -> RNNLM:
+    """A copy with weights of its own, on the same device, in eval mode."""
+    return copy.deepcopy(model).eval()
 
 
 def _positive(n: int) -> int:

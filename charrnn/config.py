@@ -273,6 +273,57 @@ class SampleConfig:
                 raise ConfigError(message)
 
 
+# -- scoring
+
+
+class BadLines(str, Enum):
+    """What a stream of sentences does at a line that is not valid UTF-8: stop there with an
+    error naming it, or report it and go on."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+# -- evaluation
+
+
+class AdaptRule(str, Enum):
+    """How dynamic evaluation steps: plain SGD, or each gradient divided by its running RMS."""
+
+    sgd = "sgd"
+    rms = "rms"
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Dynamic evaluation (Krause et al.): after each window is scored, one step on its loss,
+
+        theta <- theta - lr * g / (RMS(g) + eps)  +  decay * (theta_trained - theta)
+
+    (g alone under ``sgd``). The defaults were measured: docs/defaults.md, "Dynamic evaluation".
+    """
+
+    lr: float = 3e-3
+    decay: float = 0.01
+    rule: AdaptRule = AdaptRule.rms
+    window: int = 20  # tokens per stream per step: each is scored, then learned from
+    streams: int = 1  # parallel streams; one reads the text in order, as the papers do
+    eps: float = 1e-5  # in RMS(g) + eps
+
+    def __post_init__(self) -> None:
+        _coerce(self, "rule", AdaptRule, "--rule must be sgd or rms")
+        checks = [
+            (math.isfinite(self.lr) and self.lr > 0, "--lr must be a positive number"),
+            (0 <= self.decay < 1, "--decay must be in [0, 1)"),
+            (self.window >= 1, "--window must be at least 1"),
+            (self.streams >= 1, "--streams must be at least 1"),
+            (self.eps > 0, "eps must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
 # -- a whole training job, from options by name
 
 

@@ -20,9 +20,10 @@ import functools
 import itertools
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -45,23 +46,24 @@ _LEADING_BLANK = re.compile(r"\A(?:[^\S\n]*\n)+")
 _TRAILING_BLANK = re.compile(r"(?:\n[^\S\n]*)+\Z")
 
 
-def check_corpus_path(path: Path) -> Path:
-    """The corpus as a readable, non-empty, non-binary file; otherwise a CorpusError."""
+def check_corpus_path(path: Path, what: str = "corpus") -> Path:
+    """The corpus (or another text, named ``what`` in errors) as a readable, non-empty,
+    non-binary file; otherwise a CorpusError."""
     path = Path(path)
     if not path.exists():
-        raise CorpusError(f"corpus not found: {path}")
+        raise CorpusError(f"{what} not found: {path}")
     if path.is_dir():
-        raise CorpusError(f"corpus is a directory, not a text file: {path}")
+        raise CorpusError(f"{what} is a directory, not a text file: {path}")
     try:
         with path.open("rb") as f:
             head = f.read(BINARY_PROBE_BYTES)
     except OSError as e:
-        raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+        raise CorpusError(f"cannot read {what} {path}: {e.strerror}") from None
     if not head.strip():
-        raise CorpusError(f"corpus is empty: {path}")
+        raise CorpusError(f"{what} is empty: {path}")
     nul = head.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"corpus looks binary (NUL byte at offset {nul}): {path}")
+        raise CorpusError(f"{what} looks binary (NUL byte at offset {nul}): {path}")
     return path
 
 
@@ -75,9 +77,9 @@ class Corpus:
     head: str
 
 
-def open_corpus(path: Path, errors: str = "strict") -> Corpus:
+def open_corpus(path: Path, errors: str = "strict", what: str = "corpus") -> Corpus:
     """The corpus at ``path``, checked (``check_corpus_path``) and its head read."""
-    path = check_corpus_path(path)
+    path = check_corpus_path(path, what)
     head = next(iter_text(path, errors, chunk_bytes=HEAD_BYTES), "")
     return Corpus(path, path.stat().st_size, head)
 
@@ -153,27 +155,112 @@ def read_text(path: Path, errors: str = "strict") -> str:
     return "".join(iter_text(check_corpus_path(path), errors))
 
 
-def read_lines(path: Path | str) -> list[str]:
-    """The lines of a UTF-8 file of sentences (a byte-order mark dropped), or of standard input
-    for ``-``; a CorpusError naming the file otherwise."""
-    stdin = str(path) == "-"
-    name = "standard input" if stdin else f"sentence file {path}"
+@dataclass(frozen=True)
+class Line:
+    """One line of a sentence file: its number (from 1), its text without the line break,
+    or None where its bytes are not valid UTF-8 (``bad_at``: the file's byte offset of the
+    first bad byte)."""
+
+    number: int
+    text: str | None
+    bad_at: int = -1
+
+
+LINE_READ_BYTES = 1 << 20  # at most this much is read at once: a batch of lines to score
+
+
+def _sentence_source(path: Path | str) -> tuple[str, BinaryIO | None]:
+    """The name errors give a sentence file, and the file opened (None for stdin)."""
+    if str(path) == "-":
+        return "standard input", None
     path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"sentence file is a folder: {path}")
+    if not path.is_file():
+        raise CorpusError(f"sentence file not found: {path}")
     try:
-        if stdin:
-            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        elif path.is_dir():
-            raise CorpusError(f"sentence file is a folder: {path}")
-        elif not path.is_file():
-            raise CorpusError(f"sentence file not found: {path}")
-        else:
-            data = path.read_bytes()
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
+        return f"sentence file {path}", path.open("rb")
+    except OSError as e:
+        raise CorpusError(f"cannot read sentence file {path}: {e.strerror or e}") from None
+
+
+def _stdin_reader() -> Callable[[int], bytes | str]:
+    """What reads standard input: whatever is there now (``read1``), so that a pipe's lines
+    are handed on as they come rather than when it closes."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read  # a text stream (as some test harnesses give)
+    return getattr(buffer, "read1", buffer.read)
+
+
+def iter_line_chunks(path: Path | str, read_bytes: int = LINE_READ_BYTES) -> Iterator[list[Line]]:
+    """The lines of a UTF-8 file of sentences, or of standard input for ``-``, in chunks: the
+    whole lines each read brings (at most ``read_bytes``, and for a pipe only what is there
+    now), so memory is bounded by the longest line and a pipe is read as it is written.
+
+    Lines end at "\\n" (a "\\r" before it is dropped); a byte-order mark at the start is
+    dropped. A line that is not valid UTF-8 comes as ``Line(number, None, offset)``; the
+    caller decides whether to go on. A folder, a missing file or a failed read is a
+    CorpusError naming the file.
+    """
+    name, f = _sentence_source(path)
+    read = f.read1 if f is not None else _stdin_reader()
+    rest, number, offset = bytearray(), 0, 0  # offset: of ``rest`` in the file
+    first = True
+    try:
+        while data := read(read_bytes):
+            rest += data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+            if first and (len(rest) >= 3 or b"\n" in rest):
+                first = False
+                if rest.startswith(b"\xef\xbb\xbf"):
+                    del rest[:3]
+                    offset = 3
+            cut = rest.rfind(b"\n") + 1
+            if cut:
+                chunk, number = _decode_lines(bytes(rest[:cut]), number, offset)
+                del rest[:cut]
+                offset += cut
+                yield chunk
+        if rest:
+            yield _decode_lines(bytes(rest) + b"\n", number, offset)[0]
     except OSError as e:
         raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
-    return text.removeprefix("\ufeff").splitlines()
+    finally:
+        if f is not None:
+            f.close()
+
+
+def _decode_lines(data: bytes, number: int, offset: int) -> tuple[list[Line], int]:
+    """The lines of ``data`` (whole lines, each ending in "\\n"), numbered after ``number``;
+    ``offset`` is where ``data`` starts in the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _decode_each(data, number, offset)
+    lines = text.split("\n")[:-1]
+    out = [Line(number + i, ln.removesuffix("\r")) for i, ln in enumerate(lines, 1)]
+    return out, number + len(lines)
+
+
+def _decode_each(data: bytes, number: int, offset: int) -> tuple[list[Line], int]:
+    """As ``_decode_lines``, line by line: a bad line is marked, the others kept."""
+    out, at = [], 0
+    for raw in data.split(b"\n")[:-1]:
+        number += 1
+        try:
+            out.append(Line(number, raw.decode("utf-8").removesuffix("\r")))
+        except UnicodeDecodeError as e:
+            out.append(Line(number, None, offset + at + e.start))
+        at += len(raw) + 1
+    return out, number
+
+
+def bad_line(path: Path | str, line: Line) -> CorpusError:
+    """The error for a line that is not valid UTF-8."""
+    name = "standard input" if str(path) == "-" else f"sentence file {path}"
+    return CorpusError(
+        f"{name} is not valid UTF-8 at line {line.number} (byte offset {line.bad_at})"
+    )
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:

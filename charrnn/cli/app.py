@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from charrnn.cli import eval as heldout
 from charrnn.cli import info, runs, sample, score, tokenize, train
 from charrnn.cli.output import err, escape, out
 from charrnn.version import __version__
@@ -69,5 +70,6 @@ app.command("tokenize")(tokenize.tokenize_cmd)
 app.command("train")(train.train_cmd)
 app.command("sample")(sample.sample_cmd)
 app.command("score")(score.score_cmd)
+app.command("eval")(heldout.eval_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("info")(info.info_cmd)

@@ -17,6 +17,7 @@ from charrnn.checkpoint import DEFAULT_ROOT
 from charrnn.cli.options import (
     OUTPUT,
     SAMPLING,
+    AdaptOpt,
     CheckpointOpt,
     CheckpointsDirOpt,
     JsonOpt,
@@ -62,6 +63,7 @@ def sample_cmd(
     ] = 1,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
     stop: StopOpt = SampleConfig.stop,
+    adapt: AdaptOpt = None,
     length: Annotated[
         int | None,
         typer.Option(help="--stop length: exactly this many tokens.", rich_help_panel=SAMPLING),
@@ -96,6 +98,8 @@ def sample_cmd(
         seed=seed,
     )
     model = load(checkpoint, checkpoints)
+    if adapt is not None:
+        model = model.adapt(adapt)
     if as_json or output is not None:
         samples = model.samples(n, prompt or "", config=config)
         _write_samples(samples, output, as_json)

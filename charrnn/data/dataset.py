@@ -13,12 +13,13 @@ reuses a cached folder when the corpus content and the settings are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Unit
-from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
+from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus, encode_with
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
 from charrnn.text import Corpus, open_corpus, resolve_unit
-from charrnn.tokenizers import load_tokenizer
+from charrnn.tokenizers import Tokenizer, load_tokenizer
 
 DATASET_JSON = "dataset.json"
 FORMAT_VERSION = 1
@@ -112,6 +113,11 @@ class Dataset:
     @property
     def unit(self) -> Unit:
         return Unit(self.meta["unit"])
+
+    def whole(self) -> Split:
+        """Every unit, as one split (a held-out text read whole)."""
+        m = self.meta
+        return Split(self.tokens, self.units[:, 0], m["n_chars"], m["n_bytes"])
 
     def split(self, val_fraction: float, holdout: Holdout = Holdout.tail) -> tuple[Split, Split]:
         """Train and validation splits, cut at unit boundaries; see ``Holdout``.
@@ -241,6 +247,33 @@ def build_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Dataset(out)
+
+
+@contextlib.contextmanager
+def encoded_with(
+    source: Corpus,
+    tokenizer: Tokenizer,
+    unit: Unit,
+    errors: str = "strict",
+    progress: Progress | None = None,
+) -> Iterator[Dataset]:
+    """A text encoded by a tokenizer already made (a run's), as a dataset in a scratch folder
+    of the cache (on disk, so memory stays bounded), removed when done."""
+    scratch = cache_root() / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{source.path.stem}.", dir=scratch))
+    try:
+        stats = encode_with(source.path, tokenizer, unit, errors, tmp, progress)
+        if stats["n_tokens"] == 0:
+            raise CorpusError(f"{source.path} has no text to read")
+        tokenizer.save(tmp)
+        config = DataConfig(tokenizer.config, unit, errors == "replace")
+        meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "unit": unit.value}
+        meta.update(source={"path": str(source.path)}, vocab_size=tokenizer.vocab_size, **stats)
+        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        yield Dataset(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replaceable(folder: Path) -> bool:
