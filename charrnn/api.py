@@ -196,6 +196,8 @@ class Model:
         whose perplexity lies within them. A line that is not valid UTF-8 raises a
         CorpusError naming it, or (``on_bad_line="skip"``) comes with its error and no score."""
         check_range(min_ppl, max_ppl)
+        if on_bad_line not in ("stop", "skip"):
+            raise ConfigError(f"on_bad_line must be stop or skip, not {on_bad_line!r}")
         return score_lines(
             self.loaded.model,
             self.loaded.tokenizer,

@@ -169,4 +169,6 @@ def adapt_to(
 ) -> TextEvaluation:
     """Change ``model``'s weights by one dynamic-evaluation pass over the text at ``path``
     ("write like this text"); returns the figures of that pass."""
-    return evaluate_text(model, tokenizer, path, unit, config.window, config, errors, what="text")
+    return evaluate_text(
+        model, tokenizer, path, unit, config.window, config, errors, what="--adapt text"
+    )

@@ -231,9 +231,9 @@ def check_range(min_ppl: float | None, max_ppl: float | None) -> None:
     """Refuse a perplexity range that no line can fall in."""
     for name, x in (("--min-ppl", min_ppl), ("--max-ppl", max_ppl)):
         if x is not None and not (x >= 1 or x == math.inf):
-            raise ConfigError(f"{name} must be at least 1 (a perplexity), not {x}")
+            raise ConfigError(f"{name} must be at least 1 (a perplexity), not {x:g}")
     if min_ppl is not None and max_ppl is not None and min_ppl > max_ppl:
-        raise ConfigError(f"--min-ppl {min_ppl} is above --max-ppl {max_ppl}: no line can pass")
+        raise ConfigError(f"--min-ppl {min_ppl:g} is above --max-ppl {max_ppl:g}: no line can pass")
 
 
 def _in_range(ppl: float, lo: float | None, hi: float | None) -> bool:

@@ -121,8 +121,12 @@ def eval_cmd(
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
     ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
-    """Nats/token, perplexity and bits per char of a run on a whole held-out text, read as the
-    run was trained (its level, units and window, the state carried across units)."""
+    """Perplexity and bits per char of a run on a whole held-out text.
+
+    The text is read as the run was trained (its level, units and window, the state carried
+    across units), so a run's own validation text gives training's figure. --dynamic learns
+    from each window after scoring it.
+    """
     strays = [f"--{name}" for name in _DYNAMIC_OPTIONS if given(ctx, name)]
     if strays and not dynamic:
         fail(f"{', '.join(strays)}: for --dynamic only (add --dynamic, or leave it out)")

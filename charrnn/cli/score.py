@@ -188,7 +188,11 @@ def score_cmd(
     ] = BadLines.stop,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
 ) -> None:
-    """Log-probability of each sentence as a unit <sos> ... <eos>; several are ranked."""
+    """Log-probability of each sentence as a unit <sos> ... <eos>; several are ranked.
+
+    With --jsonl or a perplexity range, --file is read as a stream and each line is written
+    as it is scored (a filter for pipes), in bounded memory.
+    """
     sentences = sentences or []
     _check_arguments(sentences, file)
     check_range(min_ppl, max_ppl)
