@@ -38,7 +38,7 @@ from charrnn.config import (
 )
 from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
-from charrnn.heldout import Progress, TextEvaluation, adapt_to, evaluate_text
+from charrnn.heldout import EVAL_STREAMS, Progress, TextEvaluation, adapt_to, evaluate_text
 from charrnn.model import RNNLM, count_parameters
 from charrnn.score import (
     NextToken,
@@ -214,20 +214,36 @@ class Model:
         path: str | Path,
         *,
         dynamic: bool | AdaptConfig = False,
+        window: int | None = None,
+        streams: int | None = None,
         replace_errors: bool = False,
         progress: Progress | None = None,
     ) -> TextEvaluation:
         """The model on a whole text read as the run was trained (its level, units and
         window; the state carried across units): nats/token, perplexity, bits per char.
-        ``dynamic`` (True, or an ``AdaptConfig``) learns from each window after scoring it
-        (Krause et al.); the model itself, and the run's files, stay as they are."""
+        ``window`` and ``streams`` change how it is read (default: the run's window and 64
+        streams, as training evaluates; dynamic: ``AdaptConfig``'s). ``dynamic`` (True, or
+        an ``AdaptConfig``) learns from each window after scoring it (Krause et al.); the
+        model itself, and the run's files, stay as they are."""
         model, errors = self.loaded.model, _errors(replace_errors)
+        for name, value in (("--window", window), ("--streams", streams)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1")
         if dynamic is False:
-            seq_len = int(self.loaded.info["train"]["seq_len"])
+            seq_len = window or int(self.loaded.info["train"]["seq_len"])
             return evaluate_text(
-                model, self.tokenizer, Path(path), self.unit, seq_len, None, errors, progress
+                model,
+                self.tokenizer,
+                Path(path),
+                self.unit,
+                seq_len,
+                None,
+                errors,
+                progress,
+                streams=streams or EVAL_STREAMS,
             )
         config = AdaptConfig() if dynamic is True else dynamic
+        config = replace(config, window=window or config.window, streams=streams or config.streams)
         learner = copy_model(model)
         return evaluate_text(
             learner, self.tokenizer, Path(path), self.unit, config.window, config, errors, progress

@@ -127,18 +127,20 @@ def evaluate_text(
     errors: str = "strict",
     progress: Progress | None = None,
     what: str = "test file",
+    streams: int = EVAL_STREAMS,
 ) -> TextEvaluation:
     """``model`` on the whole text at ``path``, encoded by ``tokenizer`` and cut into units
-    by ``unit`` as the run's corpus was. Static: read as training evaluates (``seq_len``,
-    64 streams). ``adapt``: dynamic evaluation, which changes ``model``'s weights (the
-    caller keeps a copy; ``Model.evaluate`` does)."""
+    by ``unit`` as the run's corpus was. Static: read in windows of ``seq_len`` by
+    ``streams`` streams (the run's window and 64: as training evaluates). ``adapt``:
+    dynamic evaluation, read as it says, which changes ``model``'s weights (the caller
+    keeps a copy; ``Model.evaluate`` does)."""
     source = open_corpus(Path(path), errors, what)
     started = time.monotonic()
     encoding = None if progress is None else (lambda done, total: progress("encode", done, total))
     with encoded_with(source, tokenizer, unit, errors, encoding) as ds:
         split, meta = ds.whole(), ds.meta
         if adapt is None:
-            total, count, unknown = _static(model, split, seq_len, EVAL_STREAMS, progress)
+            total, count, unknown = _static(model, split, seq_len, streams, progress)
         else:
             reading = None if progress is None else (lambda k, n: progress("read", k, n))
             total, count, unknown = adapt_windows(model, split, adapt, progress=reading)

@@ -24,11 +24,12 @@ from charrnn.cli.options import (
 from charrnn.cli.output import err, escape, fail, friendly, out, print_json
 from charrnn.config import AdaptConfig, AdaptRule
 from charrnn.device import resolve_device
+from charrnn.heldout import EVAL_STREAMS, TextEvaluation
 from charrnn.heldout import Progress as Reporting
-from charrnn.heldout import TextEvaluation
 
 DYNAMIC = "Dynamic evaluation"
-_DYNAMIC_OPTIONS = ("lr", "decay", "rule", "window", "streams")
+READING = "Reading"
+_DYNAMIC_OPTIONS = ("lr", "decay", "rule")
 
 
 @contextmanager
@@ -106,15 +107,25 @@ def eval_cmd(
         ),
     ] = AdaptRule(AdaptConfig.rule),
     window: Annotated[
-        int,
-        typer.Option(min=1, help="Dynamic: tokens scored per step.", rich_help_panel=DYNAMIC),
-    ] = AdaptConfig.window,
-    streams: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="Dynamic: parallel streams through the text.", rich_help_panel=DYNAMIC
+            min=1,
+            show_default=False,
+            help="Tokens per window (per step with --dynamic). Default: the run's --seq-len; "
+            f"with --dynamic {AdaptConfig.window}.",
+            rich_help_panel=READING,
         ),
-    ] = AdaptConfig.streams,
+    ] = None,
+    streams: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default=False,
+            help=f"Parallel streams through the text. Default: {EVAL_STREAMS}, as training "
+            f"evaluates; with --dynamic {AdaptConfig.streams}, reading the text in order.",
+            rich_help_panel=READING,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     replace_errors: ReplaceErrorsOpt = False,
     as_json: JsonOpt = False,
@@ -130,11 +141,16 @@ def eval_cmd(
     strays = [f"--{name}" for name in _DYNAMIC_OPTIONS if given(ctx, name)]
     if strays and not dynamic:
         fail(f"{', '.join(strays)}: for --dynamic only (add --dynamic, or leave it out)")
-    adapt = AdaptConfig(lr, decay, rule, window, streams) if dynamic else False
+    adapt = AdaptConfig(lr, decay, rule) if dynamic else False
     model = load(checkpoint, checkpoints, device=resolve_device(device))
     with eval_progress() as progress:
         result = model.evaluate(
-            text, dynamic=adapt, replace_errors=replace_errors, progress=progress
+            text,
+            dynamic=adapt,
+            window=window,
+            streams=streams,
+            replace_errors=replace_errors,
+            progress=progress,
         )
     if as_json:
         print_json({"run": model.name, **result.to_dict()})
