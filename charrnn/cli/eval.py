@@ -53,11 +53,11 @@ def eval_table(e: TextEvaluation, run: str) -> Table:
     if e.dynamic is not None:
         d = e.dynamic
         how = f"dynamic ({d.rule.value}, lr {d.lr:g}, decay {d.decay:g}, window {d.window})"
-    title = f"{escape(run)} on {escape(e.path)}: {e.level} level, {e.unit} units, {how}"
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=f"{escape(run)} on {escape(e.path)}", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
     rows = [
+        ("read as", f"{e.level} level, {e.unit} units, {how}"),
         ("tokens", f"{e.tokens:,} scored ({e.units:,} units, {e.words:,} words)"),
         ("<unk>", f"{e.unknown:,} ({e.unknown_rate:.2%})"),
         ("nats/token", f"{e.loss:.4f}"),

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.builtin import shown_path
 from charrnn.checkpoint import DEFAULT_ROOT, find_run
 from charrnn.cli.charts import loss_chart, save_loss_plot
 from charrnn.cli.format import duration_text, num, shown_piece, size_text, when_text
@@ -63,13 +65,15 @@ def info_cmd(
 
 def _print_info(d: RunDetails) -> None:
     s, info = d.summary, d.info
-    out.print(f"[bold]{escape(s.name)}[/]  [dim]{escape(str(s.folder))}[/]")
+    out.print(f"[bold]{escape(s.name)}[/]  [dim]{escape(shown_path(s.folder))}[/]")
+    created = str(info.get("created", "?")).replace("T", " ")[:16]  # to the minute
     out.print(
-        f"created {escape(str(info.get('created', '?')))} by charrnn "
-        f"{escape(str(info.get('charrnn_version', '?')))}; trained {when_text(s.trained)}; "
-        f"{size_text(s.size_bytes)} on disk"
+        f"created {escape(created)} by charrnn {escape(str(info.get('charrnn_version', '?')))}, "
+        f"trained {when_text(s.trained)}, {size_text(s.size_bytes)}"
     )
-    out.print(f"corpus {escape(str(info.get('corpus', '?')))}")
+    builtin = info.get("builtin")
+    corpus = f"built-in {builtin}" if builtin else shown_path(Path(str(info.get("corpus", "?"))))
+    out.print(f"corpus {escape(corpus)}")
     out.print()
     out.print(_progress_table(d))
     out.print()
@@ -122,23 +126,22 @@ def _progress_table(d: RunDetails) -> Table:
 
 
 def _config_table(d: RunDetails) -> Table:
-    """The three configs side by side, every field."""
+    """The three configs one after another, every field, two to a row (80 columns hold it)."""
     configs = [
         ("model", d.info.get("model", {})),
         ("training", d.info.get("train", {})),
         ("data", _flat(d.info.get("data", {}).get("config", {}))),
     ]
-    t = Table(title="config", title_justify="left")
-    for name, _ in configs:
-        t.add_column(name)
-        t.add_column("", justify="right")
-    items = [sorted(c.items()) for _, c in configs]
-    for i in range(max(len(x) for x in items)):
-        row: list[str] = []
-        for x in items:
-            k, v = x[i] if i < len(x) else ("", "")
-            row += [k, escape(str(v))]
-        t.add_row(*row)
+    t = Table(title="config", title_justify="left", box=box.SIMPLE_HEAD, show_header=False)
+    for justify in ("left", "right", "left", "right"):
+        t.add_column(justify=justify)  # type: ignore[arg-type]
+    for name, config in configs:
+        t.add_row(Text(name, style="bold"), "", "", "")
+        items = [(k, escape(str(v))) for k, v in sorted(config.items())]
+        half = (len(items) + 1) // 2
+        rows = list(zip(items[:half], [*items[half:], ("", "")]))
+        for i, ((k1, v1), right) in enumerate(rows):
+            t.add_row(k1, v1, *right, end_section=i == len(rows) - 1)
     return t
 
 
