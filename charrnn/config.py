@@ -318,8 +318,8 @@ class AdaptConfig:
     (g alone under ``sgd``). The defaults were measured: docs/defaults.md, "Dynamic evaluation".
     """
 
-    lr: float = 3e-3
-    decay: float = 0.01
+    lr: float = 1e-3
+    decay: float = 0.002
     rule: AdaptRule = AdaptRule.rms
     window: int = 20  # tokens per stream per step: each is scored, then learned from
     streams: int = 1  # parallel streams; one reads the text in order, as the papers do
