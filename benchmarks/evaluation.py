@@ -62,12 +62,13 @@ def wordlm_part(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     ours = train(
         WT2_TRAIN,
-        run="wt2-word",
+        run=args.name,
         checkpoints=args.work / "runs",
         level="word",
         unit="line",
         time_budget=seconds,
         device="cpu",
+        **args.options,
     )
     ours_wall = time.monotonic() - started
     _say("charrnn eval")
@@ -168,6 +169,17 @@ def sweep_part(args: argparse.Namespace) -> dict[str, Any]:
     return {"run": model.name, "text": str(args.text), "chars": args.chars, "rows": rows}
 
 
+def _option(text: str) -> tuple[str, object]:
+    """NAME=VALUE, the value as a number where it reads as one."""
+    name, _, value = text.partition("=")
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.evaluation", description=__doc__)
     p.add_argument("part", choices=("wordlm", "dynamic", "sweep"))
@@ -177,6 +189,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dynamic", action="store_true", help="wordlm: also charrnn eval --dynamic")
     p.add_argument("--lr", type=float, default=AdaptConfig.lr, help="dynamic: learning rate")
     p.add_argument("--decay", type=float, default=AdaptConfig.decay, help="dynamic: decay")
+    p.add_argument("--name", default="wt2-word", help="wordlm: charrnn's run name")
+    p.add_argument(
+        "--options", nargs="*", default=[], help="wordlm: charrnn train options, NAME=VALUE"
+    )
     p.add_argument("--run", help="sweep: the run")
     p.add_argument("--text", help="sweep: the text")
     p.add_argument("--chars", type=int, default=20000, help="sweep: characters of the text")
@@ -187,6 +203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--streams", nargs="+", type=int, default=[AdaptConfig.streams])
     args = p.parse_args(argv)
     args.adapt = {"lr": args.lr, "decay": args.decay}
+    args.options = dict(_option(o) for o in args.options)
     return args
 
 

@@ -11,6 +11,10 @@ A unit is what becomes one ``<sos> ... <eos>`` span in the token stream:
 A blank line holds only whitespace (any Unicode whitespace: an ideographic space or a
 no-break space counts). A unit runs from the first character of its first non-blank line
 to the last character of its last one, so it keeps its own indentation and spaces.
+
+A file of sentences (``score --file``) is read apart, line by line as a stream
+(``iter_line_chunks``): a line that is not UTF-8 is named by its number, and the caller
+decides whether to go on.
 """
 
 from __future__ import annotations
