@@ -6,6 +6,8 @@
     print(model.sample(prompt="ROMEO:", temperature=0.8, seed=1))
     print(model.score("To be, or not to be").log_prob)    # nats
     print(model.next_tokens("To be, or not to b", k=3))   # the likeliest next tokens
+    print(model.evaluate("test.txt").perplexity)          # a whole held-out text
+    print(model.evaluate("test.txt", dynamic=True).bits_per_char)  # learning as it reads
 
     model = charrnn.train("corpus.txt", hidden=256, max_steps=500)
 
@@ -15,7 +17,9 @@ exceptions with a one-line message on a user's mistake.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -24,17 +28,29 @@ import torch
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.config import (
     MAX_SAMPLES,
+    AdaptConfig,
+    BadLines,
     Job,
     ModelConfig,
     SampleConfig,
     Stop,
+    Unit,
     with_options,
 )
 from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
+from charrnn.heldout import EVAL_STREAMS, Progress, TextEvaluation, adapt_to, evaluate_text
 from charrnn.model import RNNLM, count_parameters
 from charrnn.schema import Whole
-from charrnn.score import NextToken, SentenceScore, next_tokens, score
+from charrnn.score import (
+    NextToken,
+    ScoredLine,
+    SentenceScore,
+    check_range,
+    next_tokens,
+    score,
+    score_lines,
+)
 from charrnn.stopping import rule
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import Tokenizer
@@ -172,6 +188,106 @@ class Model:
             raise ConfigError(f"k {problem}")
         text = _text(text, "text")
         return next_tokens(self.loaded.model, self.loaded.tokenizer, text, k, rule(stop).stop)
+
+    def score_lines(
+        self,
+        path: str | Path,
+        stop: Stop | str = Stop.eos,
+        *,
+        min_ppl: float | None = None,
+        max_ppl: float | None = None,
+        on_bad_line: BadLines | str = BadLines.stop,
+    ) -> Iterator[ScoredLine]:
+        """Score every non-blank line of a sentence file (``-``: standard input) as it is
+        read, in bounded memory and input order; with ``min_ppl``/``max_ppl`` only the lines
+        whose perplexity lies within them. A line that is not valid UTF-8 raises a
+        CorpusError naming it, or (``on_bad_line="skip"``) comes with its error and no score."""
+        check_range(min_ppl, max_ppl)
+        if on_bad_line not in ("stop", "skip"):
+            raise ConfigError(f"on_bad_line must be stop or skip, not {on_bad_line!r}")
+        return score_lines(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            _path(path, "path"),
+            rule(stop).stop,
+            (min_ppl, max_ppl),
+            BadLines(on_bad_line),
+        )
+
+    # -- held-out text --
+
+    def evaluate(
+        self,
+        path: str | Path,
+        *,
+        dynamic: bool | AdaptConfig = False,
+        window: int | None = None,
+        streams: int | None = None,
+        replace_errors: bool = False,
+        progress: Progress | None = None,
+    ) -> TextEvaluation:
+        """The model on a whole text read as the run was trained (its level, units and
+        window; the state carried across units): nats/token, perplexity, bits per char.
+        ``window`` and ``streams`` change how it is read (default: the run's window and 64
+        streams, as training evaluates; dynamic: ``AdaptConfig``'s). ``dynamic`` (True, or
+        an ``AdaptConfig``) learns from each window after scoring it (Krause et al.); the
+        model itself, and the run's files, stay as they are."""
+        model, errors = self.loaded.model, _errors(replace_errors)
+        for name, value in (("--window", window), ("--streams", streams)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if dynamic is False:
+            seq_len = window or int(self.loaded.info["train"]["seq_len"])
+            return evaluate_text(
+                model,
+                self.tokenizer,
+                _path(path, "path"),
+                self.unit,
+                seq_len,
+                None,
+                errors,
+                progress,
+                streams=streams or EVAL_STREAMS,
+            )
+        config = AdaptConfig() if dynamic is True else dynamic
+        config = replace(config, window=window or config.window, streams=streams or config.streams)
+        learner = copy_model(model)
+        return evaluate_text(
+            learner,
+            self.tokenizer,
+            _path(path, "path"),
+            self.unit,
+            config.window,
+            config,
+            errors,
+            progress,
+        )
+
+    def adapt(
+        self, path: str | Path, config: AdaptConfig | None = None, *, replace_errors: bool = False
+    ) -> Model:
+        """A copy of this model adapted to a text by one pass of dynamic evaluation, to score
+        or sample "like this text"; this model and the run's files stay as they are."""
+        adapted = copy_model(self.loaded.model)
+        config = config or AdaptConfig()
+        adapt_to(
+            adapted, self.tokenizer, _path(path, "path"), self.unit, config, _errors(replace_errors)
+        )
+        return Model(replace(self.loaded, model=adapted), self.result)
+
+    @property
+    def unit(self) -> Unit:
+        """What one unit of the run's corpus was (line, paragraph or document)."""
+        return Unit(self.loaded.info["data"]["unit"])
+
+
+def _errors(replace_errors: bool) -> str:
+    return "replace" if replace_errors else "strict"
+
+
+def copy_model(model: RNNLM) -> RNNLM:
+    """A copy with weights of its own, on the same device, in eval mode."""
+    return copy.deepcopy(model).eval()
 
 
 def _text(value: Any, what: str) -> str:

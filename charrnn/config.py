@@ -330,6 +330,56 @@ class SampleConfig:
             raise ConfigError("--length needs --stop length")
 
 
+# -- scoring
+
+
+class BadLines(str, Enum):
+    """What a stream of sentences does at a line that is not valid UTF-8: stop there with an
+    error naming it, or report it and go on."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+# -- evaluation
+
+
+class AdaptRule(str, Enum):
+    """How dynamic evaluation steps: plain SGD, or each gradient divided by its running RMS."""
+
+    sgd = "sgd"
+    rms = "rms"
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Dynamic evaluation (Krause et al.): after each window is scored, one step on its loss,
+
+        theta <- theta - lr * g / (RMS(g) + eps)  +  decay * (theta_trained - theta)
+
+    (g alone under ``sgd``). The defaults were measured: docs/defaults.md, "Dynamic evaluation".
+    """
+
+    lr: float = 1e-3
+    decay: float = 0.002
+    rule: AdaptRule = AdaptRule.rms
+    window: int = 20  # tokens per stream per step: each is scored, then learned from
+    streams: int = 1  # parallel streams; one reads the text in order, as the papers do
+    eps: float = 1e-5  # in RMS(g) + eps
+
+    SPEC: ClassVar[dict[str, Kind]] = {
+        "lr": Real(0.0, open_lo=True),
+        "decay": Real(0.0, 1.0, open_hi=True),
+        "rule": Choice(AdaptRule),
+        "window": Whole(1),
+        "streams": Whole(1),
+        "eps": Real(0.0, open_lo=True),
+    }
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 # -- a whole training job, from options by name
 
 

@@ -49,34 +49,38 @@ class Corpus:
             self.path.unlink(missing_ok=True)
 
 
-def open_corpus(path: Path, errors: str = "strict", spool: Path | None = None) -> Corpus:
+def open_corpus(
+    path: Path, errors: str = "strict", spool: Path | None = None, what: str = "corpus"
+) -> Corpus:
     """The corpus at ``path``, checked and its head read. A stream (a FIFO, a pipe such as
     /dev/stdin or <(...), a device) is read once, into a file in ``spool`` (without one, it is
-    refused); a CorpusError says what is wrong: missing, a folder, empty, binary, bad UTF-8."""
+    refused); a CorpusError says what is wrong: missing, a folder, empty, binary, bad UTF-8
+    (naming the file as ``what``: the corpus, or another text)."""
     path = Path(path)
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise CorpusError(f"corpus not found: {path}") from None
+        raise CorpusError(f"{what} not found: {path}") from None
     except OSError as e:
-        raise CorpusError(f"cannot read corpus {path}: {e.strerror or e}") from None
+        raise CorpusError(f"cannot read {what} {path}: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise CorpusError(f"corpus is a directory, not a text file: {path}")
+        raise CorpusError(f"{what} is a directory, not a text file: {path}")
     if stat.S_ISREG(st.st_mode):
         corpus, head = Corpus(path, path, st.st_size), _read_head(path)
     elif stat.S_ISFIFO(st.st_mode) and os.path.exists(os.path.realpath(path)):
         raise CorpusError(  # a pipe (/dev/stdin, <(...)) names no file: it is read once
-            f"corpus {path} is a named FIFO, which a writer may feed again and again; "
+            f"{what} {path} is a named FIFO, which a writer may feed again and again; "
             "save the text to a file first"
         )
     elif spool is not None:
         corpus, head = _copy_stream(path, spool)
     else:
-        raise CorpusError(f"corpus {path} is not a regular file; save it to a file first")
+        raise CorpusError(f"{what} {path} is not a regular file; save it to a file first")
     whole = corpus.size <= len(head)
     try:
         if whole and not head.strip():  # a longer text is checked as a whole when encoded
-            raise CorpusError(f"corpus is empty: {path}")
+            raise CorpusError(f"{what} is empty: {path}")
+        check_binary(head, 0, path, what)
         corpus.head = next(decode_chunks([head], errors, path, whole=whole), "")
     except BaseException:
         corpus.close()

@@ -22,7 +22,7 @@ from charrnn.data import (
     windows_to_read,
 )
 from charrnn.device import to_device
-from charrnn.model import RNNLM
+from charrnn.model import RNNLM, detach_state
 from charrnn.tokenizers import PAD
 
 LOG2 = math.log(2.0)
@@ -71,7 +71,32 @@ def read_windows(
             x, *remaining = to_device(arrays, device)  # (B, T) each
             with autocast():
                 h, state = model.features(x, state, *remaining)  # (B, T, H)
+            state = detach_state(state)  # a reader that learns (dynamic) steps window by window
             yield b, h
+
+
+def window_count(split: Split, seq_len: int, batch_size: int = 64) -> int:
+    """How many windows ``read_windows`` reads of a whole split."""
+    streams = reading_streams(split, batch_size, seq_len)
+    return -(-((len(split) - 1) // streams) // seq_len)
+
+
+def window_loss(
+    model: RNNLM,
+    b: Batch,
+    h: Tensor,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> tuple[Tensor, int]:
+    """The summed token loss (nats, float32, on the device) of one window read by
+    ``read_windows``, and the tokens it counts (targets other than <sos>)."""
+    with autocast():
+        logits = model.token_logits(h)  # (B, T, V)
+    (y,) = to_device([b.y], device)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
+    )
+    return loss, int(np.count_nonzero(b.y != PAD))
 
 
 @torch.no_grad()
@@ -92,14 +117,9 @@ def evaluate(
     count = 0
     windows = read_windows(model, split, seq_len, batch_size, max_tokens, device, part, autocast)
     for b, h in windows:
-        with autocast():
-            logits = model.token_logits(h)  # (B, T, V)
-        (y,) = to_device([b.y], device)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
-        )
+        loss, n = window_loss(model, b, h, device, autocast)
         total += loss.double()
-        count += int(np.count_nonzero(b.y != PAD))
+        count += n
     return float(total) / max(1, count), count
 
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from charrnn.config import Stop
+from charrnn.config import BadLines, Stop
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM
 from charrnn.stopping import StopRule, Term, check_scoring, rule_logits, rule_mask
+from charrnn.text import bad_line, iter_line_chunks
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 LOG2 = math.log(2.0)
@@ -210,3 +212,67 @@ def next_tokens(
         NextToken(int(i), tokenizer.piece(int(i)), float(p))
         for p, i in zip(top.values.tolist(), top.indices.tolist())
     ]
+
+
+# -- a stream of sentences ----------------------------------------------------------------
+
+
+@dataclass
+class ScoredLine:
+    """A line of a sentence file: its number (from 1) and its score, or the error that
+    kept it from being read (no score)."""
+
+    number: int
+    score: SentenceScore | None
+    error: str | None = None
+
+
+def check_range(min_ppl: float | None, max_ppl: float | None) -> None:
+    """Refuse a perplexity range that no line can fall in."""
+    for name, x in (("--min-ppl", min_ppl), ("--max-ppl", max_ppl)):
+        if x is not None and not (x >= 1 or x == math.inf):
+            raise ConfigError(f"{name} must be at least 1 (a perplexity), not {x:g}")
+    if min_ppl is not None and max_ppl is not None and min_ppl > max_ppl:
+        raise ConfigError(f"--min-ppl {min_ppl:g} is above --max-ppl {max_ppl:g}: no line can pass")
+
+
+def _in_range(ppl: float, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or ppl >= lo) and (hi is None or ppl <= hi)
+
+
+def keep_in_range(
+    scores: list[SentenceScore], min_ppl: float | None = None, max_ppl: float | None = None
+) -> list[SentenceScore]:
+    """The scores whose perplexity is within [min_ppl, max_ppl] (None: open), in order."""
+    return [s for s in scores if _in_range(s.perplexity, min_ppl, max_ppl)]
+
+
+def score_lines(
+    model: RNNLM,
+    tokenizer: Tokenizer,
+    path: Path | str,
+    stop: Stop = Stop.eos,
+    ppl_range: tuple[float | None, float | None] = (None, None),
+    on_bad_line: BadLines = BadLines.stop,
+) -> Iterator[ScoredLine]:
+    """Every non-blank line of a sentence file (or stdin for ``-``) scored as it is read, in
+    input order: the lines of each read are scored as one batch, so memory stays bounded and
+    a pipe's lines come out as they go in. Only lines whose perplexity is within
+    ``ppl_range`` (either end None: open) come out. A line that is not valid UTF-8 stops the
+    stream with a CorpusError naming it, or (``skip``) comes out with its error."""
+    check_scoring(stop, model)
+    lo, hi = ppl_range
+    for chunk in iter_line_chunks(path):
+        lines = [ln for ln in chunk if ln.text is None or ln.text.strip()]
+        texts = [ln.text for ln in lines if ln.text is not None]
+        scores = iter(score(model, tokenizer, texts, stop) if texts else [])
+        for line in lines:
+            if line.text is None:
+                error = bad_line(path, line)
+                if on_bad_line is BadLines.stop:
+                    raise error
+                yield ScoredLine(line.number, None, str(error))
+                continue
+            s = next(scores)
+            if _in_range(s.perplexity, lo, hi):
+                yield ScoredLine(line.number, s)

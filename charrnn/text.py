@@ -11,6 +11,10 @@ A unit is what becomes one ``<sos> ... <eos>`` span in the token stream:
 A blank line holds only whitespace (any Unicode whitespace: an ideographic space or a
 no-break space counts). A unit runs from the first character of its first non-blank line
 to the last character of its last one, so it keeps its own indentation and spaces.
+
+A file of sentences (``score --file``) is read apart, line by line as a stream
+(``iter_line_chunks``): a line that is not UTF-8 is named by its number, and the caller
+decides whether to go on.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -71,11 +75,11 @@ def check_text(text: str, what: str) -> str:
     )
 
 
-def check_binary(raw: bytes, offset: int, name: Path | str) -> None:
+def check_binary(raw: bytes, offset: int, name: Path | str, what: str = "corpus") -> None:
     """Refuse a NUL byte, which text never holds, giving its offset in the file."""
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"corpus looks binary (NUL byte at offset {offset + nul}): {name}")
+        raise CorpusError(f"{what} looks binary (NUL byte at offset {offset + nul}): {name}")
 
 
 def _bad_utf8(path: Path | str, at: int) -> CorpusError:
@@ -161,50 +165,124 @@ def iter_sample(
             yield text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_lines(path: Path | str) -> list[str]:
-    """The lines of a UTF-8 file of sentences (a byte-order mark dropped), or of standard input
-    for ``-``; any readable file that is not a folder (a FIFO, /dev/stdin, <(...)) is read as
-    a stream, once. A CorpusError names the file otherwise."""
-    stdin = str(path) == "-"
-    name = "standard input" if stdin else f"sentence file {path}"
-    try:
-        data = _read_sentences(path, name) if not stdin else _read_stdin(name)
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
-    except OSError as e:
-        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
-    return text.removeprefix("\ufeff").splitlines()
+@dataclass(frozen=True)
+class Line:
+    """One line of a sentence file: its number (from 1), its text without the line break,
+    or None where its bytes are not valid UTF-8 (``bad_at``: the file's byte offset of the
+    first bad byte)."""
+
+    number: int
+    text: str | None
+    bad_at: int = -1
 
 
-def _read_stdin(name: str) -> bytes | str:
-    if sys.stdin is None:  # started with standard input closed (0<&-)
-        raise CorpusError(f"cannot read {name}: it is closed")
-    buffer = getattr(sys.stdin, "buffer", None)
-    return _read_all(buffer, name) if buffer is not None else sys.stdin.read()
+LINE_READ_BYTES = 1 << 20  # at most this much is read at once: a batch of lines to score
 
 
-def _read_sentences(path: Path | str, name: str) -> bytes:
+def _sentence_source(path: Path | str) -> tuple[str, BinaryIO | None]:
+    """The name errors give a sentence file, and the file opened (None for stdin). Any
+    readable file that is not a folder (a FIFO, /dev/stdin, <(...)) is read as a stream."""
+    if str(path) == "-":
+        if sys.stdin is None:  # started with standard input closed (0<&-)
+            raise CorpusError("cannot read standard input: it is closed")
+        return "standard input", None
     if os.path.isdir(path):
         raise CorpusError(f"sentence file is a folder: {path}")
     try:
-        with open(path, "rb") as f:
-            return _read_all(f, name)
+        return f"sentence file {path}", open(path, "rb")  # closed by the reader
     except (FileNotFoundError, NotADirectoryError):
         raise CorpusError(f"sentence file not found: {path}") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read sentence file {path}: {e.strerror or e}") from None
 
 
-def _read_all(f: Any, name: str) -> bytes:
-    """A stream read whole, in chunks: a NUL byte, which text never holds, stops it at once
-    (/dev/zero would never end)."""
-    chunks, size = [], 0
-    while chunk := f.read(CHUNK_BYTES):
-        nul = chunk.find(b"\x00")
-        if nul >= 0:
-            raise CorpusError(f"{name} is not text (NUL byte at offset {size + nul})")
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+def _stdin_reader() -> Callable[[int], bytes | str]:
+    """What reads standard input: whatever is there now (``read1``), so that a pipe's lines
+    are handed on as they come rather than when it closes."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read  # a text stream (as some test harnesses give)
+    return getattr(buffer, "read1", buffer.read)
+
+
+def iter_line_chunks(path: Path | str, read_bytes: int = LINE_READ_BYTES) -> Iterator[list[Line]]:
+    """The lines of a UTF-8 file of sentences, or of standard input for ``-``, in chunks: the
+    whole lines each read brings (at most ``read_bytes``, and for a pipe only what is there
+    now), so memory is bounded by the longest line and a pipe is read as it is written.
+
+    Lines end at "\\n" (a "\\r" before it is dropped); a byte-order mark at the start is
+    dropped. A line that is not valid UTF-8 comes as ``Line(number, None, offset)``; the
+    caller decides whether to go on. A folder, a missing file or a failed read is a
+    CorpusError naming the file.
+    """
+    name, f = _sentence_source(path)
+    read = f.read1 if f is not None else _stdin_reader()
+    rest, number, offset = bytearray(), 0, 0  # offset: of ``rest`` in the file
+    first = True
+    try:
+        while data := read(read_bytes):
+            data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+            _check_text_bytes(data, offset + len(rest), name)
+            rest += data
+            if first and (len(rest) >= 3 or b"\n" in rest):
+                first = False
+                if rest.startswith(b"\xef\xbb\xbf"):
+                    del rest[:3]
+                    offset = 3
+            cut = rest.rfind(b"\n") + 1
+            if cut:
+                chunk, number = _decode_lines(bytes(rest[:cut]), number, offset)
+                del rest[:cut]
+                offset += cut
+                yield chunk
+        if rest:
+            yield _decode_lines(bytes(rest) + b"\n", number, offset)[0]
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    finally:
+        if f is not None:
+            f.close()
+
+
+def _decode_lines(data: bytes, number: int, offset: int) -> tuple[list[Line], int]:
+    """The lines of ``data`` (whole lines, each ending in "\\n"), numbered after ``number``;
+    ``offset`` is where ``data`` starts in the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _decode_each(data, number, offset)
+    lines = text.split("\n")[:-1]
+    out = [Line(number + i, ln.removesuffix("\r")) for i, ln in enumerate(lines, 1)]
+    return out, number + len(lines)
+
+
+def _decode_each(data: bytes, number: int, offset: int) -> tuple[list[Line], int]:
+    """As ``_decode_lines``, line by line: a bad line is marked, the others kept."""
+    out, at = [], 0
+    for raw in data.split(b"\n")[:-1]:
+        number += 1
+        try:
+            out.append(Line(number, raw.decode("utf-8").removesuffix("\r")))
+        except UnicodeDecodeError as e:
+            out.append(Line(number, None, offset + at + e.start))
+        at += len(raw) + 1
+    return out, number
+
+
+def bad_line(path: Path | str, line: Line) -> CorpusError:
+    """The error for a line that is not valid UTF-8."""
+    name = "standard input" if str(path) == "-" else f"sentence file {path}"
+    return CorpusError(
+        f"{name} is not valid UTF-8 at line {line.number} (byte offset {line.bad_at})"
+    )
+
+
+def _check_text_bytes(data: bytes, offset: int, name: str) -> None:
+    """A NUL byte, which text never holds, stops the reading at once (/dev/zero would never
+    end)."""
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{name} is not text (NUL byte at offset {offset + nul})")
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:

@@ -21,6 +21,7 @@ HANDWRITTEN = {
     "training.md": "what a training run does: its output, its length, its model, the split",
     "levels.md": "how text becomes tokens: levels, units, the encoded corpus and its cache",
     "sampling.md": "sampling and scoring in depth, with real outputs",
+    "evaluation.md": "eval on a held-out text, dynamic evaluation, and score as a filter",
     "stopping.md": "how a sample ends: the three stopping rules in depth, and how well each fits",
     "checkpoints.md": "where runs go, what a run folder holds, resume and safety",
     "distributed.md": "training with several processes, GPUs or machines",

@@ -290,6 +290,12 @@ CASES = [
         ("--prompt", "does not know"),
     ),
     Case("sample: -n 0", "sample -n 0 " + CK, ("-n",), USAGE),
+    Case(
+        "sample: --adapt a folder",
+        "sample --adapt {p}/d " + CK,
+        ("text is a directory",),
+        setup=folder("d"),
+    ),
     Case("sample: unknown --stop", "sample --stop never " + CK, ("--stop",), USAGE),
     # score
     Case("score: nothing to score", "score " + CK, ("nothing to score",)),
@@ -330,6 +336,87 @@ CASES = [
         stdin=lambda: BrokenStdin(BrokenPipeError(errno.EPIPE, "Broken pipe")),
     ),
     Case("score: --stop none", "score hello --stop none " + CK, ("needs a stopping rule",)),
+    Case(
+        "score: --file invalid UTF-8 with --jsonl",
+        "score --file {p}/s.txt --jsonl " + CK,
+        ("not valid UTF-8 at line 2", "byte offset 4"),
+        setup=text("s.txt", b"abc\n\xff\n"),
+    ),
+    Case("score: --json and --jsonl", "score hello --json --jsonl " + CK, ("choose one",)),
+    Case("score: --min-ppl 0", "score hello --min-ppl 0 " + CK, ("--min-ppl", "at least 1")),
+    Case(
+        "score: --min-ppl above --max-ppl",
+        "score hello --min-ppl 50 --max-ppl 5 " + CK,
+        ("no line can pass",),
+    ),
+    Case(
+        "score: a filter with --per-token",
+        "score hello --max-ppl 50 --per-token " + CK,
+        ("--jsonl",),
+    ),
+    Case("score: unknown --bad-lines", "score hello --bad-lines go " + CK, ("--bad-lines",), USAGE),
+    Case("score: --adapt missing", "score hello --adapt {p}/none.txt " + CK, ("not found",)),
+    Case(
+        "score: --adapt empty",
+        "score hello --adapt {p}/e.txt " + CK,
+        ("text is empty",),
+        setup=text("e.txt", ""),
+    ),
+    # eval
+    Case("eval: missing test file", "eval {p}/none.txt " + CK, ("test file not found",)),
+    Case(
+        "eval: test file is a folder", "eval {p}/d " + CK, ("directory",), setup=folder("d")
+    ),
+    Case(
+        "eval: empty test file",
+        "eval {p}/e.txt " + CK,
+        ("test file is empty",),
+        setup=text("e.txt", "\n \n"),
+    ),
+    Case(
+        "eval: binary test file",
+        "eval {p}/b.bin " + CK,
+        ("test file looks binary", "offset 3"),
+        setup=text("b.bin", b"abc\x00\x01"),
+    ),
+    Case(
+        "eval: invalid UTF-8",
+        "eval {p}/u.txt " + CK,
+        ("invalid UTF-8 at byte offset 4", "--replace-errors"),
+        setup=text("u.txt", b"abc\n\xff\n"),
+    ),
+    Case(
+        "eval: no trained run",
+        "eval {p}/c.txt --checkpoints {p}/none",
+        ("no trained run",),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "eval: unknown run",
+        "eval {p}/c.txt -c nope " + CK,
+        ("no run named",),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "eval: --lr without --dynamic",
+        "eval {p}/c.txt --lr 0.1 " + CK,
+        ("--lr", "for --dynamic only"),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "eval: --decay 1",
+        "eval {p}/c.txt --dynamic --decay 1 " + CK,
+        ("--decay must be in [0, 1)",),
+        setup=text("c.txt", VERSES),
+    ),
+    Case("eval: --window 0", "eval x.txt --dynamic --window 0 " + CK, ("--window",), USAGE),
+    Case(
+        "eval: --device cuda without CUDA",
+        "eval {p}/c.txt --device cuda " + CK,
+        ("--device cuda", "no CUDA"),
+        setup=text("c.txt", VERSES),
+        marks=(NO_CUDA,),
+    ),
     # runs, info
     Case(
         "runs: --checkpoints is a file",
@@ -394,7 +481,7 @@ def test_bad_input(case: Case, tmp_path: Path, trained_run: Path, monkeypatch):
 
 def test_the_catalogue_is_large_and_documented():
     assert len(CASES) >= 30
-    assert {c.id.split(":")[0] for c in CASES} >= {"tokenize", "train", "sample", "score"}
+    assert {c.id.split(":")[0] for c in CASES} >= {"tokenize", "train", "sample", "score", "eval"}
     docs = DOCS.read_text(encoding="utf-8")
     missing = [c.id for c in CASES if f"| {c.id.split(': ', 1)[1]} |" not in docs]
     assert not missing, f"add to docs/errors.md: {missing}"

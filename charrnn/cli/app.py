@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from charrnn.cli import corpora, info, runs, sample, score, tokenize, train
+from charrnn.cli import eval as heldout
 from charrnn.cli.output import err, escape, out
 from charrnn.errors import one_line
 from charrnn.version import __version__
@@ -88,6 +89,7 @@ app.command("tokenize")(tokenize.tokenize_cmd)
 app.command("train")(train.train_cmd)
 app.command("sample")(sample.sample_cmd)
 app.command("score")(score.score_cmd)
+app.command("eval")(heldout.eval_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("info")(info.info_cmd)
 app.command("corpora")(corpora.corpora_cmd)

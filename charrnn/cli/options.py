@@ -142,6 +142,20 @@ StopOpt = Annotated[Stop, typer.Option(help="How a sample ends: eos, halt, lengt
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.", rich_help_panel=OUTPUT)]
 
 
+AdaptOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--adapt",
+        help="First adapt the model to this text: one pass of dynamic evaluation (see "
+        "'charrnn eval --dynamic'), on a copy; the run is unchanged.",
+        show_default=False,
+    ),
+]
+
+
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+
+
 def data_config(**options: Any) -> DataConfig:
     """The data settings of a command's options, as ``charrnn.train`` reads them."""
     return with_options(Job(), options).data

@@ -16,6 +16,7 @@ from charrnn.checkpoint import DEFAULT_ROOT, check_not_in_run
 from charrnn.cli.options import (
     OUTPUT,
     SAMPLING,
+    AdaptOpt,
     CheckpointOpt,
     CheckpointsDirOpt,
     JsonOpt,
@@ -68,6 +69,7 @@ def sample_cmd(
     ] = 1,
     seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
     stop: StopOpt = SampleConfig.stop,
+    adapt: AdaptOpt = None,
     length: Annotated[
         int | None,
         typer.Option(help="--stop length: exactly this many tokens.", rich_help_panel=SAMPLING),
@@ -102,6 +104,8 @@ def sample_cmd(
         seed=seed,
     )
     model = load(checkpoint, checkpoints)
+    if adapt is not None:
+        model = model.adapt(adapt)
     if as_json or output is not None:
         if output is not None:
             check_not_in_run(output, model.folder, "--output")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,37 +15,45 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.api import load
+from charrnn.api import Model, load
 from charrnn.checkpoint import DEFAULT_ROOT
 from charrnn.cli.format import bar, prob_text, shown_piece
 from charrnn.cli.heatmap import per_token_view
 from charrnn.cli.options import (
     OUTPUT,
+    AdaptOpt,
     CheckpointOpt,
     CheckpointsDirOpt,
     JsonOpt,
     StopOpt,
 )
-from charrnn.cli.output import err, escape, fail, friendly, out, print_json
-from charrnn.config import (
-    Stop,
+from charrnn.cli.output import err, escape, fail, friendly, json_text, out, print_json
+from charrnn.config import BadLines, Stop
+from charrnn.score import (
+    NextToken,
+    ScoredLine,
+    SentenceScore,
+    check_range,
+    keep_in_range,
+    surprisal_map,
 )
-from charrnn.score import NextToken, SentenceScore, surprisal_map
-from charrnn.text import read_lines
+
+FILTER = "Filter"
 
 
-def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "text": s.text,
-        "stop": s.stop.value,
-        "log_prob": s.log_prob,
-        "prob": s.prob,
-        "tokens": s.n_tokens,
-        "perplexity": s.perplexity,
-        "bits_per_char": s.bits_per_char,
-        "bits_per_byte": s.bits_per_byte,
-        "unknown": s.n_unk,
-    }
+def _score_json(s: SentenceScore, per_token: bool, line: int | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {} if line is None else {"line": line}
+    d.update(
+        text=s.text,
+        stop=s.stop.value,
+        log_prob=s.log_prob,
+        prob=s.prob,
+        tokens=s.n_tokens,
+        perplexity=s.perplexity,
+        bits_per_char=s.bits_per_char,
+        bits_per_byte=s.bits_per_byte,
+        unknown=s.n_unk,
+    )
     if per_token:
         d["terms"] = [
             {"kind": t.kind, "piece": t.piece, "log_prob": t.log_prob, "unk": t.unk}
@@ -50,29 +62,73 @@ def _score_json(s: SentenceScore, per_token: bool) -> dict[str, Any]:
     return d
 
 
-def _read_sentences(sentences: list[str], file: Path | None) -> list[str]:
-    """The sentences of the arguments, then those of --file; one error line if none."""
-    lines = list(sentences)
-    for i, s in enumerate(lines, 1):
+def _file_name(file: Path) -> str:
+    return "standard input" if str(file) == "-" else str(file)
+
+
+def _check_arguments(sentences: list[str], file: Path | None) -> None:
+    for i, s in enumerate(sentences, 1):
         if not s.strip():
             fail(f"cannot score an empty sentence (argument {i})")
-    if file is not None:
-        lines += [ln for ln in _read_lines(file) if ln.strip()]
-        if not lines:
-            name = "standard input" if str(file) == "-" else str(file)
-            fail(f"nothing to score: {name} has no sentences")
-    if not lines:
+    if not sentences and file is None:
         fail("nothing to score: give sentences as arguments or --file")
-    return lines
 
 
-def _read_lines(file: Path) -> list[str]:
+def _scored(
+    model: Model,
+    sentences: list[str],
+    file: Path | None,
+    stop: Stop,
+    ppl: tuple[float | None, float | None],
+    bad_lines: BadLines,
+) -> Iterator[ScoredLine]:
+    """The arguments' scores (no line numbers), then those of --file's lines as they are read,
+    each within the perplexity range."""
+    if sentences:
+        for s in keep_in_range(model.score(sentences, stop), *ppl):
+            yield ScoredLine(0, s)
+    if file is not None:
+        try:
+            yield from model.score_lines(
+                file, stop, min_ppl=ppl[0], max_ppl=ppl[1], on_bad_line=bad_lines
+            )
+        except KeyboardInterrupt:
+            if str(file) != "-":
+                raise
+            err.print("[red]error:[/] interrupted while reading standard input", soft_wrap=True)
+            raise typer.Exit(130) from None
+
+
+def _warn(line: ScoredLine) -> None:
+    err.print(f"[yellow]skipped:[/] {escape(line.error or '')}", soft_wrap=True)
+
+
+def _stream(lines: Iterator[ScoredLine], as_jsonl: bool, per_token: bool, nexts: NextFn) -> None:
+    """Each line as it is scored: a JSON object (--jsonl), or the line itself (a filter)."""
+    sink = out.file
     try:
-        return read_lines(file)
-    except KeyboardInterrupt:
-        name = "standard input" if str(file) == "-" else f"sentence file {file}"
-        err.print(f"[red]error:[/] interrupted while reading {escape(name)}", soft_wrap=True)
-        raise typer.Exit(130) from None
+        for line in lines:
+            if line.score is None:
+                _warn(line)
+                continue
+            if as_jsonl:
+                d = _score_json(line.score, per_token, line.number or None)
+                if nexts is not None:
+                    d["next"] = _next_json(nexts(line.score.text))
+                sink.write(json_text(d, indent=None) + "\n")
+            else:
+                sink.write(line.score.text + "\n")
+            sink.flush()
+    except BrokenPipeError:  # the reader went away (... | head): stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _next_json(candidates: list[NextToken]) -> list[dict[str, Any]]:
+    return [{"token": c.piece, "id": c.id, "prob": c.prob} for c in candidates]
+
+
+NextFn = Callable[[str], list[NextToken]] | None
 
 
 @friendly
@@ -83,6 +139,7 @@ def score_cmd(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="One sentence a line; - reads stdin.")
     ] = None,
+    adapt: AdaptOpt = None,
     per_token: Annotated[
         bool,
         typer.Option(
@@ -100,18 +157,87 @@ def score_cmd(
         ),
     ] = None,
     as_json: JsonOpt = False,
+    as_jsonl: Annotated[
+        bool,
+        typer.Option(
+            "--jsonl",
+            help="One JSON object a line, written as each line is scored (a filter for pipes).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    min_ppl: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep only sentences of at least this perplexity; without --json or --jsonl, "
+            "print the kept lines themselves.",
+            rich_help_panel=FILTER,
+        ),
+    ] = None,
+    max_ppl: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep only sentences of at most this perplexity (as --min-ppl).",
+            rich_help_panel=FILTER,
+        ),
+    ] = None,
+    bad_lines: Annotated[
+        BadLines,
+        typer.Option(
+            help="A --file line that is not valid UTF-8: stop there (exit 1, naming it), or "
+            "skip it (naming it on stderr) and go on.",
+            rich_help_panel=FILTER,
+        ),
+    ] = BadLines.stop,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
 ) -> None:
-    """Log-probability of each sentence as a unit <sos> ... <eos>; several are ranked."""
-    lines = _read_sentences(sentences or [], file)
+    """Log-probability of each sentence as a unit <sos> ... <eos>; several are ranked.
+
+    With --jsonl or a perplexity range, --file is read as a stream and each line is written
+    as it is scored (a filter for pipes), in bounded memory.
+    """
+    sentences = sentences or []
+    _check_arguments(sentences, file)
+    check_range(min_ppl, max_ppl)
+    filtering = min_ppl is not None or max_ppl is not None
+    if as_json and as_jsonl:
+        fail("--json and --jsonl: choose one")
+    if filtering and not (as_json or as_jsonl) and (per_token or next_k):
+        fail("a perplexity filter prints the kept lines themselves: add --jsonl for their scores")
     model = load(checkpoint, checkpoints)
-    results = model.score(lines, stop)
+    if adapt is not None:
+        model = model.adapt(adapt)
+    lines = _scored(model, sentences, file, stop, (min_ppl, max_ppl), bad_lines)
+    nexts = (lambda text: model.next_tokens(text, next_k, stop)) if next_k else None
+    if as_jsonl or (filtering and not as_json):
+        _stream(lines, as_jsonl, per_token, nexts)
+        return
+    scored = []
+    for line in lines:
+        if line.score is None:
+            _warn(line)
+        else:
+            scored.append(line)
+    if not scored and not filtering:
+        fail(f"nothing to score: {_file_name(file or Path('-'))} has no sentences")
+    _show(model, scored, stop, as_json, per_token, nexts)
+
+
+def _show(
+    model: Model,
+    scored: list[ScoredLine],
+    stop: Stop,
+    as_json: bool,
+    per_token: bool,
+    nexts: NextFn,
+) -> None:
+    """All the scores at once: a JSON list, or the ranked table and the views asked for."""
+    results = [line.score for line in scored if line.score is not None]
     _note_impossible(results, stop, model.config.max_len)
-    nexts = [model.next_tokens(line, next_k, stop) for line in lines] if next_k else []
+    candidates = [nexts(r.text) for r in results] if nexts else []
     if as_json:
-        payload = [_score_json(r, per_token) for r in results]
-        for d, candidates in zip(payload, nexts):
-            d["next"] = [{"token": c.piece, "id": c.id, "prob": c.prob} for c in candidates]
+        payload = [_score_json(r, per_token, ln.number or None) for r, ln in zip(results, scored)]
+        for d, c in zip(payload, candidates):
+            d["next"] = _next_json(c)
         print_json(payload)
         return
     title = f"scores under --stop {stop.value} ({escape(model.name)})"
@@ -120,9 +246,9 @@ def score_cmd(
         for r in results:
             out.print()
             out.print(per_token_view(r, surprisal_map(model.tokenizer, r)))
-    for line, candidates in zip(lines, nexts):
+    for r, c in zip(results, candidates):
         out.print()
-        out.print(next_view(line, candidates))
+        out.print(next_view(r.text, c))
 
 
 def _note_impossible(results: list[SentenceScore], stop: Stop, max_len: int) -> None:

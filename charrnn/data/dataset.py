@@ -28,7 +28,7 @@ import numpy as np
 
 from charrnn.config import DataConfig, Holdout, SplitCut, Unit
 from charrnn.corpus import Corpus, open_corpus
-from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
+from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus, encode_with
 from charrnn.data.split import Split, Text, split
 from charrnn.data.verify import FORMAT_VERSION, check_meta, open_tokens, open_units
 from charrnn.defaults import resolve_level
@@ -36,7 +36,7 @@ from charrnn.errors import CharRNNError, CorpusError
 from charrnn.io import file_hash
 from charrnn.schema import read_json
 from charrnn.text import resolve_unit
-from charrnn.tokenizers import TOKENIZER_JSON, TOKENIZER_MODEL, load_tokenizer
+from charrnn.tokenizers import TOKENIZER_JSON, TOKENIZER_MODEL, Tokenizer, load_tokenizer
 
 DATASET_JSON = "dataset.json"
 
@@ -89,6 +89,11 @@ class Dataset:
     @property
     def unit(self) -> Unit:
         return Unit(self.meta["unit"])
+
+    def whole(self) -> Split:
+        """Every unit, as one split (a held-out text read whole)."""
+        m = self.meta
+        return Split(self.tokens, self.units[:, 0], m["n_chars"], m["n_bytes"])
 
     def split(
         self, val_fraction: float, holdout: Holdout = Holdout.tail, cut: SplitCut = SplitCut.nearest
@@ -190,6 +195,35 @@ def _put_in_place(new: Path, out: Path) -> None:
         os.replace(old, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def encoded_with(
+    source: Corpus,
+    tokenizer: Tokenizer,
+    unit: Unit,
+    errors: str = "strict",
+    progress: Progress | None = None,
+) -> Iterator[Dataset]:
+    """A text encoded by a tokenizer already made (a run's), as a dataset in a scratch folder
+    of the cache (on disk, so memory stays bounded), removed when done."""
+    scratch = cache_root() / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{source.path.stem}.", dir=scratch))
+    try:
+        stats = encode_with(source.path, tokenizer, unit, errors, tmp, progress)
+        if stats["n_tokens"] == 0:
+            raise CorpusError(f"{source.name} has no text to read")
+        tokenizer.save(tmp)
+        config = DataConfig(tokenizer.config, unit, errors == "replace")
+        meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "unit": unit.value}
+        meta.update(source={"path": str(source.name), "size": source.size, "hash": None})
+        meta.update(vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.fingerprint())
+        meta.update(stats)
+        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        yield Dataset(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_dataset(path: Path) -> bool:

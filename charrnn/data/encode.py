@@ -279,3 +279,36 @@ def _encode_words(
             phases.report(int(phases.size * 0.1 * (lo + len(ids)) / max(1, n)))
     os.unlink(first_sight)
     return tokenizer, {"n_tokens": n, "n_unk": n_unk, "dtype": dtype.name}
+
+
+def encode_with(
+    corpus: Path,
+    tokenizer: Tokenizer,
+    unit: Unit,
+    errors: str,
+    folder: Path,
+    progress: Progress | None = None,
+    chunk_bytes: int = ENCODE_CHUNK,
+) -> dict[str, Any]:
+    """Write ``tokens.bin`` and ``units.npy`` for ``corpus`` into ``folder``, encoded by a
+    tokenizer already made (a run's: its vocabulary, so unseen symbols become <unk>), in
+    one pass. Returns the figures of the encoding."""
+    phases = _Phases(progress, corpus.stat().st_size, 1.0)
+    index = _UnitIndex(Path(folder) / UNITS_NPY)
+    blocks = iter_unit_blocks(
+        phases.chunks(iter_text(corpus, errors, chunk_bytes)), unit, max_open=chunk_bytes
+    )
+    dtype = token_dtype(tokenizer.vocab_size)
+    words = 0
+
+    def encode(block: UnitBlock) -> np.ndarray:
+        nonlocal words  # whitespace-separated words: a per-word figure at every level
+        words += sum(len(u.split()) for u in block.units())
+        return tokenizer.encode_block(block)
+
+    with (Path(folder) / TOKENS_BIN).open("wb") as f:
+        stats: dict[str, Any] = _stream(encode, blocks, f, index, dtype)
+    index.finish()
+    stats.update(dtype=dtype.name, n_units=index.n_rows, n_chars=index.n_chars)
+    stats.update(n_bytes=index.n_bytes, n_words=words)
+    return stats
