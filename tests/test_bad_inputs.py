@@ -406,7 +406,7 @@ CASES = [
     Case(
         "eval: --decay 1",
         "eval {p}/c.txt --dynamic --decay 1 " + CK,
-        ("--decay must be in [0, 1)",),
+        ("--decay must be a number in [0, 1)",),
         setup=text("c.txt", VERSES),
     ),
     Case("eval: --window 0", "eval x.txt --dynamic --window 0 " + CK, ("--window",), USAGE),
