@@ -248,6 +248,10 @@ class Stop(str, Enum):
 
 @dataclass(frozen=True)
 class SampleConfig:
+    """How samples are drawn. The controls after ``seed`` shape the draw only: a sample's
+    reported log-probability stays the model's own under the stopping rule (``controls``
+    says in which order they act)."""
+
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
@@ -255,22 +259,119 @@ class SampleConfig:
     stop: Stop = Stop.eos
     length: int | None = None  # length mode: exactly this many tokens
     seed: int | None = None
+    min_p: float | None = None  # keep tokens with at least min_p times the top token's probability
+    repeat_penalty: float = 1.0  # llama.cpp's: logits of tokens in the window / R (or x R if < 0)
+    repeat_window: int = 64  # the last N tokens (prompt included) the penalties look at
+    presence_penalty: float = 0.0  # OpenAI's: minus this once for a token in the window
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times its count in the window
+    no_repeat_ngram: int = 0  # never complete an n-gram of this many tokens twice; 0: off
+    stop_at: tuple[str, ...] = ()  # a sample ends when its text ends with one of these
+    keep_stop: bool = False  # keep the stop string at the end of the text (else cut it)
+    ban: tuple[str, ...] = ()  # never draw these (a string of several tokens: never complete it)
+    bias: tuple[tuple[str, float], ...] = ()  # (token, value): value added to the token's logit
+    beam: int | None = None  # beam search with this many beams instead of drawing
+    length_penalty: float = 0.0  # beams ranked by log P / tokens ** this; 0: by log P
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        checks = [
+        _coerce(self, "stop", Stop, "--stop must be eos, halt, length or none")
+        for name in ("stop_at", "ban"):
+            object.__setattr__(self, name, _strings(getattr(self, name)))
+        object.__setattr__(self, "bias", _biases(self.bias))
+        for ok, message in self._checks():
+            if not ok:
+                raise ConfigError(message)
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        t, beam = self.temperature, self.beam
+        return [
             (not math.isnan(t) and t >= 0, "--temp must be a number >= 0 (0 means greedy)"),
             (math.isfinite(t), "--temp must be finite"),
             (self.top_k is None or self.top_k >= 1, "--top-k must be at least 1"),
             (self.top_p is None or 0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+            (self.min_p is None or 0.0 <= self.min_p <= 1.0, "--min-p must be in [0, 1]"),
             (self.max_tokens >= 1, "--max-tokens must be at least 1"),
             (self.max_tokens <= MAX_TOKENS, f"--max-tokens must be at most {MAX_TOKENS:,}"),
             (self.length is None or self.length >= 1, "--length must be at least 1"),
             (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
+            (
+                _finite(self.repeat_penalty) and self.repeat_penalty >= 1,
+                "--repeat-penalty must be a number >= 1 (1 is off; below 1 favours repeats)",
+            ),
+            (
+                1 <= self.repeat_window <= MAX_TOKENS,
+                f"--repeat-window must be in [1, {MAX_TOKENS:,}]",
+            ),
+            (
+                _finite(self.presence_penalty) and self.presence_penalty >= 0,
+                "--presence-penalty must be a number >= 0 (0 is off; --bias favours tokens)",
+            ),
+            (
+                _finite(self.frequency_penalty) and self.frequency_penalty >= 0,
+                "--frequency-penalty must be a number >= 0 (0 is off; --bias favours tokens)",
+            ),
+            (self.no_repeat_ngram >= 0, "--no-repeat-ngram must be >= 0 (0 is off)"),
+            (all(self.stop_at), "--stop-at must not be empty: a sample would end before it began"),
+            (not self.keep_stop or bool(self.stop_at), "--keep-stop needs --stop-at"),
+            (all(self.ban), "--ban must not be empty"),
+            (beam is None or beam >= 1, "--beam must be at least 1"),
+            (beam is None or beam <= MAX_BEAM, f"--beam must be at most {MAX_BEAM}"),
+            (beam is None or self.stop is not Stop.none, _BEAM_NEEDS_END),
+            (_finite(self.length_penalty), "--length-penalty must be a finite number"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+
+    @property
+    def shaping(self) -> bool:
+        """Whether a control changes the logits before the draw (penalties, n-grams, bans,
+        biases): when none does, the sampler takes its plain path."""
+        return bool(
+            self.repeat_penalty != 1
+            or self.presence_penalty
+            or self.frequency_penalty
+            or self.no_repeat_ngram
+            or self.ban
+            or self.bias
+        )
+
+
+MAX_BEAM = 1000
+_BEAM_NEEDS_END = "--beam needs a rule that ends a sample: --stop eos, halt or length"
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """One string or several, as a tuple (a lone string is one item, not its characters)."""
+    if isinstance(value, str):
+        return (value,)
+    items = tuple(value)
+    if not all(isinstance(s, str) for s in items):
+        raise ConfigError("--stop-at and --ban take strings")
+    return items
+
+
+def _biases(value: Any) -> tuple[tuple[str, float], ...]:
+    """``{token: value}``, ``"TOKEN=VALUE"`` strings or (token, value) pairs, as pairs."""
+    if isinstance(value, str):
+        value = (value,)
+    items = value.items() if isinstance(value, dict) else value
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            token, eq, number = item.rpartition("=")
+            if not eq or not token:
+                raise ConfigError(f"--bias {item!r}: write TOKEN=VALUE, as in 'e=-2'")
+            item = (token, number)
+        token, number = item
+        try:
+            number = float(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--bias {token}={number}: the value must be a number") from None
+        if not token or not math.isfinite(number):
+            raise ConfigError(f"--bias {token}={number}: give a token and a finite value")
+        out.append((str(token), number))
+    return tuple(out)
 
 
 # -- a whole training job, from options by name

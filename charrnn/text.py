@@ -156,16 +156,33 @@ def read_text(path: Path, errors: str = "strict") -> str:
 def read_lines(path: Path | str) -> list[str]:
     """The lines of a UTF-8 file of sentences (a byte-order mark dropped), or of standard input
     for ``-``; a CorpusError naming the file otherwise."""
-    stdin = str(path) == "-"
-    name = "standard input" if stdin else f"sentence file {path}"
+    return _read_small(path, "sentence file").splitlines()
+
+
+def read_prompt(path: Path | str) -> str:
+    """The text of a prompt file (or of standard input for ``-``), as a corpus is read: UTF-8,
+    a byte-order mark dropped, CRLF as LF; a CorpusError naming the file otherwise."""
+    text = _read_small(path, "prompt file").replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise CorpusError(f"{_name(path, 'prompt file')} is empty")
+    return text
+
+
+def _name(path: Path | str, what: str) -> str:
+    return "standard input" if str(path) == "-" else f"{what} {path}"
+
+
+def _read_small(path: Path | str, what: str) -> str:
+    """The whole text of a file (or of standard input for ``-``), read at once."""
+    name = _name(path, what)
     path = Path(path)
     try:
-        if stdin:
+        if name == "standard input":
             data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
         elif path.is_dir():
-            raise CorpusError(f"sentence file is a folder: {path}")
+            raise CorpusError(f"{what} is a folder: {path}")
         elif not path.is_file():
-            raise CorpusError(f"sentence file not found: {path}")
+            raise CorpusError(f"{what} not found: {path}")
         else:
             data = path.read_bytes()
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -173,7 +190,7 @@ def read_lines(path: Path | str) -> list[str]:
         raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
     except OSError as e:
         raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
-    return text.removeprefix("\ufeff").splitlines()
+    return text.removeprefix("\ufeff")
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:
