@@ -5,7 +5,7 @@
 For each loop, over ``--steps`` steps after 15 warm-up steps: the work the device ran (the
 sum of its kernels' times), the host's time in PyTorch's operators and runtime calls, and the
 number of kernel launches. On a GPU a loop whose host time exceeds its device time is bound
-by the host: every host-side addition then costs its full time (README, "Benchmarks").
+by the host: every host-side addition then costs its full time (docs/benchmarks.md).
 """
 
 from __future__ import annotations

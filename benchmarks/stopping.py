@@ -1,4 +1,4 @@
-"""How a sample ends, measured: the figures the README quotes for the three stopping rules.
+"""How a sample ends, measured: the figures docs/benchmarks.md quotes for the stopping rules.
 
     python -m benchmarks.stopping quality       # train 5 min on tinyshakespeare --unit paragraph
                                                 # --split spread, then draw 500 samples per

@@ -106,6 +106,18 @@ class Holdout(str, Enum):
 SPREAD_SECTIONS = 20
 
 
+class SplitCut(str, Enum):
+    """Where a split's cut falls near the share asked for.
+
+    ``nearest``: at the unit boundary nearest to it, or inside a unit where no boundary is
+    near (a text of few, long units). ``unit-after``: at the first unit that starts at or after
+    it (runs of format 4 and before, which keep their split).
+    """
+
+    nearest = "nearest"
+    unit_after = "unit-after"
+
+
 # -- the model
 
 
@@ -186,6 +198,7 @@ class TrainConfig:
     time_budget: float | None = 900.0  # seconds, counted from the command's start
     val_fraction: float = 0.1
     split: Holdout = Holdout.tail  # which text validates
+    split_cut: SplitCut = SplitCut.nearest
     evals: int = 8  # evaluations per run when its end is known
     eval_every: int = 500  # steps between evaluations when it is not
     eval_tokens: int = 16384  # tokens of the validation split per evaluation (0 = all)
@@ -204,6 +217,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _coerce(self, "split", Holdout, "--split must be tail or spread")
         _coerce(self, "precision", Precision, "--precision must be fp32, bf16 or fp16")
+        _coerce(self, "split_cut", SplitCut, "split_cut must be nearest or unit-after")
         checks = [
             (self.seq_len >= 1, "--seq-len must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -230,7 +244,8 @@ class TrainConfig:
                 raise ConfigError(message)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "split": self.split.value, "precision": self.precision.value}
+        enums = {k: getattr(self, k).value for k in ("split", "split_cut", "precision")}
+        return {**asdict(self), **enums}
 
 
 # -- sampling

@@ -101,6 +101,7 @@ def in_force(
 EVAL_SHARE = 0.1  # the most the periodic evaluations may take together
 STOP_FIT_SHARE = 0.05  # the most the stop fit at the end may take
 STOP_FIT_MIN = 20  # fewer samples per rule than this measure nothing: the fit is skipped
+TRUSTED_VAL_TOKENS = 2000  # a validation split with fewer tokens gets a warning
 
 
 # -- the numbers above, as the --help texts give them

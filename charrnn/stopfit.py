@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
-from charrnn.config import DataConfig, Holdout, SampleConfig, Stop
+from charrnn.config import DataConfig, Holdout, SampleConfig, SplitCut, Stop
 from charrnn.data import (
     Dataset,
     Split,
@@ -164,9 +164,10 @@ def run_splits(info: dict[str, Any], ds: Dataset | None = None) -> tuple[Split, 
     try:
         val_fraction = float(info["train"]["val_fraction"])
         holdout = Holdout(info["train"].get("split", "tail"))  # runs before --split: the tail
+        cut = SplitCut(info["train"].get("split_cut", SplitCut.nearest))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"run.json has no validation split ({e})") from None
-    return (ds or open_dataset(info)).split(val_fraction, holdout)
+    return (ds or open_dataset(info)).split(val_fraction, holdout, cut)
 
 
 def val_lengths(info: dict[str, Any]) -> np.ndarray:

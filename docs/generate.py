@@ -8,6 +8,7 @@ tests/test_docs.py runs the check, so the pages cannot drift from the code.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +18,16 @@ DOCS = Path(__file__).resolve().parent
 WIDTH = 100
 # Pages written by hand: the generator keeps them, and the index links them.
 HANDWRITTEN = {
+    "training.md": "what a training run does: its output, its length, its model, the split",
+    "levels.md": "how text becomes tokens: levels, units, the encoded corpus and its cache",
+    "sampling.md": "sampling and scoring in depth, with real outputs",
+    "stopping.md": "how a sample ends: the three stopping rules in depth, and how well each fits",
+    "checkpoints.md": "where runs go, what a run folder holds, resume and safety",
+    "distributed.md": "training with several processes, GPUs or machines",
+    "python.md": "the Python API: load, sample, score, next tokens, train",
     "errors.md": "every error message, and what training does when things go wrong",
     "defaults.md": "how the training defaults were chosen, with the figures",
+    "benchmarks.md": "every measurement, and how to run each benchmark",
     "architecture.md": "how the package is built, and where a new feature goes",
 }
 NOTE = (
@@ -63,6 +72,14 @@ def commands() -> dict[str, str]:
     return {n: (group.commands[n].help or "").strip().splitlines()[0] for n in names}
 
 
+def readme_anchor(command: str) -> str:
+    """The link anchor GitHub gives the README's heading for ``command``."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"^### (`charrnn {command}\b.*)$", readme, re.M)
+    heading = found.group(1) if found else f"charrnn {command}"
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
 def pages() -> dict[str, str]:
     """File name -> contents, for every page."""
     out: dict[str, str] = {}
@@ -71,7 +88,7 @@ def pages() -> dict[str, str]:
         out[f"{name}.md"] = (
             f"# charrnn {name}\n\n{NOTE.format(name=name)}\n\n{summary}\n\n"
             f"```text\n{help_text([name])}\n```\n\n"
-            f"Examples with their output: [README](../README.md#charrnn-{name}).\n"
+            f"Examples with their output: [README](../README.md#{readme_anchor(name)}).\n"
         )
     index = [
         "# charrnn commands\n",
@@ -81,7 +98,9 @@ def pages() -> dict[str, str]:
         "| --- | --- |",
         *(f"| [`charrnn {n}`]({n}.md) | {s} |" for n, s in cmds.items()),
         "",
-        *(f"See also [{n}]({n}): {s}." for n, s in HANDWRITTEN.items()),
+        "Pages written by hand:",
+        "",
+        *(f"- [{n}]({n}): {s}" for n, s in HANDWRITTEN.items()),
         "",
         "```text",
         help_text([]),

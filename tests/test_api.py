@@ -25,18 +25,32 @@ def model(trained_run):
     return charrnn.load(trained_run)
 
 
-def readme_example() -> str:
+def readme_section(title: str) -> str:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("\n## Python") :]
+    start = readme.index(f"\n## {title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end > 0 else None]
+
+
+def readme_example() -> str:
+    section = readme_section("Python")
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+
+
+def quickstart_run() -> str:
+    """The run the README's quickstart makes: it is named after the corpus it trains on."""
+    corpus = re.search(r"^\s+charrnn train (\S+)", readme_section("Quickstart"), re.M)
+    return Path(corpus.group(1)).stem  # type: ignore[union-attr]
 
 
 def test_the_readme_example_runs_as_written(trained_run, tmp_path, monkeypatch):
     code = readme_example()
     assert len([ln for ln in code.splitlines() if ln.strip()]) == 5
+    # It must run as printed after the quickstart: it loads that run, by name or as the latest.
+    loaded = re.search(r'charrnn\.load\((?:"([^"]+)")?\)', code)
+    assert loaded and loaded.group(1) in (None, quickstart_run()), "load the quickstart's run"
     (tmp_path / "checkpoints").mkdir()
-    name = re.search(r'charrnn\.load\("([^"]+)"\)', code).group(1)  # type: ignore[union-attr]
-    (tmp_path / "checkpoints" / name).symlink_to(trained_run, target_is_directory=True)
+    (tmp_path / "checkpoints" / quickstart_run()).symlink_to(trained_run, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

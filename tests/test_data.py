@@ -209,6 +209,44 @@ def test_split_cuts_at_a_unit_boundary(corpus):
     assert val.unit_starts[0] == 0 and np.all(val.tokens[val.unit_starts] == SOS)
 
 
+def _markdown_like(tmp_path, n_paragraphs=272, giant_at=269):
+    """Paragraphs of a few hundred characters, and near the end one giant block (a code
+    listing, say): the first paragraph after 90% of the text comes only after the giant."""
+    paragraphs = [f"Paragraph {i}: " + "some words here " * 30 for i in range(n_paragraphs)]
+    paragraphs[giant_at] = "\n".join("    code line " + "x" * 60 for _ in range(300))
+    path = tmp_path / "notes.md"
+    path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_tail_split_holds_about_the_share_asked_for(tmp_path):
+    """A validation split holds about --val-fraction of the text, whatever its units: cut at
+    the unit boundary nearest to the share, or inside a unit when no boundary is near."""
+    from charrnn.config import SplitCut
+
+    one_unit = tmp_path / "one.txt"
+    one_unit.write_text("abc def ghi " * 2000, encoding="utf-8")
+    few = tmp_path / "few.txt"
+    few.write_text("\n\n".join("word " * n for n in (3000, 2500, 2800, 40)) + "\n")
+    for corpus in (_markdown_like(tmp_path), one_unit, few, drifting_corpus(tmp_path)):
+        ds, _ = prepare(corpus, DataConfig(tokenizer=TokenizerConfig(level=Level.char)))
+        for f in (0.1, 0.3):
+            train, val = ds.split(f)
+            share = val.n_chars / ds.meta["n_chars"]
+            assert abs(share - f) <= 0.5 * f, (corpus.name, f, share)
+            assert abs(len(val) / len(ds.tokens) - share) < 0.05
+            assert train.n_chars + val.n_chars == ds.meta["n_chars"]
+            assert train.n_bytes + val.n_bytes == ds.meta["n_bytes"]
+            assert len(train) + len(val) == len(ds.tokens)
+    # the rule of runs of format 4 and before is kept for them: on the markdown-like text it
+    # validated on a sliver
+    ds, _ = prepare(
+        _markdown_like(tmp_path), DataConfig(tokenizer=TokenizerConfig(level=Level.char))
+    )
+    _, old = ds.split(0.1, cut=SplitCut.unit_after)
+    assert old.n_chars / ds.meta["n_chars"] < 0.03
+
+
 def test_spread_split_holds_out_the_tail_of_every_section(tmp_path):
     ds, _ = prepare(drifting_corpus(tmp_path), DataConfig(unit=Unit.line))
     stream = np.asarray(ds.tokens, dtype=np.int64)
@@ -341,21 +379,25 @@ def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
     edges = bucket_edges(512)
     plan = LengthPlan(edges, unknown=len(edges), p_hidden=0.5, p_from_start=0.5, seed=3)
     batches = StreamBatches(train, 2, 64, plan)
+    seen_shown = seen_hidden = 0
     for epoch in (0, 1):
-        b = batches.window(1, epoch)
-        shown = b.remaining < len(edges)
-        assert shown.any() and (~shown & (b.x != EOS)).any()
-        # once shown, a unit's length stays shown and counts down (buckets are exact below
-        # EXACT), reaching 0 before its <eos>
-        for row in range(2):
-            for t in range(1, 64):
-                if shown[row, t - 1] and b.x[row, t] != EOS:
-                    before, now = b.remaining[row, t - 1], b.remaining[row, t]
-                    assert shown[row, t] and now <= before
-                    assert before >= EXACT or now == before - 1
-        assert np.all(b.remaining[shown & (b.y == EOS)] == 0)
-        # the length head learns exactly where the length is not shown (inside a unit)
-        assert np.array_equal(b.length >= 0, ~shown & (b.x != EOS))
+        for k in range(len(batches)):
+            b = batches.window(k, epoch)
+            shown = b.remaining < len(edges)
+            seen_shown += int(shown.sum())
+            seen_hidden += int((~shown & (b.x != EOS)).sum())
+            # once shown, a unit's length stays shown and counts down (buckets are exact below
+            # EXACT), reaching 0 before its <eos>
+            for row in range(2):
+                for t in range(1, 64):
+                    if shown[row, t - 1] and b.x[row, t] != EOS:
+                        before, now = b.remaining[row, t - 1], b.remaining[row, t]
+                        assert shown[row, t] and now <= before
+                        assert before >= EXACT or now == before - 1
+            assert np.all(b.remaining[shown & (b.y == EOS)] == 0)
+            # the length head learns exactly where the length is not shown (inside a unit)
+            assert np.array_equal(b.length >= 0, ~shown & (b.x != EOS))
+    assert seen_shown and seen_hidden  # the plan shows some units' lengths and hides others'
 
 
 def test_auto_level_is_bpe_where_the_text_outlasts_the_budget_in_a_small_alphabet():

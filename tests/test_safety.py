@@ -360,6 +360,7 @@ def _as_format(run: Path, version: int, drop: tuple[str, ...] = ()) -> None:
         save_file(tensors, str(run / name), metadata={META_KEY: json.dumps(meta)})
     info = json.loads((run / RUN_JSON).read_text())
     del info["model"]["unknown_scale"]
+    del info["train"]["split_cut"]  # format 5 wrote it
     (run / RUN_JSON).write_text(json.dumps({**info, "format_version": version}))
 
 
@@ -573,3 +574,22 @@ def test_skip_nonfinite_skips_the_bad_steps(corpus, tmp_path, monkeypatch):
     kept = load_run(ck / "r", which="last")
     assert kept.meta["loop"]["step"] == 10
     assert all(torch.isfinite(p).all() for p in kept.model.parameters())
+
+
+def test_a_format_4_run_keeps_the_validation_split_it_was_made_with(trained_run, tmp_path):
+    """Format 5 cuts the validation split at the unit boundary nearest its share; a run of
+    format 4 or before keeps the cut it trained and was validated with."""
+    from charrnn.checkpoint import read_run_json
+    from charrnn.stopfit import run_splits
+
+    run = copy_run(trained_run, tmp_path / "run")
+    info = json.loads((run / RUN_JSON).read_text())
+    assert info["train"]["split_cut"] == "nearest"
+    del info["train"]["split_cut"]
+    (run / RUN_JSON).write_text(json.dumps({**info, "format_version": 4}))
+    old = read_run_json(run)
+    assert old["train"]["split_cut"] == "unit-after"
+    _, val_old = run_splits(old)
+    _, val_new = run_splits(read_run_json(trained_run))
+    assert len(val_old) != len(val_new)  # this corpus is one the rules cut differently
+    assert load_run(run).info["train"]["split_cut"] == "unit-after"

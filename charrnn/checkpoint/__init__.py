@@ -37,6 +37,7 @@ from charrnn.checkpoint.layout import (
     last_trained,
     list_runs,
     new_run_name,
+    no_runs,
     remove_stale_temps,
     run_lock,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "load_tensors",
     "load_weights",
     "new_run_name",
+    "no_runs",
     "read_meta",
     "read_run_json",
     "remove_stale_temps",

@@ -10,15 +10,12 @@ from typing import Any
 from charrnn.checkpoint.layout import RUN_JSON
 from charrnn.errors import CheckpointError, first_line
 
-FORMAT_VERSION = 4  # 2: the weights hold the state a unit starts from (model.start_h)
-
-
+FORMAT_VERSION = 5  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
+# 5: the validation split is cut at the unit boundary nearest its share (TrainConfig.split_cut)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
-
-
 JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)  # RecursionError: deep nesting
 
 
@@ -29,6 +26,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: lambda info: info,  # 1 -> 2 changed the weights only: see ADDED_IN
     2: lambda info: info,  # 2 -> 3 changed the weights only: see ADDED_IN and _upgrade_weights
     3: lambda info: _with_model(info, unknown_scale=OLD_UNKNOWN_SCALE),
+    4: lambda info: _with(info, "train", split_cut="unit-after"),  # the run keeps its split
 }
 
 
@@ -36,9 +34,13 @@ OLD_UNKNOWN_SCALE = 10.0  # how runs of format 3 and before read the length inpu
 
 
 def _with_model(info: dict[str, Any], **settings: Any) -> dict[str, Any]:
-    """``info`` with these settings in its model config (if it has one to add them to)."""
-    model = info.get("model")
-    return {**info, "model": {**model, **settings}} if isinstance(model, dict) else info
+    return _with(info, "model", **settings)
+
+
+def _with(info: dict[str, Any], config: str, **settings: Any) -> dict[str, Any]:
+    """``info`` with these settings in one of its configs (if it has it to add them to)."""
+    part = info.get(config)
+    return {**info, config: {**part, **settings}} if isinstance(part, dict) else info
 
 
 # Model tensors a newer format added, and the version that added them. A file of an older

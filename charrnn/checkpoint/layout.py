@@ -87,13 +87,18 @@ def last_trained(folder: Path) -> float:
     return max(times, default=0.0)
 
 
+def no_runs(root: Path) -> str:
+    """What to say where a command finds no run: the same words for every command."""
+    return f"no trained run found in {root}/; train one first: charrnn train [CORPUS.txt]"
+
+
 def find_run(ref: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
     """A run folder from a name, a path, or (None) the most recently trained run."""
     if ref is None:
         runs = [r for r in list_runs(root) if (r / BEST).exists() or (r / LAST).exists()]
         if not runs:
             raise CheckpointError(
-                f"no trained run found in {root}/; train one first: charrnn train CORPUS.txt"
+                no_runs(root)
             )
         return runs[0]
     path = Path(ref)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import info, runs, sample, score, tokenize, train
+from charrnn.cli import corpora, info, runs, sample, score, tokenize, train
 from charrnn.cli.output import err, escape, out
 from charrnn.version import __version__
 
@@ -24,6 +24,8 @@ class _OneLineErrors(TyperGroup):
             rv = super().main(*args, standalone_mode=False, **kwargs)
             code = rv if isinstance(rv, int) else 0
         except _ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `charrnn` alone: the help, shown
+                return self._exit(0, standalone_mode)
             hint = ""
             ctx = getattr(e, "ctx", None)
             if ctx is not None:
@@ -33,6 +35,10 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             err.print("[red]aborted[/]")
             code = 130
+        return self._exit(code, standalone_mode)
+
+    @staticmethod
+    def _exit(code: int, standalone_mode: bool) -> int:
         if standalone_mode:
             sys.exit(code)
         return code
@@ -71,3 +77,4 @@ app.command("sample")(sample.sample_cmd)
 app.command("score")(score.score_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("info")(info.info_cmd)
+app.command("corpora")(corpora.corpora_cmd)

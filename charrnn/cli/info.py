@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -122,23 +123,22 @@ def _progress_table(d: RunDetails) -> Table:
 
 
 def _config_table(d: RunDetails) -> Table:
-    """The three configs side by side, every field."""
+    """The three configs one after another, every field, two to a row (80 columns hold it)."""
     configs = [
         ("model", d.info.get("model", {})),
         ("training", d.info.get("train", {})),
         ("data", _flat(d.info.get("data", {}).get("config", {}))),
     ]
-    t = Table(title="config", title_justify="left")
-    for name, _ in configs:
-        t.add_column(name)
-        t.add_column("", justify="right")
-    items = [sorted(c.items()) for _, c in configs]
-    for i in range(max(len(x) for x in items)):
-        row: list[str] = []
-        for x in items:
-            k, v = x[i] if i < len(x) else ("", "")
-            row += [k, escape(str(v))]
-        t.add_row(*row)
+    t = Table(title="config", title_justify="left", box=box.SIMPLE_HEAD, show_header=False)
+    for justify in ("left", "right", "left", "right"):
+        t.add_column(justify=justify)  # type: ignore[arg-type]
+    for name, config in configs:
+        t.add_row(Text(name, style="bold"), "", "", "")
+        items = [(k, escape(str(v))) for k, v in sorted(config.items())]
+        half = (len(items) + 1) // 2
+        rows = list(zip(items[:half], [*items[half:], ("", "")]))
+        for i, ((k1, v1), right) in enumerate(rows):
+            t.add_row(k1, v1, *right, end_section=i == len(rows) - 1)
     return t
 
 

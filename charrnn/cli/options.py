@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from charrnn import defaults
+from charrnn.builtin import DEFAULT
 from charrnn.checkpoint import DEFAULT_ROOT, list_runs
 from charrnn.config import (
     DataConfig,
@@ -29,7 +31,28 @@ DATA, MODEL, TRAINING, RUN, SAMPLING, OUTPUT = (
 )
 
 
-CorpusArg = Annotated[Path, typer.Argument(help="A UTF-8 text file, or a folder made by tokenize.")]
+@dataclass(frozen=True)
+class Invocation:
+    """How the program was started: when (a time budget counts from the process's start),
+    and its arguments (``train --processes`` starts more processes with them)."""
+
+    started: float
+    args: tuple[str, ...]
+
+
+def invocation(ctx: typer.Context) -> Invocation | None:
+    """None when a command runs inside another program (a test's runner, say)."""
+    return ctx.obj if isinstance(ctx.obj, Invocation) else None
+
+
+CorpusArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A UTF-8 text file, a folder made by tokenize, or a built-in corpus (charrnn "
+        f"corpora); default: the built-in {DEFAULT}.",
+        show_default=False,
+    ),
+]
 
 
 LevelOpt = Annotated[

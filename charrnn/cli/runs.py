@@ -10,13 +10,13 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.checkpoint import DEFAULT_ROOT
+from charrnn.checkpoint import DEFAULT_ROOT, no_runs
 from charrnn.cli.format import num, size_text, when_text
 from charrnn.cli.options import (
     CheckpointsDirOpt,
     JsonOpt,
 )
-from charrnn.cli.output import err, escape, friendly, out
+from charrnn.cli.output import escape, fail, friendly, out
 from charrnn.runs import RunSummary, summarize_all
 
 
@@ -67,9 +67,9 @@ def runs_cmd(
         out.print_json(
             json.dumps([{**asdict(s), "folder": str(s.folder)} for s in rows], default=str)
         )
-        return
-    if not rows:
-        err.print(f"no runs in {escape(str(checkpoints))}/; train one: charrnn train CORPUS.txt")
+    if not rows:  # as for every command that finds no run: one line, exit status 1
+        fail(no_runs(checkpoints))
+    if as_json:
         return
     out.print(runs_table(rows, checkpoints))
     out.print(

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from charrnn.builtin import resolve_corpus, shown_path
 from charrnn.cli.options import (
     CorpusArg,
     LevelOpt,
@@ -23,7 +24,7 @@ from charrnn.cli.options import (
     VocabSizeOpt,
     data_config,
 )
-from charrnn.cli.output import err, friendly, out
+from charrnn.cli.output import err, escape, friendly, out
 from charrnn.config import DataConfig, TokenizerConfig
 from charrnn.data import describe, prepare
 
@@ -37,6 +38,7 @@ def data_progress() -> Iterator[Callable[[int, int], None]]:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # no bar frames in a log
     ) as bar:
         task = bar.add_task("encode", total=None)
 
@@ -48,7 +50,7 @@ def data_progress() -> Iterator[Callable[[int, int], None]]:
 
 @friendly
 def tokenize_cmd(
-    corpus: CorpusArg,
+    corpus: CorpusArg = None,
     level: LevelOpt = TokenizerConfig.level,
     unit: UnitOpt = DataConfig.unit,
     min_freq: MinFreqOpt = TokenizerConfig.min_freq,
@@ -70,12 +72,13 @@ def tokenize_cmd(
         sample_chars=sample_chars,
         replace_errors=replace_errors,
     )
+    source = resolve_corpus(corpus)
     t0 = time.monotonic()
     with data_progress() as progress:
-        ds, cached = prepare(corpus, config, progress=progress, out=output)
+        ds, cached = prepare(source.path, config, progress=progress, out=output)
     seconds = time.monotonic() - t0
     d = describe(ds)
-    table = Table(title=f"{corpus}", show_header=False, title_justify="left")
+    table = Table(title=escape(source.label()), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
@@ -88,7 +91,7 @@ def tokenize_cmd(
         ("<unk> rate", f"{d['unk_rate']:.3%}"),
         ("mean unit length", f"{d['mean_unit_length']:.1f} tokens"),
         *([("tokenizer sample", f"{d['sample_chars']:,} characters")] if d["sample_chars"] else []),
-        ("dataset", str(ds.folder)),
+        ("dataset", escape(shown_path(ds.folder))),
         ("", "reused from cache" if cached else f"encoded in {seconds:.1f}s"),
     ]
     for k, v in rows:

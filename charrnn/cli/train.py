@@ -16,7 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import defaults
+from charrnn.builtin import shown_path
 from charrnn.checkpoint import DEFAULT_ROOT
+from charrnn.cli.format import size_text
 from charrnn.cli.options import (
     MODEL,
     RUN,
@@ -32,9 +34,10 @@ from charrnn.cli.options import (
     VocabSizeOpt,
     format_duration,
     given,
+    invocation,
     parse_duration,
 )
-from charrnn.cli.output import err, friendly, out
+from charrnn.cli.output import err, escape, friendly, out
 from charrnn.config import (
     SPREAD_SECTIONS,
     Cell,
@@ -49,10 +52,10 @@ from charrnn.config import (
     with_options,
 )
 from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
-from charrnn.training.distributed import is_main_process, world_size
+from charrnn.training.distributed import is_main_process, launch, world_size
 from charrnn.training.run import train
 
-_RUN_OPTIONS = ("run", "resume", "checkpoints")  # where the run goes, not how it trains
+_RUN_OPTIONS = ("run", "resume", "checkpoints", "processes")  # where it goes, not how it trains
 
 
 class TrainView(Callbacks):
@@ -69,7 +72,7 @@ class TrainView(Callbacks):
             TextColumn("{task.fields[speed]}"),
             TimeRemainingColumn(),
             console=console,
-            disable=not shown,
+            disable=not (shown and console.is_terminal),  # no bar frames in a log
         )
         self.task = bar.add_task("train", total=1.0, loss="", val="", speed="", step=0)
         fields = {"loss": "", "val": "", "speed": "", "step": ""}
@@ -94,16 +97,23 @@ class TrainView(Callbacks):
         self.bar.update(self.data_task, completed=done, total=total, visible=done < total)
 
     def on_start(self, info: dict[str, Any]) -> None:
-        m = info["model"]
-        resumed = f", resumed at step {info['resumed_from']}" if info["resumed_from"] else ""
-        self.bar.console.print(
-            f"run [bold]{info['run']}[/]: {m['cell']} {m['layers']}x{m['hidden']}, "
-            f"{info['parameters']:,} parameters, {info['level']} level "
-            f"({info['vocab_size']:,} symbols), "
-            f"{info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
-            f"({info['split']} split), "
-            f"on {info['device']}{resumed}"
+        m, say = info["model"], self.bar.console.print
+        resumed = f" (resumed at step {info['resumed_from']:,})" if info["resumed_from"] else ""
+        say(
+            f"run [bold]{escape(info['run'])}[/]{resumed}: {m['cell']} {m['layers']}x"
+            f"{m['hidden']}, {info['parameters']:,} parameters, on {info['device']}, "
+            f"{_ends(info)}"
         )
+        say(
+            f"text: {escape(info['corpus'])} ({size_text(info['corpus_bytes'])}), "
+            f"{info['level']} level ({info['vocab_size']:,} symbols)"
+        )
+        say(
+            f"split: {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
+            f"({info['split']} split)"
+        )
+        for warning in info["warnings"]:  # with the run's header, in its log
+            say(f"[yellow]warning:[/] {escape(warning)}")
         self.bar.start()
 
     def on_step(self, s: StepStats) -> None:
@@ -119,11 +129,11 @@ class TrainView(Callbacks):
 
     def on_eval(self, e: EvalStats) -> None:
         self.val = f"val {e.loss:.3f}"
-        mark = " [green]best[/]" if e.best and not e.full else ""
-        what = "validation (whole split)" if e.full else "validation"
+        mark = "  [green]best[/]" if e.best and not e.full else ""
+        what = " (kept model)" if e.full else ""  # on the whole validation split
         self.bar.console.print(
-            f"step {e.step:>6}  {what}: {e.loss:.4f} nats/token, {e.bpc:.3f} bits/char, "
-            f"{e.bpb:.3f} bits/byte, ppl {e.perplexity:.2f}{mark}"
+            f"step {e.step:,}  val {e.loss:.4f} nats/token, {e.bpc:.3f} bits/char, "
+            f"ppl {e.perplexity:.2f}{what}{mark}"
         )
 
     def on_sample(self, step: int, text: str) -> None:
@@ -133,6 +143,18 @@ class TrainView(Callbacks):
 
     def stop_requested(self) -> bool:
         return self.interrupted
+
+
+def _ends(info: dict[str, Any]) -> str:
+    """How the run ends, as the first line says it: for 15m (--time-budget), 500 steps..."""
+    ends = []
+    if info["time_budget"]:
+        ends.append(f"{format_duration(info['time_budget'])} (--time-budget)")
+    if info["max_steps"]:
+        ends.append(f"{info['max_steps']:,} steps")
+    if info["epochs"]:
+        ends.append(f"{info['epochs']:g} epochs")
+    return "for " + " or ".join(ends) if ends else "until Ctrl-C"
 
 
 @contextmanager
@@ -162,7 +184,7 @@ def _summary(result: TrainResult, corpus: Path) -> Table:
     t.add_column(style="bold")
     t.add_column(justify="right")
     rows = [
-        ("run", str(result.run)),
+        ("run", escape(shown_path(result.run))),
         ("steps", f"{result.steps:,}"),
         ("tokens", f"{result.tokens:,}"),
         ("time", f"{result.elapsed:.0f}s"),
@@ -193,7 +215,7 @@ def _summary(result: TrainResult, corpus: Path) -> Table:
 
 @friendly
 def train_cmd(
-    corpus: CorpusArg,
+    corpus: CorpusArg = None,
     level: LevelOpt = TokenizerConfig.level,
     unit: UnitOpt = DataConfig.unit,
     min_freq: MinFreqOpt = TokenizerConfig.min_freq,
@@ -331,21 +353,42 @@ def train_cmd(
         ),
     ] = TrainConfig.stop_fit,
     run: Annotated[
-        str | None, typer.Option(help="Run name; default: the corpus name.", rich_help_panel=RUN)
+        str | None,
+        typer.Option(
+            "--name",
+            "--run",
+            help="Run name; default: the corpus name. (--run works too, but not under torchrun, "
+            "whose own --run-path takes it.)",
+            rich_help_panel=RUN,
+        ),
     ] = None,
     resume: Annotated[
         bool,
         typer.Option(
-            help="Continue --run (default: the latest run) from its last checkpoint.",
+            help="Continue --name (default: the latest run) from its last checkpoint, on the "
+            "corpus it was trained on unless one is given.",
             rich_help_panel=RUN,
         ),
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Train in this many processes on this machine (PyTorch's launcher, as torchrun "
+            "--standalone); --batch-size is shared between them.",
+            rich_help_panel=RUN,
+        ),
+    ] = 1,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
     ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Train a model on a corpus (tokenizing it first, or reusing the cached encoding)."""
-    # the process's start when run as a program (see main), so --time-budget counts imports
-    started = ctx.obj if isinstance(ctx.obj, float) else time.monotonic()
+    called = invocation(ctx)
+    if processes > 1:
+        raise typer.Exit(launch(processes, called.args if called else None))
+    # the process's start when run as a program, so --time-budget counts imports
+    started = called.started if called else time.monotonic()
     options = {k: v for k, v in ctx.params.items() if k not in ("corpus", *_RUN_OPTIONS)}
     job = with_options(Job(), {**options, "time_budget": parse_duration(time_budget)})
     # A resume keeps the run's own settings except those given on this command line.
@@ -367,11 +410,11 @@ def train_cmd(
         raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)
     out.print(_summary(result, corpus))
     if result.stopped_by == "interrupted":
-        again = "torchrun [options] -m charrnn -- train" if world_size() > 1 else "charrnn train"
+        again = "torchrun [options] -m charrnn train" if world_size() > 1 else "charrnn train"
+        where = f" --checkpoints {checkpoints}" if checkpoints != DEFAULT_ROOT else ""
         err.print(
-            f"[yellow]interrupted at step {result.steps}; resume with:[/] {again} {corpus} "
-            f"--run {result.run.name} --resume"
-            + (f" --checkpoints {checkpoints}" if checkpoints != DEFAULT_ROOT else ""),
+            f"[yellow]interrupted at step {result.steps}; resume with:[/] {again} "
+            f"--name {result.run.name} --resume{where}",
             soft_wrap=True,
         )
         raise typer.Exit(130)

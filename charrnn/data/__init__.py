@@ -19,8 +19,6 @@ from charrnn.data.batches import (
 from charrnn.data.dataset import (
     DATASET_JSON,
     Dataset,
-    Pieces,
-    Split,
     build_dataset,
     cache_root,
     describe,
@@ -29,6 +27,7 @@ from charrnn.data.dataset import (
     prepare,
     resolve_data,
 )
+from charrnn.data.split import Pieces, Split, Text, split
 
 __all__ = [
     "DATASET_JSON",
@@ -38,6 +37,7 @@ __all__ = [
     "Pieces",
     "Split",
     "StreamBatches",
+    "Text",
     "build_dataset",
     "cache_root",
     "describe",
@@ -48,5 +48,6 @@ __all__ = [
     "resolve_data",
     "reveal_points",
     "share",
+    "split",
     "windows_to_read",
 ]

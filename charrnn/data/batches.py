@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.data.dataset import Split
+from charrnn.data.split import Split
 from charrnn.model.lengths import bucketize
 from charrnn.tokenizers import EOS, PAD, SOS
 

@@ -18,15 +18,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from charrnn.config import SPREAD_SECTIONS, DataConfig, Holdout, Unit
+from charrnn.config import DataConfig, Holdout, SplitCut, Unit
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, Progress, encode_corpus
+from charrnn.data.split import Split, Text, split
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
@@ -53,43 +53,6 @@ def cache_key(content_hash: str, config: DataConfig) -> str:
 # -- the dataset --------------------------------------------------------------------------
 
 
-class Pieces:
-    """Stretches of a token stream read as one: position p of the joined stream is found in
-    the piece that holds it. Indexed by integer arrays of any shape, as a memory map is."""
-
-    def __init__(self, tokens: np.ndarray, pieces: list[tuple[int, int]]):
-        self.tokens = tokens
-        self.starts = np.array([lo for lo, _ in pieces], dtype=np.int64)
-        self.at = np.cumsum([0] + [hi - lo for lo, hi in pieces])  # where each piece begins
-
-    def __len__(self) -> int:
-        return int(self.at[-1])
-
-    def __getitem__(self, pos: np.ndarray) -> np.ndarray:
-        pos = np.asarray(pos, dtype=np.int64)
-        k = np.searchsorted(self.at, pos, side="right") - 1
-        return self.tokens[self.starts[k] + pos - self.at[k]]
-
-
-@dataclass
-class Split:
-    """The units of one side of a split, as one token stream: a stretch of the corpus's
-    stream, or several read as one (``Pieces``)."""
-
-    tokens: np.ndarray | Pieces  # (N,) uint16/uint32, usually a memory map
-    unit_starts: np.ndarray  # (U,) int64, relative to this split
-    n_chars: int
-    n_bytes: int
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def unit_lengths(self) -> np.ndarray:
-        """Tokens in each unit, <sos> and <eos> excluded."""
-        ends = np.append(self.unit_starts[1:], len(self.tokens))
-        return ends - self.unit_starts - 2
-
-
 class Dataset:
     """An encoded corpus: tokenizer, token stream (memory-mapped) and unit index."""
 
@@ -113,89 +76,12 @@ class Dataset:
     def unit(self) -> Unit:
         return Unit(self.meta["unit"])
 
-    def split(self, val_fraction: float, holdout: Holdout = Holdout.tail) -> tuple[Split, Split]:
-        """Train and validation splits, cut at unit boundaries; see ``Holdout``.
-
-        Cuts fall at the first unit that starts at or after the cut's share of the text's
-        characters, so that models of every level are validated on the same text. ``spread``
-        falls back to ``tail`` when the corpus has too few units to leave both sides some.
-        """
-        if holdout is Holdout.spread:
-            sections = np.arange(SPREAD_SECTIONS)[:, None] + [1.0 - val_fraction, 1.0]
-            edges = _units_at_chars(
-                self.units, sections.ravel() * self.meta["n_chars"] / SPREAD_SECTIONS
-            )
-            starts, ends = edges[0::2], edges[1::2]  # each section's validation units
-            ends[-1] = len(self.units)
-            train_from = np.concatenate([[0], ends[:-1]])
-            if (ends > starts).any() and (starts > train_from).any():
-                return self._join(zip(train_from, starts)), self._join(zip(starts, ends))
-        return self._tail(val_fraction)
-
-    def _join(self, ranges: Iterable[tuple[int, int]]) -> Split:
-        """The split made of the units in ``ranges`` (index ranges [a, b), in order)."""
-        starts, n = self.units[:, 0], len(self.tokens)
-        pieces, unit_starts, counts, at = [], [], np.zeros(2, np.int64), 0
-        for a, b in ranges:
-            if b <= a:
-                continue
-            lo, hi = int(starts[a]), int(starts[b]) if b < len(starts) else n
-            pieces.append((lo, hi))
-            unit_starts.append(starts[a:b] - lo + at)
-            counts += self.units[a:b, 1:].sum(axis=0)
-            at += hi - lo
-        tokens = self.tokens[slice(*pieces[0])] if len(pieces) == 1 else Pieces(self.tokens, pieces)
-        return Split(tokens, np.concatenate(unit_starts), *counts.tolist())
-
-    def _tail(self, val_fraction: float) -> tuple[Split, Split]:
-        """Train on the head, validate on the tail. When no unit starts at the cut (a corpus
-        of one unit), the cut is by tokens, mid-unit, so both sides still have tokens."""
-        n = len(self.tokens)
-        target = int(round(n * (1.0 - val_fraction)))
-        starts = self.units[:, 0]
-        i = int(_units_at_chars(self.units, [(1.0 - val_fraction) * self.meta["n_chars"]])[0])
-        if not 0 < i < len(starts):
-            i = int(np.searchsorted(starts, target))
-        cut = int(starts[i]) if i < len(starts) else target
-        if cut <= 0 or cut >= n:
-            cut = target
-        head, tail = self.units[:i], self.units[i:]
-        train = Split(self.tokens[:cut], starts[:i], *head[:, 1:].sum(axis=0).tolist())
-        val_starts = tail[:, 0] - cut
-        if len(val_starts) == 0 or val_starts[0] != 0:
-            # the tail starts mid-unit: it is its own first unit for length statistics
-            val_starts = np.concatenate([[0], val_starts])
-        val = Split(self.tokens[cut:], val_starts, *tail[:, 1:].sum(axis=0).tolist())
-        if i == len(starts):  # the cut fell inside the last unit: share its characters
-            frac = (n - cut) / n
-            train.n_chars, val.n_chars = _share(self.meta["n_chars"], frac)
-            train.n_bytes, val.n_bytes = _share(self.meta["n_bytes"], frac)
-        return train, val
-
-
-def _units_at_chars(units: np.ndarray, targets: Any, step: int = 1 << 20) -> np.ndarray:
-    """For each of the ascending ``targets``, the first unit that starts at or after that
-    many characters into the text (the index read in steps, so a memory map is never
-    copied whole)."""
-    targets = np.asarray(targets, dtype=np.float64)
-    found = np.full(len(targets), len(units), dtype=np.int64)
-    before, t = 0, 0  # characters before units[lo]; the first target not yet placed
-    for lo in range(0, len(units), step):
-        if t == len(targets):
-            break
-        ends = before + np.cumsum(units[lo : lo + step, 1])  # characters up to each unit's end
-        k = np.searchsorted(ends, targets[t:])  # the unit holding each target, or past it
-        inside = k < len(ends)
-        k = k[inside]
-        found[t : t + len(k)] = lo + k + (ends[k] - units[lo + k, 1] < targets[t : t + len(k)])
-        t += len(k)
-        before = int(ends[-1])
-    return found
-
-
-def _share(total: int, frac: float) -> tuple[int, int]:
-    tail = max(1, int(round(total * frac)))
-    return max(1, total - tail), tail
+    def split(
+        self, val_fraction: float, holdout: Holdout = Holdout.tail, cut: SplitCut = SplitCut.nearest
+    ) -> tuple[Split, Split]:
+        """Train and validation splits (see ``data.split``)."""
+        text = Text(self.tokens, self.units, self.meta["n_chars"], self.meta["n_bytes"])
+        return split(text, val_fraction, holdout, cut)
 
 
 # -- building -----------------------------------------------------------------------------

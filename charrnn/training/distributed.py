@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,6 +60,30 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """Whether this process reports: always, except ranks other than 0 under torchrun."""
     return world_size() <= 1 or os.environ.get("RANK", "0") == "0"
+
+
+def launch(processes: int, args: Sequence[str] | None) -> int:
+    """Run ``charrnn ARGS`` (without --processes) in ``processes`` processes on this machine
+    through PyTorch's launcher, as ``torchrun --standalone`` would; its exit status."""
+    if world_size() > 1:
+        raise ConfigError("--processes starts processes of its own; under torchrun leave it out")
+    if args is None:
+        raise ConfigError("--processes needs the charrnn program (or torchrun) to start them")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={processes}", "-m", "charrnn", *_without_processes(args)]
+    return subprocess.run(command, check=False).returncode
+
+
+def _without_processes(args: Sequence[str]) -> list[str]:
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--processes":
+            skip = True
+        elif not a.startswith("--processes="):
+            kept.append(a)
+    return kept
 
 
 @dataclass(frozen=True)

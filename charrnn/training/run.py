@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from charrnn.builtin import Source, resolve_corpus
 from charrnn.checkpoint import (
     DEFAULT_ROOT,
     FORMAT_VERSION,
@@ -41,6 +42,7 @@ from charrnn.data import (
     resolve_data,
 )
 from charrnn.defaults import (
+    TRUSTED_VAL_TOKENS,
     hidden_for_budget,
     lr_for_width,
     max_len_for,
@@ -87,7 +89,7 @@ def fit_model_config(
 
 
 def train(
-    corpus: str | Path,
+    corpus: str | Path | None,
     job: Job = Job(),
     run: str | None = None,
     root: Path = DEFAULT_ROOT,
@@ -99,6 +101,8 @@ def train(
 ) -> TrainResult:
     """Tokenize (or reuse) the corpus, then train a new run or resume one.
 
+    ``corpus`` is a text file, a dataset folder, or the name of a built-in corpus (None: the
+    default built-in, or for a resume the run's own; see ``builtin``).
     ``started`` is the monotonic time the time budget counts from (default: now). Under
     torchrun every process calls this and they train one model; rank 0 alone writes the run
     and calls the callbacks (the others only ask theirs whether to stop).
@@ -109,13 +113,14 @@ def train(
     with session(resolve_device(job.train.device)) as ranks:
         if not ranks.is_main:
             callbacks, on_data = Muted(callbacks), None
+        source = None if corpus is None and resume else resolve_corpus(corpus)
         return _train(
-            corpus, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
+            source, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
         )
 
 
 def _train(
-    corpus: str | Path,
+    source: Source | None,
     job: Job,
     run: str | None,
     root: Path,
@@ -128,9 +133,14 @@ def _train(
 ) -> TrainResult:
     cb = callbacks or Callbacks()
     main = ranks.is_main
+    new_name = Path(source.path).stem if source else ""
     folder, job, info = (
-        _open_run(corpus, job, run, root, resume, overrides) if main or resume else (root, job, {})
+        _open_run(new_name, job, run, root, resume, overrides)
+        if main or resume
+        else (root, job, {})
     )
+    source = source or _run_corpus(info)
+    corpus = source.path
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
     job, ds = _dataset(Path(corpus), job, ranks, on_data)
@@ -139,7 +149,7 @@ def _train(
             f"the corpus has changed since run {folder.name!r} started; "
             "resume needs the same corpus"
         )
-    train_split, val = ds.split(job.train.val_fraction, job.train.split)
+    train_split, val = ds.split(job.train.val_fraction, job.train.split, job.train.split_cut)
     _check_sizes(train_split, val, job.train)
     job, model = _model(job, ds, train_split, resume, ranks.device)
     if main:
@@ -156,11 +166,11 @@ def _train(
             trainer.restore()
         else:
             if main:
-                run_info = _run_json(model.config, job, ds, train_split, val, corpus)
+                run_info = _run_json(model.config, job, ds, train_split, val, source)
                 _write_run_files(folder, ds, run_info)
             trainer.save_last()  # from here on, every moment of the run is resumable
         ranks.reseed(job.train.seed, trainer.loop.step)
-        return _start(trainer, cb, ds, resume)
+        return _start(trainer, cb, ds, source, resume)
 
 
 def _dataset(
@@ -218,11 +228,19 @@ def _write_run_files(folder: Path, ds: Dataset, run_info: dict[str, Any]) -> Non
         raise TrainingError(f"could not write the run folder {folder}: {e.strerror or e}") from None
 
 
-def _start(trainer: Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainResult:
-    model = trainer.model
+def _start(
+    trainer: Trainer, cb: Callbacks, ds: Dataset, source: Source, resume: bool
+) -> TrainResult:
+    model, c = trainer.model, trainer.config
     cb.on_start(
         {
             "run": trainer.folder.name,
+            "corpus": source.label(),
+            "corpus_bytes": ds.meta["n_bytes"],
+            "time_budget": c.time_budget,
+            "max_steps": c.max_steps,
+            "epochs": c.epochs,
+            "warnings": _split_warnings(trainer.val, ds),
             "folder": str(trainer.folder),
             "parameters": count_parameters(model),
             "device": str(trainer.device),
@@ -241,7 +259,7 @@ def _start(trainer: Trainer, cb: Callbacks, ds: Dataset, resume: bool) -> TrainR
 
 
 def _open_run(
-    corpus: str | Path,
+    name: str,
     job: Job,
     run: str | None,
     root: Path,
@@ -284,7 +302,7 @@ def _open_run(
                 "or choose another --run"
             )
         return folder, job, {}
-    return root / new_run_name(root, Path(corpus).stem), job, {}
+    return root / new_run_name(root, name), job, {}
 
 
 # Settings a resume may change: how long to go on, and where. The others are the run's.
@@ -317,6 +335,29 @@ def _overridable(train: TrainConfig, overrides: Collection[str] | None) -> dict[
     return {k: getattr(train, k) for k in RESUMABLE if overrides is None or k in overrides}
 
 
+def _run_corpus(info: dict[str, Any]) -> Source:
+    """The corpus a run was trained on, as its run.json records it (a built-in by its name,
+    so that a reinstalled charrnn finds it)."""
+    builtin = info.get("builtin")
+    if isinstance(builtin, str):
+        return resolve_corpus(builtin)
+    corpus = info.get("corpus")
+    if not isinstance(corpus, str):
+        raise CheckpointError("run.json does not say which corpus the run was trained on")
+    return Source(Path(corpus))
+
+
+def _split_warnings(val: Split, ds: Dataset) -> list[str]:
+    """What a user should know about a validation split too small to trust."""
+    if len(val) >= TRUSTED_VAL_TOKENS:
+        return []
+    share = len(val) / max(1, len(ds.tokens))
+    return [
+        f"the validation split holds only {len(val):,} tokens ({share:.1%} of the text): its "
+        "losses are noisy, and so is the choice of the kept model; raise --val-fraction"
+    ]
+
+
 def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:
     need = config.batch_size * config.seq_len + 1
     if len(train) < need:
@@ -329,14 +370,15 @@ def _check_sizes(train: Split, val: Split, config: TrainConfig) -> None:
 
 
 def _run_json(
-    model: ModelConfig, job: Job, ds: Dataset, train: Split, val: Split, corpus: str | Path
+    model: ModelConfig, job: Job, ds: Dataset, train: Split, val: Split, source: Source
 ) -> dict[str, Any]:
     val_lengths = val.unit_lengths()
     return {
         "format_version": FORMAT_VERSION,
         "charrnn_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "corpus": str(Path(corpus).resolve()),
+        "corpus": str(source.path.resolve()),
+        **({"builtin": source.builtin} if source.builtin else {}),
         "model": model.to_dict(),
         "train": job.train.to_dict(),
         "data": {
