@@ -8,6 +8,7 @@ started by hand for the killed-rank test (no torchrun agent to end the survivor 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -44,10 +45,21 @@ def _env(cache: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    # "--": torchrun's own parser would take charrnn's --run for its --run-path
-    cmd += ["-m", "charrnn", "--", "train", *args]
+def documented_torchrun() -> list[str]:
+    """The one-machine torchrun command of docs/distributed.md, word for word."""
+    page = (ROOT / "docs" / "distributed.md").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in page.splitlines() if "torchrun --standalone" in ln]
+    command = shlex.split(lines[0])
+    assert command[command.index("-m") + 1 :][:2] == ["charrnn", "train"], command
+    return command
+
+
+def torchrun(cwd: Path, corpus: str, name: str, *args: str) -> subprocess.CompletedProcess:
+    """The documented command as a user types it (corpus.txt and NAME filled in; no "--"),
+    with the test's own settings after it; torchrun from this Python's PyTorch."""
+    words = {"corpus.txt": corpus, "NAME": name}
+    command = [words.get(w, w) for w in documented_torchrun()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *command[1:], *args]
     return subprocess.run(
         cmd, cwd=cwd, env=_env(cwd / "cache"), capture_output=True, text=True, timeout=300
     )
@@ -81,8 +93,8 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHARRNN_CACHE", str(where / "solo-cache"))
         train(corpus, _job(max_steps=1), run="ddp", root=where / "ck")
-    args = ["--max-steps", "2", "--run", "ddp", "--resume", "--checkpoints", "ck"]
-    done = torchrun(where, str(corpus), *TINY_ARGS, *args)
+    args = ["--max-steps", "2", "--resume", "--checkpoints", "ck"]
+    done = torchrun(where, str(corpus), "ddp", *TINY_ARGS, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return corpus, where / "ck" / "ddp", done.stdout
 
@@ -253,7 +265,30 @@ def test_two_gpus_with_nccl(tmp_path):
     corpus = tmp_path / "verses.txt"
     corpus.write_text(VERSES * 20, encoding="utf-8")
     args = [a if a != "cpu" else "cuda" for a in TINY_ARGS]
-    done = torchrun(tmp_path, str(corpus), *args, "--max-steps", "3", "--checkpoints", "ck")
+    done = torchrun(
+        tmp_path, str(corpus), "verses", *args, "--max-steps", "3", "--checkpoints", "ck"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     r = CliRunner().invoke(app, ["sample", "-c", str(tmp_path / "ck" / "verses")])
     assert r.exit_code == 0 and r.stdout.strip(), r.output
+
+
+def test_processes_starts_the_training_processes_itself(tmp_path):
+    """`charrnn train ... --processes 2` is torchrun --standalone --nproc-per-node 2, started
+    by charrnn: one run, trained by two processes (rank 0 alone reports)."""
+    corpus = tmp_path / "verses.txt"
+    corpus.write_text(VERSES * 20, encoding="utf-8")
+    args = [str(corpus), *TINY_ARGS, "--max-steps", "3", "--name", "p2", "--processes", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", *args, "--checkpoints", "ck"],
+        cwd=tmp_path,
+        env=_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run p2") == 1 and "training summary" in done.stdout
+    assert read_meta(tmp_path / "ck" / "p2" / LAST)["loop"]["step"] == 3
+    r = CliRunner().invoke(app, ["train", str(corpus), "--processes", "2", "--max-steps", "1"])
+    assert r.exit_code == 1 and "--processes needs the charrnn program" in r.output

@@ -119,9 +119,18 @@ def test_runs_command_lists_every_run(runs_root):
     assert {x["name"] for x in rows} == {"verses", "broken"}
 
 
-def test_runs_in_an_empty_folder_says_how_to_start(tmp_path):
-    r = run("runs", "--checkpoints", tmp_path / "none")
-    assert r.exit_code == 0 and "charrnn train" in r.stderr and not r.stdout.strip()
+def test_runs_in_an_empty_folder_says_how_to_start_as_every_command_does(tmp_path):
+    """One rule for every command that finds no run: one line on stderr, exit status 1."""
+    empty = tmp_path / "none"
+    lines = set()
+    for args in (["runs"], ["info"], ["sample"], ["score", "a sentence"]):
+        r = run(*args, "--checkpoints", empty)
+        assert r.exit_code == 1 and not r.stdout.strip(), (args, r.output)
+        assert len(r.stderr.strip().splitlines()) == 1 and "charrnn train" in r.stderr
+        lines.add(r.stderr.strip())
+    assert len(lines) == 1  # the same words
+    r = run("runs", "--json", "--checkpoints", empty)
+    assert r.exit_code == 1 and json.loads(r.stdout) == []
 
 
 # -- info ---------------------------------------------------------------------------------

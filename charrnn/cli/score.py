@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -112,7 +113,8 @@ def score_cmd(
             d["next"] = [{"token": c.piece, "id": c.id, "prob": c.prob} for c in candidates]
         out.print_json(json.dumps(payload))
         return
-    out.print(score_table(results, f"scores under --stop {stop.value} ({model.name})"))
+    title = f"scores under --stop {stop.value} ({escape(model.name)})"
+    out.print(score_table(results, title, out.width))
     if per_token:
         for r in results:
             out.print()
@@ -122,30 +124,27 @@ def score_cmd(
         out.print(next_view(line, candidates))
 
 
-def score_table(results: list[SentenceScore], title: str) -> Table:
+WIDE = 100  # columns from which the table also shows P and bits/byte
+
+
+def score_table(results: list[SentenceScore], title: str, width: int = WIDE) -> Table:
+    """The sentences ranked, one row each (a long one ends in an ellipsis rather than wrap);
+    narrower than WIDE, only the columns that read at 80: log P, ppl, bits/char."""
+    wide = width >= WIDE
     ranked = sorted(results, key=lambda r: -r.log_prob)
-    table = Table(title=title, title_justify="left")
-    for col, justify in (
-        ("#", "right"),
-        ("sentence", "left"),
-        ("log P (nats)", "right"),
-        ("P", "right"),
-        ("ppl", "right"),
-        ("bits/char", "right"),
-        ("bits/byte", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(results))))
+    columns = ["log P (nats)", *(["P"] if wide else []), "ppl", "bits/char"]
+    room = width - 12 * (len(columns) + wide) - 10  # what the figures leave the sentence
+    table.add_column("sentence", no_wrap=True, overflow="ellipsis", max_width=max(16, room))
+    for col in [*columns, *(["bits/byte"] if wide else [])]:
+        table.add_column(col, justify="right", no_wrap=True)
     for rank, r in enumerate(ranked, 1):
         flag = f" [yellow]({r.n_unk} <unk>)[/]" if r.n_unk else ""
-        table.add_row(
-            str(rank),
-            Text(r.text) + Text.from_markup(flag),
-            f"{r.log_prob:.2f}",
-            prob_text(r.log_prob),
-            f"{r.perplexity:.2f}",
-            f"{r.bits_per_char:.3f}",
-            f"{r.bits_per_byte:.3f}",
-        )
+        figures = [f"{r.log_prob:.2f}", *([prob_text(r.log_prob)] if wide else [])]
+        figures += [f"{r.perplexity:.2f}", f"{r.bits_per_char:.3f}"]
+        figures += [f"{r.bits_per_byte:.3f}"] if wide else []
+        table.add_row(str(rank), Text(r.text) + Text.from_markup(flag), *figures)
     return table
 
 
