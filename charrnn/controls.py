@@ -151,10 +151,11 @@ class History:
         self.tokens, self.length = self.tokens[index], self.length[index]
 
     def _make_room(self) -> None:
-        if self.keep is not None and self.tokens.shape[1] >= 2 * self.keep:
+        rows, cap = self.tokens.shape
+        if self.keep is not None and cap >= 2 * self.keep:
             keep = max(self.keep, 1)
-            rows = torch.arange(self.tokens.shape[0])
-            self.tokens = torch.cat([self.last(rows, keep), torch.full_like(self.tokens, -1)], 1)
+            fresh = torch.full((rows, cap - keep), -1, dtype=torch.long)
+            self.tokens = torch.cat([self.last(torch.arange(rows), keep), fresh], 1)
             self.length = self.length.clamp(max=keep)
             return
         self.tokens = torch.cat([self.tokens, torch.full_like(self.tokens, -1)], 1)

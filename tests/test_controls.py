@@ -10,7 +10,7 @@ import torch
 from charrnn.checkpoint import load_run
 from charrnn.config import Cell, Level, ModelConfig, Nonlinearity, SampleConfig, Stop
 from charrnn.config import TokenizerConfig as TC
-from charrnn.controls import Controls, filter_logits
+from charrnn.controls import Controls, History, filter_logits
 from charrnn.errors import ConfigError
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM
@@ -68,6 +68,20 @@ def test_bias_bans_and_ngrams_change_exactly_their_tokens():
     ngram = controls(SampleConfig(no_repeat_ngram=2), [SOS, 4, 5, 4, 6, 4])
     x = ngram.apply(logits, torch.tensor([0]))[0]  # "ab", "ac" seen: after "a", no b or c
     assert torch.isinf(x).tolist() == [0, 0, 0, 0, 0, 1, 1, 0]
+
+
+def test_histories_stay_bounded_and_keep_the_latest_tokens():
+    h = History(3, [SOS, 5, 6], keep=8)
+    rows = torch.arange(3)
+    for t in range(10_000):
+        h.push(rows, torch.full((3,), 4 + t % 7))
+    assert h.tokens.shape[1] <= 64  # the capacity it started with: nothing grew
+    want = [4 + t % 7 for t in range(10_000 - 8, 10_000)]
+    assert h.last(rows, 8).tolist() == [want] * 3
+    whole = History(1, [SOS], keep=None)
+    for t in range(300):
+        whole.push(torch.tensor([0]), torch.tensor([t]))
+    assert whole.last(torch.tensor([0]), 301).tolist() == [[SOS, *range(300)]]
 
 
 def test_a_row_the_bans_leave_nothing_draws_as_without_them():
