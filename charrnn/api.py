@@ -6,7 +6,7 @@
     print(model.sample(prompt="ROMEO:", temperature=0.8, seed=1))
     print(model.score("To be, or not to be").log_prob)    # nats
     print(model.next_tokens("To be, or not to b", k=3))   # the likeliest next tokens
-    model.sample("ROMEO:", temperature=0.5, repeat_penalty=1.2, stop_at="\n\n")
+    model.sample("ROMEO:", temperature=0.5, repeat_penalty=1.2, stop_at=".\n")
     model.samples(3, "ROMEO:", beam=5)                    # the 3 likeliest of 5 beams
 
     model = charrnn.train("corpus.txt", hidden=256, max_steps=500)

@@ -330,6 +330,11 @@ CASES = [
     ),
     Case("sample: --interactive with -n 2", "sample -i -n 2 " + CK, ("--interactive", "-n")),
     Case("sample: --interactive with --beam", "sample -i --beam 2 " + CK, ("--interactive",)),
+    Case(
+        "sample: --interactive with --prompt-file -",
+        "sample -i --prompt-file - " + CK,
+        ("--interactive", "not -"),
+    ),
     Case("sample: -n 0", "sample -n 0 " + CK, ("-n",), USAGE),
     Case("sample: unknown --stop", "sample --stop never " + CK, ("--stop",), USAGE),
     # score

@@ -195,11 +195,11 @@ def sample_cmd(
     The controls (penalties, bans, biases, min-p, stop strings, beams) shape what is drawn
     only: a reported log-probability (--json) is the model's own under the stopping rule.
     """
-    options = dict(locals())
-    config = _config(options)
+    config = _config(dict(locals()))  # every option by name: most are SampleConfig's fields
+    if interactive:
+        _refuse_with_interactive(n, beam, as_json, output, prompt_file)
     text, from_file = _prompt(prompt, prompt_file)
     if interactive:
-        _refuse_with_interactive(n, beam, as_json, output)
         session = load(checkpoint, checkpoints).session(config=config)
         interactive_loop(session, text)
         return
@@ -248,11 +248,15 @@ def _prompt(prompt: str | None, prompt_file: Path | None) -> tuple[str, bool]:
         raise typer.Exit(130) from None
 
 
-def _refuse_with_interactive(n: int, beam: int | None, as_json: bool, output: Path | None) -> None:
-    """--interactive draws one text at a time on the terminal."""
+def _refuse_with_interactive(
+    n: int, beam: int | None, as_json: bool, output: Path | None, prompt_file: Path | None
+) -> None:
+    """--interactive draws one text at a time on the terminal, and reads the terminal."""
     for name, given in (("-n", n > 1), ("--beam", beam), ("--json", as_json), ("--output", output)):
         if given:
             fail(f"--interactive draws one text at a time on the terminal: leave out {name}")
+    if str(prompt_file) == "-":
+        fail("--interactive reads standard input itself: give --prompt-file a file, not -")
 
 
 def _sample_json(samples: list[Sample], continuation: bool) -> str:
