@@ -103,6 +103,8 @@ class BrokenStdin(io.RawIOBase):
 
 
 CK = "--checkpoints {p}/ck"
+# every symbol of the test run's text, each a --ban ({sp} is a space, \\n a line break)
+BAN_ALL = " ".join("--ban " + {" ": "{sp}", "\n": "\\n"}.get(c, c) for c in sorted(set(VERSES)))
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 LATE_BAD_BYTE = b"a" * 70_000 + b"\xff" + b"a\n" * 10
 
@@ -289,6 +291,71 @@ CASES = [
         "sample --prompt 日本語 " + CK,
         ("--prompt", "does not know"),
     ),
+    Case("sample: --min-p 1.5", "sample --min-p 1.5 " + CK, ("--min-p", "[0, 1]")),
+    Case(
+        "sample: --repeat-penalty 0.5", "sample --repeat-penalty 0.5 " + CK, ("--repeat-penalty",)
+    ),
+    Case("sample: --presence-penalty -1", "sample --presence-penalty -1 " + CK, ("--presence",)),
+    Case("sample: --frequency-penalty -1", "sample --frequency-penalty -1 " + CK, ("--frequency",)),
+    Case("sample: --repeat-window 0", "sample --repeat-window 0 " + CK, ("--repeat-window",)),
+    Case("sample: --no-repeat-ngram -1", "sample --no-repeat-ngram -1 " + CK, ("--no-repeat",)),
+    Case("sample: empty --stop-at", "sample --stop-at= " + CK, ("--stop-at", "empty")),
+    Case("sample: --keep-stop without --stop-at", "sample --keep-stop " + CK, ("needs --stop-at",)),
+    Case("sample: empty --ban", "sample --ban= " + CK, ("--ban", "empty")),
+    Case(
+        "sample: --ban of every token",
+        "sample --stop halt --ban <unk> " + BAN_ALL + " " + CK,
+        ("--ban leaves no token",),
+    ),
+    Case("sample: --ban of unknown symbols", "sample --ban 日 " + CK, ("--ban", "does not know")),
+    Case("sample: --bias without a value", "sample --bias e " + CK, ("--bias", "TOKEN=VALUE")),
+    Case("sample: --bias not a number", "sample --bias e=lots " + CK, ("--bias", "number")),
+    Case("sample: --bias of several tokens", "sample --bias ab=1 " + CK, ("--bias", "one token")),
+    Case("sample: --beam 0", "sample --beam 0 " + CK, ("--beam must be at least 1",)),
+    Case("sample: --beam with --stop none", "sample --beam 3 --stop none " + CK, ("--beam",)),
+    Case("sample: -n more than --beam", "sample --beam 2 -n 3 " + CK, ("-n 3", "--beam 2")),
+    Case(
+        "sample: --length-penalty nan", "sample --length-penalty nan " + CK, ("--length-penalty",)
+    ),
+    Case(
+        "sample: --prompt-file missing",
+        "sample --prompt-file {p}/none.txt " + CK,
+        ("prompt file not found",),
+    ),
+    Case(
+        "sample: --prompt-file is a folder",
+        "sample --prompt-file {p}/d " + CK,
+        ("prompt file is a folder",),
+        setup=folder("d"),
+    ),
+    Case(
+        "sample: --prompt-file empty",
+        "sample --prompt-file {p}/e.txt " + CK,
+        ("is empty",),
+        setup=text("e.txt", ""),
+    ),
+    Case(
+        "sample: --prompt-file invalid UTF-8",
+        "sample --prompt-file {p}/u.txt " + CK,
+        ("not valid UTF-8", "byte offset 3"),
+        setup=text("u.txt", b"The\xff"),
+    ),
+    Case(
+        "sample: empty stdin as --prompt-file", "sample --prompt-file - " + CK, ("standard input",)
+    ),
+    Case(
+        "sample: --prompt and --prompt-file",
+        "sample --prompt The --prompt-file {p}/p.txt " + CK,
+        ("not both",),
+        setup=text("p.txt", "The"),
+    ),
+    Case("sample: --interactive with -n 2", "sample -i -n 2 " + CK, ("--interactive", "-n")),
+    Case("sample: --interactive with --beam", "sample -i --beam 2 " + CK, ("--interactive",)),
+    Case(
+        "sample: --interactive with --prompt-file -",
+        "sample -i --prompt-file - " + CK,
+        ("--interactive", "not -"),
+    ),
     Case("sample: -n 0", "sample -n 0 " + CK, ("-n",), USAGE),
     Case(
         "sample: --adapt a folder",
@@ -465,7 +532,7 @@ def test_bad_input(case: Case, tmp_path: Path, trained_run: Path, monkeypatch):
         "make_input_stream",
         lambda data, charset: data if hasattr(data, "read") else real_stream(data, charset),
     )
-    args = [a.format(p=tmp_path) for a in case.args.split(" ")]
+    args = [a.format(p=tmp_path, sp=" ") for a in case.args.split(" ")]
     args = ["" if a == "=" else a for a in args]  # "=" stands for an empty argument
     result = runner.invoke(app, args, input=stdin)
     assert result.exit_code == case.code, result.output

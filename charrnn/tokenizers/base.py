@@ -94,6 +94,8 @@ class Tokenizer(ABC):
     """Text <-> token ids. Subclasses define the pieces and how text is cut into them."""
 
     level: ClassVar[Level]
+    # decode(a + b) == decode(a) + decode(b) for every a, b: new tokens can be decoded alone
+    joins_exactly: ClassVar[bool] = False
 
     def __init__(self, config: TokenizerConfig):
         self.config = config
