@@ -54,6 +54,7 @@ class RunSummary:
     val_bpc: float | None = None
     trained: float = 0.0  # time of the last write, seconds since the epoch
     size_bytes: int = 0
+    base: str | None = None  # the run a fine-tuned run started from
     problem: str | None = None  # why part of the summary is missing
 
 
@@ -70,6 +71,7 @@ def summarize(folder: Path) -> RunSummary:
         info = read_run_json(folder)
         model = info.get("model", {})
         s.level = str(info.get("data", {}).get("level", "?"))
+        s.base = base_name(info)
         s.cell, s.layers, s.hidden = str(model["cell"]), int(model["layers"]), int(model["hidden"])
         if (folder / LAST).exists():
             s.steps = int(read_meta(folder / LAST)["loop"]["step"])
@@ -83,6 +85,12 @@ def summarize(folder: Path) -> RunSummary:
     except (KeyError, TypeError, ValueError) as e:
         s.problem = f"unexpected contents ({type(e).__name__}: {e})"
     return s
+
+
+def base_name(info: dict[str, Any]) -> str | None:
+    """The name of the run a fine-tuned run started from (run.json's "base"), or None."""
+    base = info.get("base")
+    return str(base.get("name", "?")) if isinstance(base, dict) else None
 
 
 def summarize_all(root: Path = DEFAULT_ROOT) -> list[RunSummary]:
@@ -251,6 +259,7 @@ class RunDetails:
             "created": self.info.get("created"),
             "corpus": self.info.get("corpus"),
             "charrnn_version": self.info.get("charrnn_version"),
+            "base": self.info.get("base"),
             "tokenizer": self.tokenizer,
             "curves": asdict(self.curves),
             "stopfit": asdict(self.stopfit) if self.stopfit else None,

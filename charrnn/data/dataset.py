@@ -31,7 +31,7 @@ from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.io import file_hash
 from charrnn.text import Corpus, open_corpus, resolve_unit
-from charrnn.tokenizers import load_tokenizer
+from charrnn.tokenizers import Tokenizer, load_tokenizer
 
 DATASET_JSON = "dataset.json"
 FORMAT_VERSION = 1
@@ -45,8 +45,11 @@ def cache_root() -> Path:
     return Path(base) / "charrnn"
 
 
-def cache_key(content_hash: str, config: DataConfig) -> str:
-    settings = json.dumps([FORMAT_VERSION, content_hash, config.key()], sort_keys=True)
+def cache_key(content_hash: str, config: DataConfig, base: Tokenizer | None = None) -> str:
+    """The cache entry of a text encoded with ``config`` (and, when fine-tuning, ``base``'s
+    tokenizer, grown by the text's new symbols: its fingerprint decides the grown one)."""
+    grown_from = [base.fingerprint()] if base is not None else []
+    settings = json.dumps([FORMAT_VERSION, content_hash, config.key(), *grown_from], sort_keys=True)
     return hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
 
 
@@ -93,8 +96,10 @@ def build_dataset(
     out: Path,
     progress: Progress | None = None,
     content_hash: str | None = None,
+    base: Tokenizer | None = None,
 ) -> Dataset:
-    """Encode a corpus into the dataset folder ``out`` (written aside, then renamed in)."""
+    """Encode a corpus into the dataset folder ``out`` (written aside, then renamed in), with
+    a tokenizer fitted to it or ``base``'s grown by its new symbols (``encode.grow``)."""
     text = _opened(source, config)
     corpus, errors, size = text.path, _errors(config), text.size
     unit = resolve_unit(config.unit, text.head)
@@ -107,7 +112,9 @@ def build_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tokenizer, stats = encode_corpus(corpus, config.tokenizer, unit, errors, tmp, progress)
+        tokenizer, stats = encode_corpus(
+            corpus, config.tokenizer, unit, errors, tmp, progress, base=base
+        )
         if stats["n_tokens"] == 0:
             raise CorpusError(f"corpus has no text to train on: {corpus}")
         tokenizer.save(tmp)
@@ -117,6 +124,7 @@ def build_dataset(
             "config": config.to_dict(),
             "unit": unit.value,
             "vocab_size": tokenizer.vocab_size,
+            **({"grown_from": base.fingerprint()} if base is not None else {}),
             **stats,
         }
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -172,8 +180,11 @@ def prepare(
     config: DataConfig,
     progress: Progress | None = None,
     out: Path | None = None,
+    base: Tokenizer | None = None,
 ) -> tuple[Dataset, bool]:
     """A dataset for ``source``: a dataset folder as is, or a corpus file through the cache.
+    With ``base`` (fine-tuning), the text is encoded with that tokenizer grown by the text's
+    new symbols (``encode.grow``).
 
     Returns the dataset and whether it came from the cache.
     """
@@ -182,16 +193,17 @@ def prepare(
         return Dataset(source), True
     config = resolve_data(source, config)
     digest = file_hash(source.path)
-    key = cache_key(digest, config)
+    key = cache_key(digest, config, base)
     folder = Path(out) if out else cache_root() / "datasets" / f"{source.path.stem}-{key}"
     if (folder / DATASET_JSON).exists():
         try:
             ds = Dataset(folder)
-            if ds.meta["source"]["hash"] == digest and ds.config.key() == config.key():
+            same = ds.meta["source"]["hash"] == digest and ds.config.key() == config.key()
+            if same and ds.meta.get("grown_from") == (base and base.fingerprint()):
                 return ds, True
         except CorpusError:
             pass  # a stale or damaged cache entry is rebuilt below
-    return build_dataset(source, config, folder, progress, content_hash=digest), False
+    return build_dataset(source, config, folder, progress, digest, base), False
 
 
 # -- batches ------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -139,6 +141,13 @@ class Tokenizer(ABC):
         payload.update(self._state())
         write_json_atomic(Path(folder) / TOKENIZER_JSON, payload)
 
+    def fingerprint(self) -> str:
+        """A hash of what this tokenizer is (its settings and pieces; a sentencepiece model
+        through the hash of its file): the weights and token files made with it carry it, so
+        that another tokenizer is never put in its place."""
+        what = json.dumps({"config": self.config.to_dict(), **self._state()}, sort_keys=True)
+        return hashlib.blake2b(what.encode(), digest_size=16).hexdigest()
+
     def summary(self) -> dict[str, Any]:
         return {"level": self.level.value, "vocab_size": self.vocab_size}
 
@@ -188,6 +197,15 @@ class VocabTokenizer(Tokenizer):
         if config.max_vocab is not None:
             kept = kept[: max(0, config.max_vocab - N_SPECIALS)]
         return cls(config, [*SPECIALS, *kept])
+
+    def grown(self, ranked: Sequence[str], max_vocab: int | None = None) -> VocabTokenizer:
+        """This vocabulary with the pieces of ``ranked`` it lacks added after its own, in their
+        order, up to ``max_vocab`` symbols in all (its own count): every id it had keeps its
+        meaning, so a model trained with it goes on with the grown one (fine-tuning)."""
+        new = [p for p in ranked if p not in self.index]
+        if max_vocab is not None:
+            new = new[: max(0, max_vocab - self.vocab_size)]
+        return type(self)(self.config, [*self.pieces, *new])
 
     @staticmethod
     @abstractmethod
