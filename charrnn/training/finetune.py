@@ -24,7 +24,7 @@ from charrnn.checkpoint import LoadedRun, find_run, load_run, reading_run
 from charrnn.config import Job, Level, ModelConfig, TokenizerConfig
 from charrnn.data import Dataset, Split
 from charrnn.defaults import FINETUNE_WARMUP, finetune_lr, max_len_for
-from charrnn.errors import ConfigError
+from charrnn.errors import CharRNNError, ConfigError
 from charrnn.model import RNNLM
 from charrnn.model.grow import grow
 from charrnn.tokenizers import Tokenizer
@@ -70,9 +70,12 @@ class Base:
 def open_base(ref: str | Path, root: Path, device: torch.device) -> Base:
     """The base run's kept weights (best, else last), config and tokenizer, checked against
     each other; refused while a process trains it. Nothing in its folder is written."""
-    folder = find_run(ref, root)
-    with reading_run(folder):
-        return Base(load_run(folder, root, which="best", device=device))
+    try:
+        folder = find_run(ref, root)
+        with reading_run(folder):
+            return Base(load_run(folder, root, which="best", device=device))
+    except CharRNNError as e:  # say which run the problem is in: the base, not the new one
+        raise type(e)(f"--from {ref}: {e}") from None
 
 
 def fine_tune_job(job: Job, base: Base, given: Collection[str]) -> Job:
@@ -166,8 +169,8 @@ def check_dataset(ds: Dataset, base: Base) -> None:
         t = ds.tokenizer
         raise ConfigError(
             f"{ds.folder} was encoded with another tokenizer ({t.level.value} level, "
-            f"{t.vocab_size:,} symbols) than run {base.name!r}'s; give the text itself to "
-            "fine-tune on"
+            f"{t.vocab_size:,} symbols) than the one run {base.name!r} was trained with; give "
+            "the text itself to fine-tune on"
         )
 
 
