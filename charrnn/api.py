@@ -12,6 +12,7 @@
     model.samples(3, "ROMEO:", beam=5)                    # the 3 likeliest of 5 beams
 
     model = charrnn.train("corpus.txt", hidden=256, max_steps=500)
+    model = charrnn.train("letters.txt", base="tinyshakespeare")   # fine-tune a trained run
 
 The command line is a thin layer over these calls. Everything raises ``charrnn.errors``
 exceptions with a one-line message on a user's mistake.
@@ -343,6 +344,7 @@ def train(
     run: str | None = None,
     checkpoints: str | Path = DEFAULT_ROOT,
     resume: bool = False,
+    base: str | Path | None = None,
     job: Job | None = None,
     callbacks: Callbacks | None = None,
     **options: Any,
@@ -354,10 +356,25 @@ def train(
     ``TokenizerConfig`` (level, min_freq, ...), by name; enum values may be given as strings
     (``cell="gru"``). They override ``job``, whose defaults are those of ``charrnn train``.
     The run goes to ``checkpoints/<run>`` (``run`` defaults to the corpus name).
+
+    ``base`` (a run name under ``checkpoints``, or a run folder) fine-tunes that run on the
+    corpus: a new run starts from its kept model and tokenizer, grown by the corpus's new
+    symbols; options that would change its model or tokenizer are refused.
     """
     corpus, root = _path(corpus, "corpus"), _path(checkpoints, "checkpoints")
     if run is not None and not isinstance(run, str):
         raise ConfigError(f"run must be a name (str), not {type(run).__name__}")
+    base = None if base is None else _path(base, "base")
+    given = set(options) if job is None and base is not None else None
     job = with_options(job or Job(), options)
-    result = _train(corpus, job, run=run, root=root, resume=resume, callbacks=callbacks)
+    result = _train(
+        corpus,
+        job,
+        run=run,
+        root=root,
+        resume=resume,
+        callbacks=callbacks,
+        overrides=given,
+        base=base,
+    )
     return Model(load_run(result.run, root), result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -80,6 +81,25 @@ def tamper(name: str, content: bytes) -> Callable[[Path], None]:
         (p / "ck" / "verses" / name).write_bytes(content)
 
     return make
+
+
+HELD: list[int] = []  # locks a setup holds for the length of its case
+
+
+def hold_lock(folder: Path) -> None:
+    """Hold a run's lock, as a process training it does."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    HELD.append(fd)
+
+
+def word_dataset(p: Path, name: str) -> None:
+    """A dataset folder of a text, made at word level (another tokenizer than the run's)."""
+    from charrnn.config import DataConfig, Level, TokenizerConfig
+    from charrnn.data import prepare
+
+    (p / "w.txt").write_text(VERSES * 20, encoding="utf-8")
+    prepare(p / "w.txt", DataConfig(TokenizerConfig(level=Level.word)), out=p / name)
 
 
 class BrokenStdin(io.RawIOBase):
@@ -223,6 +243,48 @@ CASES = [
         "train {p}/verses.txt --resume --run verses --lr 0.5 " + CK,
         ("--lr", "started with other values", "--max-steps"),
         setup=text("verses.txt", VERSES * 20),
+    ),
+    Case(
+        "train: --from a run that does not exist",
+        "train {p}/c.txt --from nope " + CK,
+        ("no run named 'nope'",),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "train: --from a damaged run",
+        "train {p}/c.txt --from verses " + CK,
+        ("not a valid safetensors", "best.safetensors"),
+        setup=lambda p: (text("c.txt", VERSES)(p), tamper(BEST, pickle.dumps([1.0]))(p)),
+    ),
+    Case(
+        "train: --from a run of a newer format",
+        "train {p}/c.txt --from verses " + CK,
+        ("newer", "upgrade charrnn"),
+        setup=lambda p: (text("c.txt", VERSES)(p), tamper(RUN_JSON, b'{"format_version": 99}')(p)),
+    ),
+    Case(
+        "train: --from a run being trained",
+        "train {p}/c.txt --from verses " + CK,
+        ("is being trained", "wait for it"),
+        setup=lambda p: (text("c.txt", VERSES)(p), hold_lock(p / "ck" / "verses")),
+    ),
+    Case(
+        "train: --from with a dataset folder of another tokenizer",
+        "train {p}/ds --from verses " + CK,
+        ("encoded with another tokenizer", "give the text itself"),
+        setup=lambda p: word_dataset(p, "ds"),
+    ),
+    Case(
+        "train: --from with options that contradict it",
+        "train {p}/c.txt --from verses --hidden 64 --cell gru " + CK,
+        ("--cell gru (base: lstm)", "--hidden 64 (base: 32)", "leave these out"),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "train: --from with --resume",
+        "train {p}/c.txt --from verses --resume " + CK,
+        ("--from starts a new run", "--resume"),
+        setup=text("c.txt", VERSES),
     ),
     Case(
         "train: --checkpoints under a file",
@@ -534,7 +596,11 @@ def test_bad_input(case: Case, tmp_path: Path, trained_run: Path, monkeypatch):
     )
     args = [a.format(p=tmp_path, sp=" ") for a in case.args.split(" ")]
     args = ["" if a == "=" else a for a in args]  # "=" stands for an empty argument
-    result = runner.invoke(app, args, input=stdin)
+    try:
+        result = runner.invoke(app, args, input=stdin)
+    finally:
+        while HELD:
+            os.close(HELD.pop())
     assert result.exit_code == case.code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
