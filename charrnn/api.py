@@ -8,8 +8,11 @@
     print(model.next_tokens("To be, or not to b", k=3))   # the likeliest next tokens
     print(model.evaluate("test.txt").perplexity)          # a whole held-out text
     print(model.evaluate("test.txt", dynamic=True).bits_per_char)  # learning as it reads
+    model.sample("ROMEO:", temperature=0.5, repeat_penalty=1.2, stop_at=".\n")
+    model.samples(3, "ROMEO:", beam=5)                    # the 3 likeliest of 5 beams
 
     model = charrnn.train("corpus.txt", hidden=256, max_steps=500)
+    model = charrnn.train("letters.txt", base="tinyshakespeare")   # fine-tune a trained run
 
 The command line is a thin layer over these calls. Everything raises ``charrnn.errors``
 exceptions with a one-line message on a user's mistake.
@@ -19,12 +22,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, overload
 
 import torch
 
+from charrnn import beam
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
 from charrnn.config import (
     MAX_SAMPLES,
@@ -51,6 +55,7 @@ from charrnn.score import (
     score,
     score_lines,
 )
+from charrnn.session import Session
 from charrnn.stopping import rule
 from charrnn.stream import SampleStream
 from charrnn.tokenizers import Tokenizer
@@ -107,62 +112,51 @@ class Model:
         return count_parameters(self.loaded.model)
 
     # -- sampling --
+    # The keywords of sample, samples, stream and session are SampleConfig's fields (the
+    # options of `charrnn sample`, by the same names): temperature, top_k, top_p, min_p,
+    # max_tokens, stop, length, seed, repeat_penalty, repeat_window, presence_penalty,
+    # frequency_penalty, no_repeat_ngram, stop_at, keep_stop, ban, bias, beam, length_penalty.
+    # A sample's log-probability is the model's own under the stopping rule, whatever they do.
 
     def sample(
-        self,
-        prompt: str = "",
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        max_tokens: int = 2000,
-        stop: Stop | str = Stop.eos,
-        length: int | None = None,
-        seed: int | None = None,
+        self, prompt: str = "", *, config: SampleConfig | None = None, **options: Any
     ) -> str:
-        """One sample's text (the prompt included). ``stop`` is eos, halt, length or none;
-        ``length`` asks for exactly that many tokens with ``stop="length"``."""
-        config = _sample_config(temperature, top_k, top_p, max_tokens, stop, length, seed)
-        return self._sampler.sample(1, config, _text(prompt, "prompt"))[0].text
+        """One sample's text (the prompt included); with ``beam``, the best beam's.
+        ``stop`` is eos, halt, length or none; ``length`` asks for exactly that many tokens
+        with ``stop="length"``. A ``config`` replaces the keywords."""
+        return self.samples(1, prompt, config=config, **options)[0].text
 
     def samples(
-        self,
-        n: int,
-        prompt: str = "",
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        max_tokens: int = 2000,
-        stop: Stop | str = Stop.eos,
-        length: int | None = None,
-        seed: int | None = None,
-        config: SampleConfig | None = None,
+        self, n: int, prompt: str = "", *, config: SampleConfig | None = None, **options: Any
     ) -> list[Sample]:
-        """``n`` samples drawn side by side, each with its tokens and log-probability.
-        A ``config`` replaces the keywords."""
-        config = config or _sample_config(temperature, top_k, top_p, max_tokens, stop, length, seed)
-        return self._sampler.sample(_positive(n), config, _text(prompt, "prompt"))
+        """``n`` samples drawn side by side (with ``beam``: the n best beams, best first), each
+        with its tokens and log-probability. A ``config`` replaces the keywords."""
+        config = config or _sample_config(**options)
+        prompt = _text(prompt, "prompt")
+        if config.beam:
+            return beam.search(self._sampler, _positive(n), config, prompt)
+        return self._sampler.sample(_positive(n), config, prompt)
 
     def stream(
         self,
         prompt: str = "",
         *,
         n: int = 1,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        max_tokens: int = 2000,
-        stop: Stop | str = Stop.eos,
-        length: int | None = None,
-        seed: int | None = None,
         config: SampleConfig | None = None,
+        show_prompt: bool = True,
+        **options: Any,
     ) -> SampleStream:
         """Samples as they are drawn: iterate for text pieces (``.index``, ``.text``, ``.end``)
-        in reading order; afterwards ``.samples`` holds them whole. A ``config`` replaces the
-        keywords."""
-        config = config or _sample_config(temperature, top_k, top_p, max_tokens, stop, length, seed)
-        return SampleStream(self._sampler, _positive(n), config, _text(prompt, "prompt"))
+        in reading order; afterwards ``.samples`` holds them whole. ``show_prompt=False``
+        leaves the prompt's text out of the pieces. A ``config`` replaces the keywords."""
+        config = config or _sample_config(**options)
+        prompt = _text(prompt, "prompt")
+        return SampleStream(self._sampler, _positive(n), config, prompt, show_prompt=show_prompt)
+
+    def session(self, *, config: SampleConfig | None = None, **options: Any) -> Session:
+        """A conversation: text given in turns (``say``), each continued by the model, the
+        recurrent state kept between turns; ``top`` and ``choose`` pick the next token by hand."""
+        return Session(self._sampler, config or _sample_config(**options))
 
     # -- scoring --
 
@@ -317,16 +311,18 @@ def _positive(n: int) -> int:
     return n
 
 
-def _sample_config(
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    max_tokens: int,
-    stop: Stop | str,
-    length: int | None,
-    seed: int | None,
-) -> SampleConfig:
-    return SampleConfig(temperature, top_k, top_p, max_tokens, rule(stop).stop, length, seed)
+_SAMPLE_OPTIONS = {f.name for f in fields(SampleConfig)}
+
+
+def _sample_config(**options: Any) -> SampleConfig:
+    """A SampleConfig from keywords named as its fields; a ConfigError names any other."""
+    unknown = sorted(set(options) - _SAMPLE_OPTIONS)
+    if unknown:
+        valid = ", ".join(f.name for f in fields(SampleConfig))
+        raise ConfigError(f"unknown sampling option(s) {', '.join(unknown)}; valid: {valid}")
+    if "stop" in options:
+        options["stop"] = rule(options["stop"]).stop
+    return SampleConfig(**options)
 
 
 def load(
@@ -348,6 +344,7 @@ def train(
     run: str | None = None,
     checkpoints: str | Path = DEFAULT_ROOT,
     resume: bool = False,
+    base: str | Path | None = None,
     job: Job | None = None,
     callbacks: Callbacks | None = None,
     **options: Any,
@@ -359,10 +356,25 @@ def train(
     ``TokenizerConfig`` (level, min_freq, ...), by name; enum values may be given as strings
     (``cell="gru"``). They override ``job``, whose defaults are those of ``charrnn train``.
     The run goes to ``checkpoints/<run>`` (``run`` defaults to the corpus name).
+
+    ``base`` (a run name under ``checkpoints``, or a run folder) fine-tunes that run on the
+    corpus: a new run starts from its kept model and tokenizer, grown by the corpus's new
+    symbols; options that would change its model or tokenizer are refused.
     """
     corpus, root = _path(corpus, "corpus"), _path(checkpoints, "checkpoints")
     if run is not None and not isinstance(run, str):
         raise ConfigError(f"run must be a name (str), not {type(run).__name__}")
+    base = None if base is None else _path(base, "base")
+    given = set(options) if job is None and base is not None else None
     job = with_options(job or Job(), options)
-    result = _train(corpus, job, run=run, root=root, resume=resume, callbacks=callbacks)
+    result = _train(
+        corpus,
+        job,
+        run=run,
+        root=root,
+        resume=resume,
+        callbacks=callbacks,
+        overrides=given,
+        base=base,
+    )
     return Model(load_run(result.run, root), result)

@@ -7,6 +7,7 @@ is a ConfigError when the config is made, whoever makes it (the CLI or the Pytho
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
@@ -303,8 +304,16 @@ class Stop(str, Enum):
     none = "none"
 
 
+MAX_BEAM = 1000
+_BEAM_NEEDS_END = "--beam needs a rule that ends a sample: --stop eos, halt or length"
+
+
 @dataclass(frozen=True)
 class SampleConfig:
+    """How samples are drawn. The controls after ``seed`` shape the draw only: a sample's
+    reported log-probability stays the model's own under the stopping rule (``controls``
+    says in which order they act)."""
+
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
@@ -312,6 +321,18 @@ class SampleConfig:
     stop: Stop = Stop.eos
     length: int | None = None  # length mode: exactly this many tokens
     seed: int | None = None
+    min_p: float | None = None  # keep tokens with at least min_p times the top token's probability
+    repeat_penalty: float = 1.0  # llama.cpp's: logits of tokens in the window / R (or x R if < 0)
+    repeat_window: int = 64  # the last N tokens (prompt included) the penalties look at
+    presence_penalty: float = 0.0  # OpenAI's: minus this once for a token in the window
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times its count in the window
+    no_repeat_ngram: int = 0  # never complete an n-gram of this many tokens twice; 0: off
+    stop_at: tuple[str, ...] = ()  # a sample ends when its text ends with one of these
+    keep_stop: bool = False  # keep the stop string at the end of the text (else cut it)
+    ban: tuple[str, ...] = ()  # never draw these (a string of several tokens: never complete it)
+    bias: tuple[tuple[str, float], ...] = ()  # (token, value): value added to the token's logit
+    beam: int | None = None  # beam search with this many beams instead of drawing
+    length_penalty: float = 0.0  # beams ranked by log P / tokens ** this; 0: by log P
 
     SPEC: ClassVar[dict[str, Kind]] = {
         "temperature": Real(0.0),  # 0: greedy
@@ -321,13 +342,83 @@ class SampleConfig:
         "stop": Choice(Stop),
         "length": Maybe(Whole(1)),
         "seed": Maybe(SEEDS),
+        "min_p": Maybe(Real(0.0, 1.0)),
+        "repeat_penalty": Real(1.0),  # 1 is off
+        "repeat_window": Whole(1, MAX_TOKENS),
+        "presence_penalty": Real(0.0),
+        "frequency_penalty": Real(0.0),
+        "no_repeat_ngram": Whole(0),  # 0 is off
+        "keep_stop": Flag(),
+        "beam": Maybe(Whole(1, MAX_BEAM)),
+        "length_penalty": Real(),
     }
     NAMES: ClassVar[dict[str, str]] = {"temperature": "--temp"}
 
     def __post_init__(self) -> None:
+        for name in ("stop_at", "ban"):
+            object.__setattr__(self, name, _strings(getattr(self, name)))
+        object.__setattr__(self, "bias", _biases(self.bias))
         check(self)
-        if self.length is not None and self.stop is not Stop.length:
-            raise ConfigError("--length needs --stop length")
+        for ok, message in self._checks():
+            if not ok:
+                raise ConfigError(message)
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        """What holds between the settings (each alone is held to SPEC)."""
+        beam = self.beam
+        return [
+            (self.length is None or self.stop is Stop.length, "--length needs --stop length"),
+            (all(self.stop_at), "--stop-at must not be empty: a sample would end before it began"),
+            (not self.keep_stop or bool(self.stop_at), "--keep-stop needs --stop-at"),
+            (all(self.ban), "--ban must not be empty"),
+            (beam is None or self.stop is not Stop.none, _BEAM_NEEDS_END),
+        ]
+
+    @property
+    def shaping(self) -> bool:
+        """Whether a control changes the logits before the draw (penalties, n-grams, bans,
+        biases): when none does, the sampler takes its plain path."""
+        return bool(
+            self.repeat_penalty != 1
+            or self.presence_penalty
+            or self.frequency_penalty
+            or self.no_repeat_ngram
+            or self.ban
+            or self.bias
+        )
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """One string or several, as a tuple (a lone string is one item, not its characters)."""
+    if isinstance(value, str):
+        return (value,)
+    items = tuple(value)
+    if not all(isinstance(s, str) for s in items):
+        raise ConfigError("--stop-at and --ban take strings")
+    return items
+
+
+def _biases(value: Any) -> tuple[tuple[str, float], ...]:
+    """``{token: value}``, ``"TOKEN=VALUE"`` strings or (token, value) pairs, as pairs."""
+    if isinstance(value, str):
+        value = (value,)
+    items = value.items() if isinstance(value, dict) else value
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            token, eq, number = item.rpartition("=")
+            if not eq or not token:
+                raise ConfigError(f"--bias {item!r}: write TOKEN=VALUE, as in 'e=-2'")
+            item = (token, number)
+        token, number = item
+        try:
+            number = float(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--bias {token}={number}: the value must be a number") from None
+        if not token or not math.isfinite(number):
+            raise ConfigError(f"--bias {token}={number}: give a token and a finite value")
+        out.append((str(token), number))
+    return tuple(out)
 
 
 # -- scoring

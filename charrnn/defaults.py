@@ -61,6 +61,17 @@ def lr_for_width(hidden: int) -> float:
     return round(PEAK_LR * min(1.0, math.sqrt(PEAK_LR_WIDTH / hidden)), 5)
 
 
+# -- fine-tuning a trained run on new text (--from): gentler steps than a new model's
+
+FINETUNE_LR_SCALE = 0.3  # times the peak learning rate a model of the base's width takes
+FINETUNE_WARMUP = 100  # steps of linear warm-up (a new run: TrainConfig.warmup_steps)
+
+
+def finetune_lr(hidden: int) -> float:
+    """The peak learning rate for fine-tuning a model ``hidden`` units wide."""
+    return round(FINETUNE_LR_SCALE * lr_for_width(hidden), 6)
+
+
 def max_len_for(longest: int) -> int:
     """The longest length the length head expresses, for a corpus whose longest training unit
     has ``longest`` tokens: room for units twice as long (at most MAX_LEN)."""

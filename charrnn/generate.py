@@ -1,13 +1,14 @@
-"""Sampling: temperature, top-k / top-p, under one of the stopping rules (``stopping``).
+"""Sampling: temperature, top-k / top-p / min-p, penalties, bans, stop strings, under one of the
+stopping rules (``stopping``). What the controls do to the logits is ``controls``'.
 
 Several samples are drawn side by side as one batch. Each sample's log-probability is the
-model's own (temperature 1, no truncation) under the chosen rule, so it equals what ``score``
-gives for the same tokens.
+model's own (temperature 1, no truncation, no penalty) under the chosen rule, so it equals what
+``score`` gives for the same tokens; a sample a stop string or --max-tokens ended has the
+log-probability of the tokens it drew.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -15,12 +16,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from charrnn import controls
 from charrnn.config import SampleConfig, Stop
+from charrnn.controls import Controls, draw, filter_logits
+from charrnn.decoding import TextWatch
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM, State
 from charrnn.model.stepper import Stepper
+from charrnn.prime import Primed, read
 from charrnn.stopping import RULES, LengthIds, Rows, StopRule, Totals
 from charrnn.tokenizers import SOS, UNK, Tokenizer
+
+__all__ = ["Sample", "Sampler", "draw", "filter_logits"]
 
 Feed = Callable[[Tensor, State, "Tensor | None"], tuple[Tensor, State]]
 Step = tuple[list[tuple[int, int]], list[int]]  # (sample, token) pairs drawn; samples drawing
@@ -29,45 +36,26 @@ Step = tuple[list[tuple[int, int]], list[int]]  # (sample, token) pairs drawn; s
 @dataclass
 class Sample:
     tokens: list[int]  # drawn tokens (the prompt excluded; <eos> kept in "none" mode)
-    text: str  # prompt + generated text
+    text: str  # prompt + generated text (up to a stop string, when one ended it)
     log_prob: float  # log P of the drawn tokens under the model and the stopping rule
     cut: bool  # stopped by --max-tokens rather than by the rule
     length: int | None = None  # length mode: the tau that was drawn
     unk_in_prompt: int = 0
     prompt_tokens: list[int] = field(default_factory=list)
+    stop_string: str | None = None  # the --stop-at string that ended it
+    prompt_chars: int = 0  # text[:prompt_chars] is the prompt's
+
+    @property
+    def continuation(self) -> str:
+        """The text after the prompt."""
+        return self.text[self.prompt_chars :]
 
 
-def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Keep the top-k tokens, then the smallest set whose probability reaches top-p. (N, V)"""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
-        drop_sorted = before >= top_p
-        drop_sorted[..., 0] = False  # the likeliest token stays, however small top_p is
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, -math.inf)
-    return logits
-
-
-def draw(logits: Tensor, config: SampleConfig, gen: torch.Generator) -> Tensor:
-    """One token per row from rule-masked logits (N, V) -> (N,).
-
-    The Gumbel-max trick: argmax(logits / T + G), G = -log(-log U), draws a token with
-    probability softmax(logits / T), as ``torch.multinomial`` would, in a few elementwise
-    steps instead of its per-call work (which is most of a one-stream step's drawing). U = 0
-    gives G = -inf, and U < 1, so G is never +inf: a masked token (-inf) is never drawn.
-    """
-    if config.temperature == 0:
-        return logits.argmax(-1)
-    if config.temperature != 1:
-        logits = logits / config.temperature
-    logits = filter_logits(logits, config.top_k, config.top_p)
-    u = torch.rand(logits.shape, generator=gen, dtype=logits.dtype)
-    return (logits - u.log_().neg_().log_()).argmax(-1)
+def generator(seed: int | None) -> torch.Generator:
+    """The random numbers of one sampling call (a fresh seed when none is given)."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    return gen
 
 
 class Sampler:
@@ -97,6 +85,9 @@ class Sampler:
                 f"--top-k {config.top_k} is larger than the vocabulary "
                 f"({self.tokenizer.vocab_size} symbols)"
             )
+        controls.check(
+            config, self.tokenizer, RULES[config.stop].mask(self.model.config.vocab_size)
+        )
 
     @torch.no_grad()
     def sample(self, n: int, config: SampleConfig, prompt: str = "") -> list[Sample]:
@@ -118,58 +109,82 @@ class Sampler:
         config: SampleConfig,
     ) -> list[Sample]:
         """Samples from the tokens ``iter_tokens`` drew and the ``info`` it filled."""
+        prompt_chars = len(self.tokenizer.decode(prompt_ids[1:]).rstrip("\ufffd"))
+        ends = info.get("text_end")
         out = []
         for i, toks in enumerate(results):
+            text = self.tokenizer.decode(prompt_ids[1:] + toks)
+            stop_string = None
+            if ends is not None and ends[i] >= 0:
+                text, stop_string = text[: prompt_chars + ends[i]], info["stop_string"][i]
             out.append(
                 Sample(
                     tokens=toks,
-                    text=self.tokenizer.decode(prompt_ids[1:] + toks),
+                    text=text,
                     log_prob=float(info["log_prob"][i]),
                     cut=bool(info["cut"][i]),
                     length=int(info["length"][i]) if config.stop is Stop.length else None,
                     unk_in_prompt=prompt_ids.count(UNK),
                     prompt_tokens=prompt_ids[1:],
+                    stop_string=stop_string,
+                    prompt_chars=prompt_chars,
                 )
             )
         return out
 
     @torch.inference_mode()
     def iter_tokens(
-        self, n: int, config: SampleConfig, prompt_ids: list[int], info: dict[str, np.ndarray]
+        self,
+        n: int,
+        config: SampleConfig,
+        prompt_ids: list[int],
+        info: dict[str, np.ndarray],
+        start: Primed | None = None,
+        gen: torch.Generator | None = None,
     ) -> Iterator[Step]:
         """Yield, at each step, the (sample index, token) pairs drawn and the samples still
-        drawing; fills ``info`` with per-sample log_prob, cut and length (length rule) when done.
+        drawing; fills ``info`` with per-sample log_prob, cut and length (length rule), and
+        where a stop string ended the text, when done.
 
+        ``start`` is where the net stands (default: after reading ``prompt_ids``, which the
+        controls and stop strings take as the text so far); ``gen`` the random numbers.
         A sample that has ended leaves the batch, so a batch costs the sum of its samples'
         lengths rather than n times the longest one. The rule (``stopping``) decides when.
         """
         model, stop = self.model, RULES[config.stop]
-        logits_of, feed = self._feeder(stop)
+        logits_of, feed = self.feeder(stop)
         lengths = LengthIds(model) if model.config.stop_heads else None
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(config.seed if config.seed is not None else int(torch.seed() % 2**63))
-        h, state = model.features(torch.tensor([prompt_ids] * n, device=self.device))  # (n, P, H)
-        rows = Rows.start(h[:, -1], state, len(prompt_ids), config.max_tokens)
+        gen = gen or generator(config.seed)
+        start = start or read(model, prompt_ids, n)  # the prompt in one batched forward
+        rows = Rows.start(start.h, start.state, start.offset, config.max_tokens)
         totals = Totals.zeros(n)
+        shaping = Controls.make(config, self.tokenizer, model.config.vocab_size, n, prompt_ids)
+        watch = _StopWatch(self.tokenizer, n, config, prompt_ids) if config.stop_at else None
         stop.begin(model, rows, totals, config, gen)
         steps = 0  # no sample has drawn more tokens than this
         while len(rows):
             if steps >= config.max_tokens and not _cut_spent(rows, totals):
                 break
             logits = logits_of(rows.h)  # (b, V), rule-masked
-            tok = draw(logits, config, gen)  # (b,)
+            shaped = logits if shaping is None else shaping.apply(logits, rows.sample)
+            tok = draw(shaped, config, gen)  # (b,)
             lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # (b,)
             alive = rows.sample.tolist()
             rows.tok, lp, drew = stop.drawn(rows, tok, lp)
             if drew is None:
                 rows.left = rows.left - 1
-                yield list(zip(alive, rows.tok.tolist())), alive
+                pairs = list(zip(alive, rows.tok.tolist()))
             else:
                 rows.left = rows.left - drew.long()
-                yield list(zip(rows.sample[drew].tolist(), rows.tok[drew].tolist())), alive
+                pairs = list(zip(rows.sample[drew].tolist(), rows.tok[drew].tolist()))
+            yield pairs, alive
+            if shaping is not None:
+                shaping.push(*_drawn(rows, drew))
             steps += 1
             totals.add(rows.sample, lp)
             stop.after_draw(rows)
+            if watch is not None:
+                watch.end_rows(rows, pairs)
             if not len(rows):
                 break
             ids = None if lengths is None else stop.length_ids(lengths, rows)
@@ -178,8 +193,10 @@ class Sampler:
             stop.after_read(model, rows, totals, config, gen)
         info["log_prob"], info["cut"] = totals.log_prob.numpy(), totals.cut.numpy()
         info["length"] = totals.length.numpy()
+        if watch is not None:
+            info["text_end"], info["stop_string"] = watch.ends()
 
-    def _feeder(self, stop: StopRule) -> tuple[Callable[[Tensor], Tensor], Feed]:
+    def feeder(self, stop: StopRule) -> tuple[Callable[[Tensor], Tensor], Feed]:
         """``logits(h (b, H)) -> (b, V)``, the token logits under the rule's mask (float32, on
         the host), and ``feed(tokens (b,), state, length input ids (b,) or None) -> (h (b, H),
         state)``: the one-step path when it applies, else the model's."""
@@ -209,3 +226,36 @@ def _cut_spent(rows: Rows, totals: Totals) -> bool:
         totals.cut[rows.sample[spent]] = True
         rows.keep(~spent)
     return len(rows) > 0
+
+
+def _drawn(rows: Rows, drew: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The samples that drew at this step and their tokens."""
+    return (rows.sample, rows.tok) if drew is None else (rows.sample[drew], rows.tok[drew])
+
+
+class _StopWatch:
+    """Each sample's text, watched for the stop strings: a sample whose text holds one ends."""
+
+    def __init__(self, tokenizer: Tokenizer, n: int, config: SampleConfig, prompt_ids: list[int]):
+        prompt = prompt_ids[1:]
+        self.texts = [
+            TextWatch(tokenizer, config.stop_at, config.keep_stop, prompt, show_prefix=False)
+            for _ in range(n)
+        ]
+
+    def end_rows(self, rows: Rows, pairs: list[tuple[int, int]]) -> None:
+        """Read the tokens just drawn; drop the rows whose text now holds a stop string."""
+        for i, t in pairs:
+            self.texts[i].feed(t)
+        samples = rows.sample.tolist()
+        for i in samples:
+            self.texts[i].take()
+        ended = torch.tensor([self.texts[i].hit is not None for i in samples], dtype=torch.bool)
+        if bool(ended.any()):
+            rows.keep(~ended)
+
+    def ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where each sample's text ends after the prompt (-1: no stop string), and which."""
+        end = np.array([-1 if w.end is None else w.end for w in self.texts], dtype=np.int64)
+        hit = np.array([w.hit for w in self.texts], dtype=object)
+        return end, hit

@@ -55,6 +55,7 @@ class RunSummary:
     val_bpc: float | None = None
     trained: float = 0.0  # time of the last write, seconds since the epoch
     size_bytes: int = 0
+    base: str | None = None  # the run a fine-tuned run started from
     problem: str | None = None  # why part of the summary is missing
 
 
@@ -71,6 +72,7 @@ def summarize(folder: Path) -> RunSummary:
         info = read_run_json(folder)  # checked, as the metadata below
         model = model_config(info, folder)
         s.level = info["data"].get("level", "?")
+        s.base = base_name(info)
         s.cell, s.layers, s.hidden = model.cell.value, model.layers, model.hidden
         if _exists(folder / LAST):
             s.steps = read_meta(folder / LAST)["loop"].get("step")
@@ -89,6 +91,10 @@ def _exists(path: Path) -> bool:
     """Whether there is something at ``path``, a dangling link included (which reading then
     names as damaged, rather than as a file never written)."""
     return path.exists() or path.is_symlink()
+def base_name(info: dict[str, Any]) -> str | None:
+    """The name of the run a fine-tuned run started from (run.json's "base"), or None."""
+    base = info.get("base")
+    return str(base.get("name", "?")) if isinstance(base, dict) else None
 
 
 def summarize_all(root: Path = DEFAULT_ROOT) -> list[RunSummary]:
@@ -240,6 +246,7 @@ class RunDetails:
             "created": self.info.get("created"),
             "corpus": self.info.get("corpus"),
             "charrnn_version": self.info.get("charrnn_version"),
+            "base": self.info.get("base"),
             "tokenizer": self.tokenizer,
             "curves": asdict(self.curves),
             "stopfit": asdict(self.stopfit) if self.stopfit else None,

@@ -72,6 +72,14 @@ class Rows:
     def __len__(self) -> int:
         return len(self.sample)
 
+    def select(self, index: Tensor) -> None:
+        """Row i becomes the old row ``index[i]`` (rows may repeat: beam search's parents)."""
+        on = index.to(self.h.device)
+        self.sample, self.h = self.sample[index], self.h[on]
+        self.state = tuple(s[:, on] for s in self.state)
+        for name in ("offset", "left", "remaining", "restart", "tok"):
+            setattr(self, name, getattr(self, name)[index])
+
     def keep(self, go_on: Tensor) -> None:
         """Keep only the rows that go on (unchanged when all do)."""
         if bool(go_on.all()):
@@ -166,6 +174,23 @@ class StopRule:
     ) -> None:
         """After the drawn tokens were read (``rows.h`` holds the new features)."""
 
+    # -- beam search: the hooks of beam.search --
+
+    def beam_starts(
+        self, model: RNNLM, h: Tensor, config: SampleConfig, width: int
+    ) -> tuple[Tensor, Tensor]:
+        """The hypotheses a search starts from, after reading the prompt (h: (1, H)): their
+        remaining lengths (-1: none drawn) and log-probabilities. (k,) each"""
+        return torch.tensor([-1]), torch.zeros(1, dtype=torch.float64)
+
+    def beam_ends(self, tok: Tensor, remaining: Tensor) -> Tensor:
+        """Which extensions (b,) end their hypothesis before being read."""
+        return torch.zeros(tok.shape, dtype=torch.bool)
+
+    def beam_halt(self, model: RNNLM, h: Tensor) -> Tensor | None:
+        """Halt logits (b,) after a token is read, where the rule decides then; else None."""
+        return None
+
     # -- scoring: a sentence as <sos> x1..xn <eos> --
 
     def score_inputs(self, model: RNNLM, lengths: np.ndarray, width: int) -> np.ndarray | None:
@@ -205,6 +230,9 @@ class EndMarker(StopRule):
         if bool((rows.tok == EOS).any()):
             rows.keep(rows.tok != EOS)
 
+    def beam_ends(self, tok: Tensor, remaining: Tensor) -> Tensor:
+        return tok == EOS
+
     def extra(self, ctx: Any, row: int, at: int, n: int, token_lp: list[float]) -> list[float]:
         return token_lp[n:]  # the <eos> after the n tokens
 
@@ -231,6 +259,9 @@ class HaltRule(StopRule):
             halt = torch.rand(p.shape, generator=gen, dtype=torch.float64) < p
         totals.add(rows.sample, torch.where(halt, F.logsigmoid(h_logit), F.logsigmoid(-h_logit)))
         rows.keep(~halt)
+
+    def beam_halt(self, model: RNNLM, h: Tensor) -> Tensor | None:
+        return model.halt_logits(h).cpu().double()
 
     def score_context(self, model: RNNLM, h: Tensor, h_kept: Tensor) -> Any:
         z = model.halt_logits(h_kept).double().cpu()  # (N,)
@@ -273,12 +304,7 @@ class LengthRule(StopRule):
         n = len(rows)
         log_p = model.length_log_probs(rows.h).cpu().double()  # (n, max_len + 1)
         if config.length is not None:
-            if config.length > model.config.max_len:
-                raise ConfigError(
-                    f"--length {config.length} is beyond this model's longest unit "
-                    f"({model.config.max_len} tokens)"
-                )
-            tau = torch.full((n,), config.length, dtype=torch.long)
+            tau = torch.full((n,), _asked_length(model, config.length), dtype=torch.long)
         elif config.temperature == 0:
             tau = log_p.argmax(-1)
         else:
@@ -287,6 +313,19 @@ class LengthRule(StopRule):
         totals.log_prob += log_p.gather(-1, tau[:, None]).squeeze(-1)
         rows.remaining = tau.clone()
         rows.keep(rows.remaining > 0)
+
+    def beam_starts(
+        self, model: RNNLM, h: Tensor, config: SampleConfig, width: int
+    ) -> tuple[Tensor, Tensor]:
+        log_p = model.length_log_probs(h).cpu().double()[0]  # (max_len + 1,)
+        if config.length is not None:
+            tau = torch.tensor([_asked_length(model, config.length)])
+        else:
+            tau = log_p.topk(min(width, len(log_p))).indices
+        return tau, log_p[tau]
+
+    def beam_ends(self, tok: Tensor, remaining: Tensor) -> Tensor:
+        return remaining == 1  # the last of its tokens
 
     def after_draw(self, rows: Rows) -> None:
         rows.remaining = rows.remaining - 1
@@ -354,6 +393,14 @@ RULES: dict[Stop, StopRule] = {
 }
 ENDING = tuple(s for s, r in RULES.items() if r.ends)  # the rules the stop fit compares
 TRAINED = tuple(r for r in RULES.values() if r.target)  # the rules with a head to train
+
+
+def _asked_length(model: RNNLM, length: int) -> int:
+    if length > model.config.max_len:
+        raise ConfigError(
+            f"--length {length} is beyond this model's longest unit ({model.config.max_len} tokens)"
+        )
+    return length
 
 
 def rule(stop: Stop | str) -> StopRule:

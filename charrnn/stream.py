@@ -1,83 +1,29 @@
-"""Text as tokens arrive: incremental decoding, and samples handed out in reading order.
+"""Samples handed out in reading order, as text, while they are drawn.
 
-A sample is drawn token by token, but text is what a reader wants to see. ``IncrementalDecoder``
-turns a growing token sequence into the text each new token adds: the new suffix of
-``decode(tokens so far)``. At word level the detokenizer decides spacing from the words before,
-so decoding the new token alone would be wrong; decoding everything and handing out the suffix
-is always right.
+A sample is drawn token by token, but text is what a reader wants to see: ``decoding`` turns
+tokens into the text they add (and holds back what may be the start of a stop string).
 
 Several samples are drawn side by side as one batch, but a terminal shows one text at a time.
 ``SampleStream`` hands them out in turn: sample 1 as it is drawn; when it ends, what sample 2
 has so far at once, then the rest of sample 2 as it comes, and so on. The batch is drawn once,
 so streaming costs no more time than drawing the samples silently, and the same seed gives the
-same samples either way.
+same samples either way. Beam search knows its best beams only at its end: they come whole.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from charrnn import beam
 from charrnn.config import SampleConfig
+from charrnn.decoding import IncrementalDecoder, TextWatch
 from charrnn.generate import Sample, Sampler
-from charrnn.tokenizers import Tokenizer
 
-_INCOMPLETE = "\ufffd"  # what a byte-level decoder shows for a character not yet complete
-
-
-class IncrementalDecoder:
-    """Hands out the text that new tokens add to ``decode(prefix + tokens so far)``.
-
-    For char and word levels decoding only ever appends, so the pieces join up to exactly the
-    decoded text. A decoder that rewrites earlier text (a byte-level subword piece completing a
-    character) is waited for: a trailing replacement character is held back until it resolves.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, prefix: Sequence[int] = ()):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = list(prefix)
-        self.shown = ""  # the text handed out so far
-        self._dirty = True
-
-    def feed(self, token: int) -> None:
-        self.ids.append(token)
-        self._dirty = True
-
-    def take(self, final: bool = False) -> str:
-        """The text added since the last call ("" when nothing new is settled)."""
-        if not self._dirty and not final:
-            return ""
-        self._dirty = False
-        held = 0 if final else self.tokenizer.unsettled(self.ids)
-        text = self.tokenizer.decode(self.ids[: len(self.ids) - held])
-        if not final:
-            text = text.rstrip(_INCOMPLETE)
-        if not text.startswith(self.shown):
-            if not final:
-                return ""  # earlier text changed; wait until the decode extends it again
-            common = len(_common_prefix(text, self.shown))
-            self.shown = text
-            return text[common:]
-        new = text[len(self.shown) :]
-        self.shown = text
-        return new
-
-    def push(self, token: int) -> str:
-        """``feed`` then ``take``."""
-        self.feed(token)
-        return self.take()
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
+__all__ = ["IncrementalDecoder", "Piece", "SampleStream"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +41,8 @@ class SampleStream:
 
     ``flush_every`` (seconds) batches the decoding of a fast stream: a terminal does not need
     more than a few dozen updates a second, and decoding is what costs at word level.
+    ``show_prompt=False`` hands out the text after the prompt only (a long prompt read from a
+    file is not shown again).
     """
 
     def __init__(
@@ -104,18 +52,20 @@ class SampleStream:
         config: SampleConfig,
         prompt: str = "",
         flush_every: float = 0.02,
+        show_prompt: bool = True,
     ):
         self.sampler, self.n, self.config, self.prompt = sampler, n, config, prompt
-        self.flush_every = flush_every
+        self.flush_every, self.show_prompt = flush_every, show_prompt
         self.samples: list[Sample] = []
         self.prompt_ids = sampler.encode_prompt(prompt)  # [<sos>, prompt tokens...]
 
     def __iter__(self) -> Iterator[Piece]:
         self.sampler.check(self.config)
+        if self.config.beam:
+            yield from self._beams()
+            return
         n = self.n
-        turns = _Turns(
-            [IncrementalDecoder(self.sampler.tokenizer, self.prompt_ids[1:]) for _ in range(n)]
-        )
+        turns = _Turns([self._decoder() for _ in range(n)])
         tokens: list[list[int]] = [[] for _ in range(n)]
         info: dict[str, np.ndarray] = {}
         last_flush = 0.0
@@ -132,11 +82,22 @@ class SampleStream:
         yield from turns.flush()
         self.samples = self.sampler.finish(self.prompt_ids, tokens, info, self.config)
 
+    def _decoder(self) -> IncrementalDecoder | TextWatch:
+        tokenizer, c, prefix = self.sampler.tokenizer, self.config, self.prompt_ids[1:]
+        if c.stop_at:
+            return TextWatch(tokenizer, c.stop_at, c.keep_stop, prefix, self.show_prompt)
+        return IncrementalDecoder(tokenizer, prefix, self.show_prompt)
+
+    def _beams(self) -> Iterator[Piece]:
+        self.samples = beam.search(self.sampler, self.n, self.config, self.prompt)
+        for i, s in enumerate(self.samples):
+            yield Piece(i, s.text if self.show_prompt else s.continuation, end=True)
+
 
 class _Turns:
     """Which sample is being shown, and which have ended."""
 
-    def __init__(self, decoders: list[IncrementalDecoder]):
+    def __init__(self, decoders: list[IncrementalDecoder | TextWatch]):
         self.decoders = decoders
         self.done = [False] * len(decoders)
         self.current = 0

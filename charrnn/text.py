@@ -179,21 +179,22 @@ class Line:
 LINE_READ_BYTES = 1 << 20  # at most this much is read at once: a batch of lines to score
 
 
-def _sentence_source(path: Path | str) -> tuple[str, BinaryIO | None]:
-    """The name errors give a sentence file, and the file opened (None for stdin). Any
-    readable file that is not a folder (a FIFO, /dev/stdin, <(...)) is read as a stream."""
+def _open_source(path: Path | str, what: str) -> tuple[str, BinaryIO | None]:
+    """The name errors give a file of ``what`` (sentences, a prompt), and the file opened
+    (None for stdin). Any readable file that is not a folder (a FIFO, /dev/stdin, <(...)) is
+    read as a stream."""
     if str(path) == "-":
         if sys.stdin is None:  # started with standard input closed (0<&-)
             raise CorpusError("cannot read standard input: it is closed")
         return "standard input", None
     if os.path.isdir(path):
-        raise CorpusError(f"sentence file is a folder: {path}")
+        raise CorpusError(f"{what} is a folder: {path}")
     try:
-        return f"sentence file {path}", open(path, "rb")  # closed by the reader
+        return f"{what} {path}", open(path, "rb")  # closed by the reader
     except (FileNotFoundError, NotADirectoryError):
-        raise CorpusError(f"sentence file not found: {path}") from None
+        raise CorpusError(f"{what} not found: {path}") from None
     except OSError as e:
-        raise CorpusError(f"cannot read sentence file {path}: {e.strerror or e}") from None
+        raise CorpusError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
 def _stdin_reader() -> Callable[[int], bytes | str]:
@@ -215,7 +216,7 @@ def iter_line_chunks(path: Path | str, read_bytes: int = LINE_READ_BYTES) -> Ite
     caller decides whether to go on. A folder, a missing file or a failed read is a
     CorpusError naming the file.
     """
-    name, f = _sentence_source(path)
+    name, f = _open_source(path, "sentence file")
     read = f.read1 if f is not None else _stdin_reader()
     rest, number, offset = bytearray(), 0, 0  # offset: of ``rest`` in the file
     first = True
@@ -283,6 +284,31 @@ def _check_text_bytes(data: bytes, offset: int, name: str) -> None:
     nul = data.find(b"\x00")
     if nul >= 0:
         raise CorpusError(f"{name} is not text (NUL byte at offset {offset + nul})")
+
+
+def read_prompt(path: Path | str) -> str:
+    """The text of a prompt file (or of standard input for ``-``), as a corpus is read: UTF-8,
+    a byte-order mark dropped, CRLF as LF; a CorpusError naming the file otherwise."""
+    name, f = _open_source(path, "prompt file")
+    read = f.read if f is not None else _stdin_reader()
+    data = bytearray()
+    try:
+        while chunk := read(LINE_READ_BYTES):
+            chunk = chunk.encode("utf-8", "surrogateescape") if isinstance(chunk, str) else chunk
+            _check_text_bytes(chunk, len(data), name)
+            data += chunk
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    finally:
+        if f is not None:
+            f.close()
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise CorpusError(f"{name} is empty")
+    return text
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -82,6 +83,25 @@ def tamper(name: str, content: bytes) -> Callable[[Path], None]:
     return make
 
 
+HELD: list[int] = []  # locks a setup holds for the length of its case
+
+
+def hold_lock(folder: Path) -> None:
+    """Hold a run's lock, as a process training it does."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    HELD.append(fd)
+
+
+def word_dataset(p: Path, name: str) -> None:
+    """A dataset folder of a text, made at word level (another tokenizer than the run's)."""
+    from charrnn.config import DataConfig, Level, TokenizerConfig
+    from charrnn.data import prepare
+
+    (p / "w.txt").write_text(VERSES * 20, encoding="utf-8")
+    prepare(p / "w.txt", DataConfig(TokenizerConfig(level=Level.word)), out=p / name)
+
+
 class BrokenStdin(io.RawIOBase):
     """Standard input that gives one line, then fails as an interrupted or broken read."""
 
@@ -103,6 +123,8 @@ class BrokenStdin(io.RawIOBase):
 
 
 CK = "--checkpoints {p}/ck"
+# every symbol of the test run's text, each a --ban ({sp} is a space, \\n a line break)
+BAN_ALL = " ".join("--ban " + {" ": "{sp}", "\n": "\\n"}.get(c, c) for c in sorted(set(VERSES)))
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 LATE_BAD_BYTE = b"a" * 70_000 + b"\xff" + b"a\n" * 10
 
@@ -223,6 +245,48 @@ CASES = [
         setup=text("verses.txt", VERSES * 20),
     ),
     Case(
+        "train: --from a run that does not exist",
+        "train {p}/c.txt --from nope " + CK,
+        ("no run named 'nope'",),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "train: --from a damaged run",
+        "train {p}/c.txt --from verses " + CK,
+        ("not a valid safetensors", "best.safetensors"),
+        setup=lambda p: (text("c.txt", VERSES)(p), tamper(BEST, pickle.dumps([1.0]))(p)),
+    ),
+    Case(
+        "train: --from a run of a newer format",
+        "train {p}/c.txt --from verses " + CK,
+        ("newer", "upgrade charrnn"),
+        setup=lambda p: (text("c.txt", VERSES)(p), tamper(RUN_JSON, b'{"format_version": 99}')(p)),
+    ),
+    Case(
+        "train: --from a run being trained",
+        "train {p}/c.txt --from verses " + CK,
+        ("is being trained", "wait for it"),
+        setup=lambda p: (text("c.txt", VERSES)(p), hold_lock(p / "ck" / "verses")),
+    ),
+    Case(
+        "train: --from with a dataset folder of another tokenizer",
+        "train {p}/ds --from verses " + CK,
+        ("encoded with another tokenizer", "give the text itself"),
+        setup=lambda p: word_dataset(p, "ds"),
+    ),
+    Case(
+        "train: --from with options that contradict it",
+        "train {p}/c.txt --from verses --hidden 64 --cell gru " + CK,
+        ("--cell gru (base: lstm)", "--hidden 64 (base: 32)", "leave these out"),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
+        "train: --from with --resume",
+        "train {p}/c.txt --from verses --resume " + CK,
+        ("--from starts a new run", "--resume"),
+        setup=text("c.txt", VERSES),
+    ),
+    Case(
         "train: --checkpoints under a file",
         "train {p}/verses.txt --checkpoints {p}/verses.txt/ck --batch-size 4 --seq-len 16",
         ("cannot create the run folder",),
@@ -288,6 +352,71 @@ CASES = [
         "sample: --prompt of unknown symbols only",
         "sample --prompt 日本語 " + CK,
         ("--prompt", "does not know"),
+    ),
+    Case("sample: --min-p 1.5", "sample --min-p 1.5 " + CK, ("--min-p", "[0, 1]")),
+    Case(
+        "sample: --repeat-penalty 0.5", "sample --repeat-penalty 0.5 " + CK, ("--repeat-penalty",)
+    ),
+    Case("sample: --presence-penalty -1", "sample --presence-penalty -1 " + CK, ("--presence",)),
+    Case("sample: --frequency-penalty -1", "sample --frequency-penalty -1 " + CK, ("--frequency",)),
+    Case("sample: --repeat-window 0", "sample --repeat-window 0 " + CK, ("--repeat-window",)),
+    Case("sample: --no-repeat-ngram -1", "sample --no-repeat-ngram -1 " + CK, ("--no-repeat",)),
+    Case("sample: empty --stop-at", "sample --stop-at= " + CK, ("--stop-at", "empty")),
+    Case("sample: --keep-stop without --stop-at", "sample --keep-stop " + CK, ("needs --stop-at",)),
+    Case("sample: empty --ban", "sample --ban= " + CK, ("--ban", "empty")),
+    Case(
+        "sample: --ban of every token",
+        "sample --stop halt --ban <unk> " + BAN_ALL + " " + CK,
+        ("--ban leaves no token",),
+    ),
+    Case("sample: --ban of unknown symbols", "sample --ban 日 " + CK, ("--ban", "does not know")),
+    Case("sample: --bias without a value", "sample --bias e " + CK, ("--bias", "TOKEN=VALUE")),
+    Case("sample: --bias not a number", "sample --bias e=lots " + CK, ("--bias", "number")),
+    Case("sample: --bias of several tokens", "sample --bias ab=1 " + CK, ("--bias", "one token")),
+    Case("sample: --beam 0", "sample --beam 0 " + CK, ("--beam must be at least 1",)),
+    Case("sample: --beam with --stop none", "sample --beam 3 --stop none " + CK, ("--beam",)),
+    Case("sample: -n more than --beam", "sample --beam 2 -n 3 " + CK, ("-n 3", "--beam 2")),
+    Case(
+        "sample: --length-penalty nan", "sample --length-penalty nan " + CK, ("--length-penalty",)
+    ),
+    Case(
+        "sample: --prompt-file missing",
+        "sample --prompt-file {p}/none.txt " + CK,
+        ("prompt file not found",),
+    ),
+    Case(
+        "sample: --prompt-file is a folder",
+        "sample --prompt-file {p}/d " + CK,
+        ("prompt file is a folder",),
+        setup=folder("d"),
+    ),
+    Case(
+        "sample: --prompt-file empty",
+        "sample --prompt-file {p}/e.txt " + CK,
+        ("is empty",),
+        setup=text("e.txt", ""),
+    ),
+    Case(
+        "sample: --prompt-file invalid UTF-8",
+        "sample --prompt-file {p}/u.txt " + CK,
+        ("not valid UTF-8", "byte offset 3"),
+        setup=text("u.txt", b"The\xff"),
+    ),
+    Case(
+        "sample: empty stdin as --prompt-file", "sample --prompt-file - " + CK, ("standard input",)
+    ),
+    Case(
+        "sample: --prompt and --prompt-file",
+        "sample --prompt The --prompt-file {p}/p.txt " + CK,
+        ("not both",),
+        setup=text("p.txt", "The"),
+    ),
+    Case("sample: --interactive with -n 2", "sample -i -n 2 " + CK, ("--interactive", "-n")),
+    Case("sample: --interactive with --beam", "sample -i --beam 2 " + CK, ("--interactive",)),
+    Case(
+        "sample: --interactive with --prompt-file -",
+        "sample -i --prompt-file - " + CK,
+        ("--interactive", "not -"),
     ),
     Case("sample: -n 0", "sample -n 0 " + CK, ("-n",), USAGE),
     Case(
@@ -465,9 +594,13 @@ def test_bad_input(case: Case, tmp_path: Path, trained_run: Path, monkeypatch):
         "make_input_stream",
         lambda data, charset: data if hasattr(data, "read") else real_stream(data, charset),
     )
-    args = [a.format(p=tmp_path) for a in case.args.split(" ")]
+    args = [a.format(p=tmp_path, sp=" ") for a in case.args.split(" ")]
     args = ["" if a == "=" else a for a in args]  # "=" stands for an empty argument
-    result = runner.invoke(app, args, input=stdin)
+    try:
+        result = runner.invoke(app, args, input=stdin)
+    finally:
+        while HELD:
+            os.close(HELD.pop())
     assert result.exit_code == case.code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output

@@ -41,6 +41,7 @@ from charrnn.checkpoint.layout import (
     list_runs,
     new_run_name,
     no_runs,
+    reading_run,
     remove_stale_temps,
     run_lock,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "no_runs",
     "read_meta",
     "read_run_json",
+    "reading_run",
     "remove_stale_temps",
     "run_lock",
     "save_tensors",

@@ -166,6 +166,32 @@ def run_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def reading_run(folder: Path) -> Iterator[None]:
+    """Read a run that no one is training, writing nothing in its folder: a shared hold of
+    its lock, which a trainer's (exclusive) refuses to share while the files are read."""
+    path = Path(folder) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # never trained here since locks were kept: no one trains it
+        yield
+        return
+    except OSError as e:
+        raise CheckpointError(f"cannot read the lock of run {Path(folder).name!r}: {e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise TrainingError(
+                f"run {Path(folder).name!r} is being trained by {holder}; wait for it to "
+                "finish before starting from it"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class MetricsLog:
     """Append-only JSON-lines log; a torn last line (after a crash) is skipped on read."""

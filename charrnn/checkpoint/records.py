@@ -70,7 +70,17 @@ def check_run_info(info: dict[str, Any], path: Path) -> dict[str, Any]:
     data.get("dataset", Text(), None)
     for key in ("corpus", "builtin", "created", "charrnn_version"):
         doc.get(key, Text(), None)
+    if "base" in info:  # a fine-tuned run: the run it started from
+        _check_base(doc.doc("base"))
     return info
+
+
+def _check_base(base: Doc) -> None:
+    for key in ("name", "folder", "weights", "tokenizer_hash"):
+        base.get(key, Text(), None)
+    for key in ("format_version", "vocab_size", "added_symbols", "max_len"):
+        base.get(key, COUNT, None)
+    base.get("step", Maybe(COUNT), None)
 
 
 def check_meta(meta: dict[str, Any], path: Path, kind: str) -> dict[str, Any]:

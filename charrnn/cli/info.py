@@ -73,6 +73,8 @@ def _print_info(d: RunDetails) -> None:
     builtin = info.get("builtin")
     corpus = f"built-in {builtin}" if builtin else shown_path(Path(str(info.get("corpus", "?"))))
     out.print(f"corpus {escape(corpus)}")
+    if isinstance(info.get("base"), dict):
+        out.print(f"fine-tuned from {escape(_lineage(info['base']))}")
     out.print()
     out.print(_progress_table(d))
     out.print()
@@ -82,6 +84,15 @@ def _print_info(d: RunDetails) -> None:
     _print_curves(d)
     out.print()
     _print_stopfit(d)
+
+
+def _lineage(base: dict[str, Any]) -> str:
+    """shakespeare (step 5,000 of its best weights, format 6), +12 symbols"""
+    step, added = base.get("step"), base.get("added_symbols", 0)
+    at = f"step {step:,} of its " if isinstance(step, int) else ""
+    where = f"{at}{base.get('weights', 'best')} weights, format {base.get('format_version', '?')}"
+    grown = f", +{added:,} symbols" if isinstance(added, int) and added > 0 else ""
+    return f"{base.get('name', '?')} ({where}){grown}"
 
 
 def _progress_table(d: RunDetails) -> Table:

@@ -191,6 +191,12 @@ def parse_duration(text: str | None) -> float | None:
     return total
 
 
+def unescape(text: str) -> str:
+    """\\n, \\t and \\\\ as a line break, a tab and a backslash: typed on a command line or
+    a terminal, they arrive as two characters."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m[1], "\\"), text)
+
+
 def given(ctx: typer.Context, name: str) -> bool:
     """Whether an option was set by the user rather than left at its default."""
     source = ctx.get_parameter_source(name)  # Typer's own click: compare by name

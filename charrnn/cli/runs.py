@@ -41,7 +41,11 @@ def runs_table(rows: list[RunSummary], root: Path) -> Table:
         t.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in rows:
         model = f"{s.cell} {s.layers}×{s.hidden}" if s.layers else "?"
-        name = Text(s.name) + (Text(f" ({s.problem})", style="yellow") if s.problem else Text())
+        name = Text(s.name)
+        if s.base:  # a fine-tuned run: where it started, under its name (80 columns hold it)
+            name.append(f"\n  from {s.base}", style="dim")
+        if s.problem:
+            name.append(f" ({s.problem})", style="yellow")
         t.add_row(
             name,
             s.level,

@@ -32,6 +32,7 @@ from charrnn.cli.options import (
     SampleCharsOpt,
     UnitOpt,
     VocabSizeOpt,
+    complete_runs,
     format_duration,
     given,
     invocation,
@@ -57,7 +58,13 @@ from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainRes
 from charrnn.training.distributed import is_main_process, launch, world_size
 from charrnn.training.run import train
 
-_RUN_OPTIONS = ("run", "resume", "checkpoints", "processes")  # where it goes, not how it trains
+_RUN_OPTIONS = (
+    "run",
+    "resume",
+    "base",
+    "checkpoints",
+    "processes",
+)  # where it goes, not how it trains
 
 
 class TrainView(Callbacks):
@@ -109,6 +116,14 @@ class TrainView(Callbacks):
             f"text: {escape(info['corpus'])} ({size_text(info['corpus_bytes'])}), "
             f"{info['level']} level ({info['vocab_size']:,} symbols)"
         )
+        base = info.get("base")
+        if base:
+            say(f"from: {escape(_lineage(base, info['level']))}")
+            if m["max_len"] > base.get("max_len", m["max_len"]):
+                say(
+                    f"units: up to {m['max_len']:,} tokens (base: {base['max_len']:,}); "
+                    "the length buckets grow"
+                )
         say(
             f"split: {info['train_tokens']:,} train / {info['val_tokens']:,} val tokens "
             f"({info['split']} split)"
@@ -145,6 +160,18 @@ class TrainView(Callbacks):
 
     def stop_requested(self) -> bool:
         return self.interrupted
+
+
+def _lineage(base: dict[str, Any], level: str) -> str:
+    """Where a fine-tuned run starts: run shakespeare (step 5,000): +12 symbols, 65 -> 77."""
+    added, had = base.get("added_symbols", 0), base.get("vocab_size", 0)
+    if level in ("bpe", "unigram"):
+        grown = f"its {level} tokenizer as it is"
+    else:
+        grown = f"+{added:,} symbols, {had:,} -> {had + added:,}" if added else "no new symbols"
+    step = base.get("step")
+    at = f" (step {step:,})" if isinstance(step, int) else ""
+    return f"run {base.get('name', '?')}{at}: {grown}"
 
 
 def _ends(info: dict[str, Any]) -> str:
@@ -376,6 +403,17 @@ def train_cmd(
             rich_help_panel=RUN,
         ),
     ] = False,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Fine-tune a trained run (a name or a folder) on this corpus: a new run starts "
+            "from its kept model and tokenizer, which grows by the corpus's new symbols "
+            "(char and word levels). Model options that contradict it are refused.",
+            rich_help_panel=RUN,
+            autocompletion=complete_runs,
+        ),
+    ] = None,
     processes: Annotated[
         int,
         typer.Option(
@@ -411,6 +449,7 @@ def train_cmd(
             started=started,
             on_data=view.on_data,
             overrides=overrides,
+            base=base,
         )
     if not view.shown:
         raise typer.Exit(130 if result.stopped_by == "interrupted" else 0)

@@ -49,8 +49,11 @@ def cache_root() -> Path:
     return Path(base) / "charrnn"
 
 
-def cache_key(content_hash: str, config: DataConfig) -> str:
-    settings = json.dumps([FORMAT_VERSION, content_hash, config.key()], sort_keys=True)
+def cache_key(content_hash: str, config: DataConfig, base: Tokenizer | None = None) -> str:
+    """The cache entry of a text encoded with ``config`` (and, when fine-tuning, ``base``'s
+    tokenizer, grown by the text's new symbols: its fingerprint decides the grown one)."""
+    grown_from = [base.fingerprint()] if base is not None else []
+    settings = json.dumps([FORMAT_VERSION, content_hash, config.key(), *grown_from], sort_keys=True)
     return hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
 
 
@@ -111,9 +114,11 @@ def build_dataset(
     config: DataConfig,
     out: Path | None = None,
     progress: Progress | None = None,
+    base: Tokenizer | None = None,
 ) -> Dataset:
     """Encode a corpus into the dataset folder ``out`` (None: the cache, under the hash of the
-    text that was encoded), written aside, then renamed in."""
+    text that was encoded), written aside, then renamed in; with a tokenizer fitted to it, or
+    ``base``'s grown by its new symbols (``encode.grow``)."""
     with _corpus(source, config) as text:
         target = None if out is None else Path(os.path.realpath(out))  # through a link
         if target is not None:
@@ -122,8 +127,8 @@ def build_dataset(
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{text.name.stem}-", dir=parent))
         try:
-            meta = _encode(text, config, tmp, progress)
-            key = cache_key(meta["source"]["hash"], config)
+            meta = _encode(text, config, tmp, progress, base)
+            key = cache_key(meta["source"]["hash"], config, base)
             target = target or parent / f"{text.name.stem}-{key}"
             _put_in_place(tmp, target)
         except BaseException:
@@ -133,13 +138,24 @@ def build_dataset(
 
 
 def _encode(
-    text: Corpus, config: DataConfig, folder: Path, progress: Progress | None
+    text: Corpus,
+    config: DataConfig,
+    folder: Path,
+    progress: Progress | None,
+    base: Tokenizer | None = None,
 ) -> dict[str, Any]:
     """Encode ``text`` into ``folder``: its token and unit files, tokenizer and dataset.json
     (whose source hash is that of the text the encoding read)."""
     unit = resolve_unit(config.unit, text.head)
     tokenizer, stats = encode_corpus(
-        text.path, config.tokenizer, unit, _errors(config), folder, progress, name=text.name
+        text.path,
+        config.tokenizer,
+        unit,
+        _errors(config),
+        folder,
+        progress,
+        name=text.name,
+        base=base,
     )
     if stats["n_tokens"] == 0:  # the whole text is blank
         raise CorpusError(f"corpus is empty: {text.name}")
@@ -152,6 +168,7 @@ def _encode(
         "unit": unit.value,
         "vocab_size": tokenizer.vocab_size,
         "tokenizer_hash": tokenizer.fingerprint(),  # the tokenizer tokens.bin needs
+        **({"grown_from": base.fingerprint()} if base is not None else {}),
         **stats,
     }
     (folder / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -274,9 +291,12 @@ def prepare(
     config: DataConfig,
     progress: Progress | None = None,
     out: Path | None = None,
+    base: Tokenizer | None = None,
 ) -> tuple[Dataset, bool]:
     """A dataset for ``source``: a dataset folder as is, or a corpus through the cache (keyed
-    by the content hash of the text and the settings, whatever the file is called).
+    by the content hash of the text and the settings, whatever the file is called). With
+    ``base`` (fine-tuning), the text is encoded with that tokenizer grown by the text's new
+    symbols (``encode.grow``).
 
     Returns the dataset and whether it came from the cache.
     """
@@ -285,16 +305,18 @@ def prepare(
     with _corpus(source, config) as text:
         config = resolve_data(text, config)
         digest = text.digest or file_hash(text.path)
-        key = cache_key(digest, config)
+        key = cache_key(digest, config, base)
         folders = [Path(out)] if out else sorted((cache_root() / "datasets").glob(f"*-{key}"))
         for folder in folders:
-            ds = _reusable(folder, digest, config)
+            ds = _reusable(folder, digest, config, base)
             if ds is not None:
                 return ds, True
-        return build_dataset(text, config, out, progress), False
+        return build_dataset(text, config, out, progress, base), False
 
 
-def _reusable(folder: Path, digest: str, config: DataConfig) -> Dataset | None:
+def _reusable(
+    folder: Path, digest: str, config: DataConfig, base: Tokenizer | None = None
+) -> Dataset | None:
     """The dataset in ``folder`` if it is an intact encoding of that text with those
     settings; a stale or damaged one is None (and is encoded again)."""
     if not (folder / DATASET_JSON).exists():
@@ -304,7 +326,8 @@ def _reusable(folder: Path, digest: str, config: DataConfig) -> Dataset | None:
     except CharRNNError:
         return None
     same = ds.meta["source"]["hash"] == digest and ds.config.key() == config.key()
-    return ds if same else None
+    grown = ds.meta.get("grown_from") == (base and base.fingerprint())
+    return ds if same and grown else None
 
 
 # -- batches ------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ How each level gets its vocabulary:
               is then rewritten once with the ranked ids (splitting words is the slow part,
               so it is done once)
     subword   sentencepiece is trained on a bounded sample of the corpus, then one pass
+    grown     (fine-tuning) a base's char or word vocabulary and the symbols a first pass
+              counts that it lacks, then one pass; a base's subword model as it is, one pass
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import queue
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,11 +34,13 @@ from charrnn.config import Level, TokenizerConfig, Unit
 from charrnn.errors import CorpusError
 from charrnn.text import UnitBlock, iter_sample, iter_text, iter_unit_blocks
 from charrnn.tokenizers import (
+    N_SPECIALS,
     SOS,
     UNK,
     CharTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
+    VocabTokenizer,
     WordVocabulary,
     token_dtype,
     training_sentences,
@@ -184,9 +189,11 @@ def encode_corpus(
     progress: Progress | None = None,
     chunk_bytes: int = ENCODE_CHUNK,
     name: Path | None = None,
+    base: Tokenizer | None = None,
 ) -> tuple[Tokenizer, dict[str, Any]]:
     """Write ``tokens.bin`` and ``units.npy`` for ``corpus`` (``name`` in errors) into
-    ``folder``.
+    ``folder``, with a tokenizer fitted to it, or with ``base``'s grown by the text's new
+    symbols (``grow``).
 
     Returns the tokenizer (not yet saved) and the dataset's figures, with the content hash of
     the text that was encoded (``hash``: taken in the same pass, so the figures are those of
@@ -205,11 +212,17 @@ def encode_corpus(
 
     extra: dict[str, Any] = {}
     before, counted = _identity(corpus), hashlib.blake2b(digest_size=16)
-    if config.level is Level.word:  # one pass: nothing to compare
+    if config.level is Level.word and base is None:
         phases = _Phases(progress, size, 1.1)
         tokenizer, stats = _encode_words(config, blocks(phases), folder, index, phases)
     else:
-        if config.subword:
+        if base is not None:
+            phases = _Phases(progress, size, 1.0 if config.subword else 2.0)
+            # grow reads one of these (by level), a pass of its own as fitting is
+            counts = iter_unit_blocks(phases.chunks(text(counted)), unit, max_open=chunk_bytes)
+            tokenizer = grow(base, config, phases.chunks(text(counted)), counts)
+            extra["added_symbols"] = tokenizer.vocab_size - base.vocab_size
+        elif config.subword:
             phases = _Phases(progress, size, 1.0)
             tokenizer = _train_subwords(config, corpus, errors)
             extra["tokenizer_sample_chars"] = tokenizer.sample_chars
@@ -237,6 +250,26 @@ def _identity(path: Path) -> tuple[int, int, int]:
     subword tokenizer's, cannot be hashed like the whole)."""
     st = path.stat()
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def grow(
+    base: Tokenizer, config: TokenizerConfig, text: Iterable[str], blocks: Iterable[UnitBlock]
+) -> Tokenizer:
+    """``base`` with the symbols of a text it lacks (char and word levels), ranked and kept as
+    fitting ranks them (``config.min_freq``), up to ``config.max_vocab`` symbols in all, the
+    base's included. A subword base is kept as it is: byte fallback reads any text. Only the
+    pass a level counts with is read: ``text`` (char) or ``blocks`` (word)."""
+    if not isinstance(base, VocabTokenizer):
+        return base
+    own = replace(config, max_vocab=None)
+    if config.level is Level.word:
+        vocab = WordVocabulary(own)
+        for block in blocks:
+            vocab.encode_block(block)  # counts the words as it numbers them
+        fitted: VocabTokenizer = vocab.finish()[0]
+    else:
+        fitted = CharTokenizer.fit(own, text)
+    return base.grown(fitted.pieces[N_SPECIALS:], config.max_vocab)
 
 
 def _train_subwords(config: TokenizerConfig, corpus: Path, errors: str) -> SentencePieceTokenizer:

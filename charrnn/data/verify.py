@@ -49,6 +49,8 @@ def check_meta(meta: Any, path: Path) -> dict[str, Any]:
         doc.get(key, COUNT)
     doc.get("tokenizer_sample_chars", Maybe(COUNT), None)
     doc.get("tokenizer_hash", Text(), None)
+    doc.get("grown_from", Text(), None)  # fine-tuning: the base tokenizer this one grew from
+    doc.get("added_symbols", COUNT, None)
     return meta
 
 

@@ -94,6 +94,8 @@ class Tokenizer(ABC):
     """Text <-> token ids. Subclasses define the pieces and how text is cut into them."""
 
     level: ClassVar[Level]
+    # decode(a + b) == decode(a) + decode(b) for every a, b: new tokens can be decoded alone
+    joins_exactly: ClassVar[bool] = False
 
     def __init__(self, config: TokenizerConfig):
         self.config = config
@@ -209,6 +211,15 @@ class VocabTokenizer(Tokenizer):
         if config.max_vocab is not None:
             kept = kept[: max(0, config.max_vocab - N_SPECIALS)]
         return cls(config, [*SPECIALS, *kept])
+
+    def grown(self, ranked: Sequence[str], max_vocab: int | None = None) -> VocabTokenizer:
+        """This vocabulary with the pieces of ``ranked`` it lacks added after its own, in their
+        order, up to ``max_vocab`` symbols in all (its own count): every id it had keeps its
+        meaning, so a model trained with it goes on with the grown one (fine-tuning)."""
+        new = [p for p in ranked if p not in self.index]
+        if max_vocab is not None:
+            new = new[: max(0, max_vocab - self.vocab_size)]
+        return type(self)(self.config, [*self.pieces, *new])
 
     @staticmethod
     @abstractmethod

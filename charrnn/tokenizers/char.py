@@ -29,6 +29,7 @@ class CharTokenizer(VocabTokenizer):
     """Unicode code points, looked up through a numpy table."""
 
     level = Level.char
+    joins_exactly = True
 
     def __init__(self, config: TokenizerConfig, pieces: Sequence[str]):
         super().__init__(config, pieces)

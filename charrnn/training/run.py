@@ -58,8 +58,17 @@ from charrnn.errors import (
 )
 from charrnn.io import write_json_atomic
 from charrnn.model import RNNLM, count_parameters
+from charrnn.tokenizers import Tokenizer, load_tokenizer
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
 from charrnn.training.distributed import Ranks, session
+from charrnn.training.finetune import (
+    Base,
+    check_dataset,
+    fine_tune_job,
+    given_settings,
+    grown_model,
+    open_base,
+)
 from charrnn.training.loop import Trainer
 from charrnn.training.resume import check_resume, resumed_run, run_corpus
 from charrnn.version import __version__
@@ -106,25 +115,42 @@ def train(
     started: float | None = None,
     on_data: Callable[[int, int], None] | None = None,
     overrides: Collection[str] | None = None,
+    base: str | Path | None = None,
 ) -> TrainResult:
-    """Tokenize (or reuse) the corpus, then train a new run or resume one.
+    """Tokenize (or reuse) the corpus, then train a new run or resume one; with ``base`` (a
+    run name or folder), a new run that starts from that run's model (see ``finetune``).
 
     ``corpus`` is a text file, a dataset folder, or the name of a built-in corpus (None: the
     default built-in, or for a resume the run's own; see ``builtin``).
     ``started`` is the monotonic time the time budget counts from (default: now). Under
     torchrun every process calls this and they train one model; rank 0 alone writes the run
     and calls the callbacks (the others only ask theirs whether to stop).
-    ``overrides``: on a resume, the settings of ``job.train`` that replace the run's own
-    (the caller set them explicitly); None means all those a resume may change.
+    ``overrides``: the settings the caller set explicitly. On a resume, those of
+    ``job.train`` that replace the run's own (None: all those a resume may change); with a
+    base, those that may not contradict it (None: those ``job`` sets otherwise than the
+    defaults).
     """
     started = time.monotonic() if started is None else started
     with session(resolve_device(job.train.device)) as ranks:
         if not ranks.is_main:
             callbacks, on_data = Muted(callbacks), None
         source = None if corpus is None and resume else resolve_corpus(corpus)
+        start = _base(base, Path(root), resume, ranks)
+        if start is not None:
+            job = fine_tune_job(job, start, given_settings(job, overrides))
         try:
             return _train(
-                source, job, run, Path(root), resume, callbacks, started, on_data, ranks, overrides
+                source,
+                job,
+                run,
+                Path(root),
+                resume,
+                callbacks,
+                started,
+                on_data,
+                ranks,
+                overrides,
+                start,
             )
         except (MemoryError, RuntimeError) as e:
             words = out_of_memory(e)
@@ -146,6 +172,7 @@ def _train(
     on_data: Callable[[int, int], None] | None,
     ranks: Ranks,
     overrides: Collection[str] | None = None,
+    start: Base | None = None,
 ) -> TrainResult:
     cb = callbacks or Callbacks()
     main = ranks.is_main
@@ -159,12 +186,16 @@ def _train(
     corpus = source.path
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
-    job, ds = _dataset(Path(corpus), job, ranks, on_data)
+    grow_from = start.tokenizer if start else _own_tokenizer(folder, info)
+    job, ds = _dataset(Path(corpus), job, ranks, on_data, grow_from)
+    if start is not None:
+        check_dataset(ds, start)
+    lineage = start.lineage(ds.tokenizer) if start else info.get("base")
     if resume:
         check_resume(folder, info, ds)
     train_split, val = ds.split(job.train.val_fraction, job.train.split, job.train.split_cut)
     _check_sizes(train_split, val, job.train)
-    job, model = _model(job, ds, train_split, resume, ranks.device)
+    job, model = _model(job, ds, train_split, resume, ranks.device, start)
     if main:
         _make_folder(folder, starting=not resume)
     with run_lock(folder) if main else contextlib.nullcontext(), _kept_if_started(folder, main):
@@ -179,44 +210,78 @@ def _train(
             trainer.restore()
         else:
             if main:
-                run_info = _run_json(model.config, job, ds, train_split, val, source)
+                run_info = _run_json(model.config, job, ds, train_split, val, source, lineage)
                 _write_run_files(folder, ds, run_info)
             trainer.save_last()  # from here on, every moment of the run is resumable
             if main:
                 (folder / STARTING).unlink(missing_ok=True)
         ranks.reseed(job.train.seed, trainer.loop.step)
-        return _start(trainer, cb, ds, source, resume)
+        return _start(trainer, cb, ds, source, resume, lineage)
 
 
 def _dataset(
-    corpus: Path, job: Job, ranks: Ranks, on_data: Callable[[int, int], None] | None
+    corpus: Path,
+    job: Job,
+    ranks: Ranks,
+    on_data: Callable[[int, int], None] | None,
+    grow_from: Tokenizer | None = None,
 ) -> tuple[Job, Dataset]:
     """The encoded corpus (rank 0 encodes it, the others find it in the cache), and the job
-    with the level and vocabulary the corpus and the budget decided."""
+    with the level and vocabulary the corpus and the budget decided. A fine-tuned run's text
+    is encoded with ``grow_from``, grown by the symbols of the text it lacks."""
     budget = job.train.time_budget if ranks.device.type == "cpu" else None
     source = open_source(corpus, job.data)
     try:
         job = replace(job, data=resolve_data(source, job.data, budget))
-        ds, _cached = ranks.main_first(lambda: prepare(source, job.data, progress=on_data))
+        ds, _cached = ranks.main_first(
+            lambda: prepare(source, job.data, progress=on_data, base=grow_from)
+        )
     finally:
         if isinstance(source, Corpus):
             source.close()  # the copy of a stream, once encoded
     return job, ds
 
 
+def _own_tokenizer(folder: Path, info: dict[str, Any]) -> Tokenizer | None:
+    """A resumed fine-tuned run's own tokenizer, which its text is encoded with again (grown
+    already by every symbol of the text: growing it again adds none)."""
+    return load_tokenizer(folder) if info.get("base") else None
+
+
 def _model(
-    job: Job, ds: Dataset, train_split: Split, resume: bool, device: torch.device
+    job: Job,
+    ds: Dataset,
+    train_split: Split,
+    resume: bool,
+    device: torch.device,
+    start: Base | None = None,
 ) -> tuple[Job, RNNLM]:
-    """The model a new run's corpus and budget size (a resumed run's is as it was), seeded,
-    and the job with the learning rate its width takes where none was given."""
+    """The model a new run's corpus and budget size (a resumed run's is as it was; a
+    fine-tuned run's its base's, grown), seeded, and the job with the learning rate its
+    width takes where none was given."""
+    torch.manual_seed(job.train.seed)
+    np.random.seed(job.train.seed % 2**32)
+    if start is not None and not resume:
+        model = grown_model(start, job.model, ds, train_split)
+        return replace(job, model=model.config), model
     config = (
         job.model if resume else fit_model_config(job.model, ds, train_split, job.train, device)
     )
     if not job.train.lr:
         job = replace(job, train=replace(job.train, lr=lr_for_width(config.hidden)))
-    torch.manual_seed(job.train.seed)
-    np.random.seed(job.train.seed % 2**32)
     return job, RNNLM(config).to(device)
+
+
+def _base(ref: str | Path | None, root: Path, resume: bool, ranks: Ranks) -> Base | None:
+    """The run a new run starts from (every rank reads it), or None."""
+    if ref is None:
+        return None
+    if resume:
+        raise ConfigError(
+            "--from starts a new run from a trained one, --resume goes on with a run: give "
+            "one of them (a fine-tuned run resumes without --from)"
+        )
+    return open_base(ref, root, ranks.device)
 
 
 def _make_folder(folder: Path, starting: bool) -> None:
@@ -252,7 +317,12 @@ def _write_run_files(folder: Path, ds: Dataset, run_info: dict[str, Any]) -> Non
 
 
 def _start(
-    trainer: Trainer, cb: Callbacks, ds: Dataset, source: Source, resume: bool
+    trainer: Trainer,
+    cb: Callbacks,
+    ds: Dataset,
+    source: Source,
+    resume: bool,
+    base: dict[str, Any] | None = None,
 ) -> TrainResult:
     model, c = trainer.model, trainer.config
     cb.on_start(
@@ -276,6 +346,7 @@ def _start(
             "model": model.config.to_dict(),
             "level": ds.tokenizer.level.value,
             "vocab_size": ds.tokenizer.vocab_size,
+            "base": base,  # where a fine-tuned run started from (its run.json's "base")
         }
     )
     return trainer.run()
@@ -347,10 +418,17 @@ def _where(corpus: str | Path) -> str:
 
 
 def _run_json(
-    model: ModelConfig, job: Job, ds: Dataset, train: Split, val: Split, source: Source
+    model: ModelConfig,
+    job: Job,
+    ds: Dataset,
+    train: Split,
+    val: Split,
+    source: Source,
+    base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     val_lengths = val.unit_lengths()
     return {
+        **({"base": base} if base else {}),  # the run a fine-tuned run started from
         "format_version": FORMAT_VERSION,
         "charrnn_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
