@@ -219,3 +219,29 @@ def test_a_format_5_run_resumes_as_it_trained(trained_run, corpus, tmp_path):
     assert loaded.info["train"]["average"] == 0.0 and loaded.info["train"]["row_decay"] == 0.0
     resumed = train(corpus, tiny_job(max_steps=44), run="r", root=tmp_path / "ck", resume=True)
     assert resumed.steps == 44 and not load_tensors(run / LAST, "average.")
+
+
+def _expected_after_a_pause(per_eval: float) -> float | None:
+    """The passes a 100 s run at 0.1 s a step (10 steps a pass) expects, where an
+    evaluation of 5 s fell at step 60: the first estimate, 50 training steps after it."""
+    from charrnn.training.budget import Budget
+    from charrnn.training.distributed import Ranks
+
+    budget = Budget(TrainConfig(time_budget=100.0), 10, Ranks(torch.device("cpu")))
+    budget.per_eval = per_eval
+    for step in range(1, 200):
+        budget.now += 0.1
+        if step == 60:
+            budget.now += 5.0
+            budget.paused()
+        passes = budget.expected_passes(step, evals_done=1)
+        if passes is not None:
+            return passes
+    return None
+
+
+def test_the_passes_a_run_expects_come_from_the_pace_of_training_alone():
+    # 16 s spent at step 110, 84 s left: 840 more steps at 0.1 s (not at the 0.145 s a step
+    # the evaluation would make of it); evaluations still to come (4 of 2 s) take their time
+    assert _expected_after_a_pause(0.0) == pytest.approx((110 + 840) / 10)
+    assert _expected_after_a_pause(2.0) == pytest.approx((110 + 760) / 10)
