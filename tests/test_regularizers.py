@@ -245,3 +245,17 @@ def test_the_passes_a_run_expects_come_from_the_pace_of_training_alone():
     # the evaluation would make of it); evaluations still to come (4 of 2 s) take their time
     assert _expected_after_a_pause(0.0) == pytest.approx((110 + 840) / 10)
     assert _expected_after_a_pause(2.0) == pytest.approx((110 + 760) / 10)
+
+
+def test_the_options_reach_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
+    from tests.test_cli import TINY, run
+
+    ck = tmp_path / "ck"
+    given = ("--weight-drop", "0.2", "--row-decay", "0.5", "--average", "0")
+    r = run("train", corpus, *TINY, "--max-steps", "3", *given, "--name", "r", "--checkpoints", ck)
+    assert r.exit_code == 0, r.output
+    info = read_run_json(ck / "r")
+    assert info["model"]["weight_drop"] == 0.2
+    assert info["train"]["row_decay"] == 0.5 and info["train"]["average"] == 0.0
+    bad = run("train", corpus, *TINY, "--weight-drop", "0.99", "--checkpoints", ck)
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and "--weight-drop" in bad.output
