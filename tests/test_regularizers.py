@@ -259,3 +259,21 @@ def test_the_options_reach_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
     assert info["train"]["row_decay"] == 0.5 and info["train"]["average"] == 0.0
     bad = run("train", corpus, *TINY, "--weight-drop", "0.99", "--checkpoints", ck)
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "--weight-drop" in bad.output
+
+
+def test_a_format_5_run_goes_on_bit_for_bit_as_it_started(corpus, tmp_path):
+    """A run of format 5 cut short and resumed under today's defaults ends with the
+    weights of an unbroken run without the three levers: it goes on as it started."""
+    off = tiny_job(max_steps=30, evals=3, average=0.0, row_decay=0.0)
+    off = replace(off, model=replace(off.model, weight_drop=0.0))
+    train(corpus, off, run="unbroken", root=tmp_path)
+    train(corpus, off, run="old", root=tmp_path, callbacks=Recorder(stop_at=10))
+    info = json.loads((tmp_path / "old" / RUN_JSON).read_text())
+    for part, settings in BEFORE_6.items():
+        for key in settings:
+            info[part].pop(key)
+    (tmp_path / "old" / RUN_JSON).write_text(json.dumps({**info, "format_version": 5}))
+    train(corpus, tiny_job(max_steps=30, evals=3), run="old", root=tmp_path, resume=True)
+    want, got = (load_tensors(tmp_path / r / LAST, "model.") for r in ("unbroken", "old"))
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[n], got[n]) for n in want)
