@@ -78,9 +78,8 @@ DECIDE_AT, DECIDE_AFTER = 0.1, 50
 # Far past HEAVY_FROM a run learns its text by heart unless its recurrent weights are dropped
 # as it trains: from DROP_FROM, up to WEIGHT_DROP from MEMORIZING_FROM (docs/defaults.md)
 DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP = 15.0, 45.0, 0.3
-# Each embedding and output row is learned by heart where it is read many times over: the row
-# pressure (passes x those rows' parameters per training token) of a text of thousands of
-# symbols, or of words. From ROWS_FROM they decay harder, by ROW_DECAY from ROWS_FULL.
+# Rows read many times over (thousands of symbols, or words) are learned by heart: by the row
+# pressure, passes x those rows' parameters per training token, they decay harder from ROWS_FROM
 ROWS_FROM, ROWS_FULL, ROW_DECAY = 30.0, 300.0, 0.8
 
 
