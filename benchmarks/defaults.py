@@ -22,6 +22,11 @@ Rows (validation loss in nats per character, over the whole held-out tail):
              --time-budget 150s on WikiText-2's test characters and on the first 250 KB of
              its validation text; and no flags on tinyshakespeare, light (the defaults are
              the noflags row)
+    small    charrnn train --time-budget 60s on the small texts of benchmarks.smalltexts, with
+             the defaults and with those before issue 29 held fixed (BEFORE_29), one command
+             after the other: the step the kept model was saved at, of the steps made
+    words    charrnn train wikitext2-valid.txt --level word --unit line --time-budget 14m, with
+             the defaults and with BEFORE_29 (about 30 minutes)
     sweep    150-second runs of other sizes and learning rates (SWEEP), through the library
 
 Writes benchmarks/out/defaults.md (and .json).
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,9 +56,12 @@ from benchmarks.reference import CHARS, BareLM
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
-ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "sweep")
+ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "small", "words")
+ROWS += ("sweep",)
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
 CHAR = ("--level", "char")
+# The defaults before issue 29: no weight drop, no extra decay of the rows, no averaged weights
+BEFORE_29 = ("--weight-drop", "0", "--row-decay", "0", "--average", "0")
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
 SWEEP = [
     (1, 512, 3e-3, 32, 64),
@@ -213,10 +222,16 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
     level = tok["level"] + (f" {tok['vocab_size']}" if tok["level"] in ("bpe", "unigram") else "")
     val = meta["val_bpc"] * math.log(2)
     note = f"{' '.join(args) or 'no flags'}; {level}; {size}; {loop['step']:,} steps"
+    note += f", kept step {meta['step']:,}, perplexity {math.exp(meta['val_loss']):,.1f} per token"
     if loop.get("passes") is not None:  # what the run decided, where its flags left it open
         note += (
             f"; expected {loop['passes']} passes, pressure {loop['pressure']}: weight decay "
             f"{loop['weight_decay']}, rate to {loop['min_lr_ratio']} x peak"
+        )
+    if loop.get("row_pressure") is not None:
+        note += (
+            f", weight drop {loop['weight_drop']}; row pressure {loop['row_pressure']}: row "
+            f"decay {loop['row_decay']}"
         )
     return {"seconds": seconds, "val": val, "note": note}
 
@@ -271,6 +286,17 @@ def german_prose(folder: Path) -> Path | None:
             text = subprocess.run(cmd, input=roff, capture_output=True).stdout
             f.write(text.decode("utf-8", "replace").strip() + "\n\n")
     return out
+
+
+def _small_rows(row: Callable[[str, dict], None]) -> None:
+    """Each small text, 60 s, with the defaults and with those before issue 29."""
+    from benchmarks.smalltexts import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, corpus in build(Path(tmp)).items():
+            budget60 = ("--time-budget", "60s")
+            row(f"charrnn {name}, 60 s", charrnn_run(corpus, *budget60))
+            row(f"charrnn {name}, 60 s, before 29", charrnn_run(corpus, *budget60, *BEFORE_29))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -336,6 +362,14 @@ def main(argv: list[str] | None = None) -> None:
                     light = charrnn_run(corpus, "--time-budget", "150s", *LIGHT)
                     row(f"charrnn {name}, 150 s, light", light)
         row("charrnn, no flags but light", charrnn_run(SHAKESPEARE, *LIGHT))
+    if "small" in which:
+        _small_rows(row)
+    if "words" in which:
+        words = ("--level", "word", "--unit", "line", "--time-budget", "14m")
+        wiki = SHARED / "wikitext2-valid.txt"
+        row("charrnn WikiText-2 valid, words, 14 min", charrnn_run(wiki, *words))
+        before = charrnn_run(wiki, *words, *BEFORE_29)
+        row("charrnn WikiText-2 valid, words, 14 min, before 29", before)
     if "sweep" in which:
         for layers, hidden, lr, batch, seq_len in SWEEP:
             name = f"sweep {layers}x{hidden} lr {lr:g} B{batch} T{seq_len}"

@@ -172,6 +172,9 @@ class ModelConfig:
     hidden: int = 0  # 0: sized from the time budget when training starts (hidden_for_budget)
     embed: int = 128
     dropout: float = 0.0
+    # DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop), applied to the
+    # weights before the fused kernel; None: from how much the run can memorize (defaults)
+    weight_drop: float | None = None
     tie_weights: bool = False
     stop_heads: bool = True  # halt and length heads, and the remaining-length input
     # How the length input's "unknown" rows are read: as they are (runs of format 3 and before
@@ -187,6 +190,7 @@ class ModelConfig:
         "hidden": Whole(0, MAX_WIDTH),
         "embed": Whole(1, MAX_WIDTH),
         "dropout": Real(0.0, 1.0, open_hi=True),
+        "weight_drop": Maybe(Real(0.0, 1.0, open_hi=True)),
         "tie_weights": Flag(),
         "stop_heads": Flag(),
         "unknown_scale": Real(0.0, open_lo=True),
@@ -248,6 +252,12 @@ class TrainConfig:
     head_grad: bool = False  # let the halt and length losses shape the recurrent state
     skip_nonfinite: bool = False  # skip a step whose loss is NaN/inf instead of stopping
     stop_fit: int = 100  # samples per stopping rule compared with the validation lengths at the end
+    # Evaluate and keep a power-function average of the weights: at step t, step s weighs
+    # s^average (Karras et al., 2024), about the last 10% of the run at 7; 0: as trained
+    average: float = 7.0
+    # Decoupled decay of the embedding and output rows on top of weight_decay; None: from
+    # how many times the run reads each row's worth of text (defaults.row_decay_for)
+    row_decay: float | None = None
 
     SPEC: ClassVar[dict[str, Kind]] = {
         "seq_len": Whole(1),
@@ -277,6 +287,8 @@ class TrainConfig:
         "head_grad": Flag(),
         "skip_nonfinite": Flag(),
         "stop_fit": Whole(0, MAX_STOP_FIT),
+        "average": Real(0.0),
+        "row_decay": Maybe(Real(0.0)),
     }
     NAMES: ClassVar[dict[str, str]] = {  # settings the command line has no option for
         k: k

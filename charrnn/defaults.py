@@ -86,6 +86,12 @@ LIGHT, HEAVY = (0.1, 0.1), (0.2, 0.0)  # (weight decay, min_lr_ratio)
 # Decided once DECIDE_AT of a time budget and DECIDE_AFTER steps have passed (the pace tells
 # how many more there will be); at step DECIDE_AFTER where --max-steps or --epochs ends a run.
 DECIDE_AT, DECIDE_AFTER = 0.1, 50
+# Far past HEAVY_FROM a run learns its text by heart unless its recurrent weights are dropped
+# as it trains: from DROP_FROM, up to WEIGHT_DROP from MEMORIZING_FROM (docs/defaults.md)
+DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP = 15.0, 45.0, 0.3
+# Rows read many times over (thousands of symbols, or words) are learned by heart: by the row
+# pressure, passes x those rows' parameters per training token, they decay harder from ROWS_FROM
+ROWS_FROM, ROWS_FULL, ROW_DECAY = 30.0, 300.0, 0.8
 
 
 def regularization(pressure: float | None) -> tuple[float, float]:
@@ -96,6 +102,24 @@ def regularization(pressure: float | None) -> tuple[float, float]:
     s = min(1.0, max(0.0, (pressure - LIGHT_BELOW) / (HEAVY_FROM - LIGHT_BELOW)))
     wd, floor = (round(a + s * (b - a), 4) for a, b in zip(LIGHT, HEAVY))
     return wd, floor
+
+
+def weight_drop_for(pressure: float | None) -> float:
+    """DropConnect on the hidden-to-hidden weights for a run of this ``pressure``: none up to
+    DROP_FROM, WEIGHT_DROP from MEMORIZING_FROM, a straight line in log pressure between."""
+    return _log_ramp(pressure, DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP)
+
+
+def row_decay_for(row_pressure: float | None) -> float:
+    """Extra decay of the embedding and output rows for a run of this ``row_pressure``: none
+    up to ROWS_FROM, ROW_DECAY from ROWS_FULL, a straight line in log pressure between."""
+    return _log_ramp(row_pressure, ROWS_FROM, ROWS_FULL, ROW_DECAY)
+
+
+def _log_ramp(x: float | None, lo: float, hi: float, top: float) -> float:
+    if x is None or x <= lo:
+        return 0.0
+    return round(min(1.0, math.log(x / lo) / math.log(hi / lo)) * top, 4)
 
 
 def in_force(
@@ -140,6 +164,23 @@ def lr_help() -> str:
     return (
         f"Peak learning rate; 0 = fitted to the width ({PEAK_LR:g} up to {PEAK_LR_WIDTH} units, "
         "as 1/sqrt(hidden) above)."
+    )
+
+
+def weight_drop_help() -> str:
+    return (
+        "DropConnect on the hidden-to-hidden weights, applied before the fused recurrent "
+        "kernel. Default: from how much the run can memorize (as --weight-decay): 0 up to "
+        f"{DROP_FROM:g}, rising to {WEIGHT_DROP:g} at {MEMORIZING_FROM:g}."
+    )
+
+
+def row_decay_help() -> str:
+    return (
+        "Weight decay of the embedding and output rows on top of --weight-decay. Default: "
+        "from the passes over the text x those rows' parameters per training token: 0 up to "
+        f"{ROWS_FROM:g}, rising to {ROW_DECAY:g} at {ROWS_FULL:g} (thousands of symbols, or "
+        "words)."
     )
 
 

@@ -165,6 +165,8 @@ def test_info_shows_how_hard_the_run_decided_to_regularize(corpus, tmp_path, run
     out = " ".join(run("info", "long", "--checkpoints", tmp_path).stdout.split())
     assert "regularization weight decay 0.2, learning rate decayed to 0.0 x peak" in out
     assert f"for {loop['passes']} passes" in out and f"= {loop['pressure']})" in out
+    decided = f"{loop['weight_drop']}, {loop['row_decay']} (row pressure {loop['row_pressure']}"
+    assert loop["weight_drop"] > 0 and f"weight drop, row decay {decided}" in out
     r = run("info", "verses", "--checkpoints", runs_root)  # 40 steps: nothing decided yet
     assert r.exit_code == 0 and "parameters" in r.stdout and "regularization" not in r.stdout
 

@@ -18,7 +18,10 @@ FORMAT_VERSION = 6  # 2: the weights hold the state a unit starts from (model.st
 # 5: the validation split is cut at the unit boundary nearest its share (TrainConfig.split_cut)
 # 6: the weights name the tokenizer they were trained with (tokenizer_hash in their metadata,
 #    as dataset.json names the one its tokens were encoded with), checked at load and resume;
-#    runs of format 5 and before have none and load unchecked, computing what they did
+#    runs of format 5 and before have none and load unchecked, computing what they did;
+#    a run may keep an average of its weights (TrainConfig.average; last.safetensors holds it
+#    as average.*), drop hidden-to-hidden weights (ModelConfig.weight_drop) and decay its
+#    embedding and output rows harder (TrainConfig.row_decay)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
@@ -30,7 +33,15 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: lambda info: info,  # 2 -> 3 changed the weights only: see ADDED_IN and _upgrade_weights
     3: lambda info: _with_model(info, unknown_scale=OLD_UNKNOWN_SCALE),
     4: lambda info: _with(info, "train", split_cut="unit-after"),  # the run keeps its split
-    5: lambda info: info,  # 5 -> 6 added the weights' tokenizer_hash: see TOKENIZER_HASHED
+    # 5 -> 6 added the weights' tokenizer_hash (see TOKENIZER_HASHED), and BEFORE_6's settings
+    5: lambda info: _with(_with(info, "model", **BEFORE_6["model"]), "train", **BEFORE_6["train"]),
+}
+
+# How runs before format 6 trained, where today's defaults differ: no weight drop, no
+# averaged weights, no extra decay of the rows
+BEFORE_6: dict[str, dict[str, Any]] = {
+    "model": {"weight_drop": 0.0},
+    "train": {"average": 0.0, "row_decay": 0.0},
 }
 
 

@@ -41,6 +41,9 @@ LOOP: dict[str, Kind] = {
     "pressure": Maybe(SIZE),
     "weight_decay": Maybe(SIZE),
     "min_lr_ratio": Maybe(Real(0.0, 1.0)),
+    "weight_drop": Maybe(Real(0.0, 1.0, open_hi=True)),
+    "row_pressure": Maybe(SIZE),
+    "row_decay": Maybe(SIZE),
 }
 
 # The kept model's figures in best.safetensors.

@@ -6,6 +6,7 @@ in one safetensors file (last.safetensors), so they always agree.
     optim.<i>.<key>       AdamW's moments and step, per parameter (in model.parameters() order)
     loop.state.<i>        the hidden state of the B training streams, (layers, B, H) each
     scaler.<key>          fp16's loss scale
+    average.<name>        the averaged weights (--average), where the run keeps them
     rng.torch, rng.cuda   the generators' states
     metadata "loop"       the loop's counters (see training.state.LoopState)
 """
@@ -22,6 +23,7 @@ from charrnn.checkpoint.load import load_weights
 from charrnn.checkpoint.tensors import check_tensors, load_tensors, read_meta, save_tensors
 
 State = tuple[torch.Tensor, ...]
+AVERAGE = "average."  # the averaged weights' names in last.safetensors
 
 
 def save_weights(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
@@ -39,6 +41,7 @@ def save_resumable(
     loop: dict[str, Any],
     device: torch.device,
     tokenizer_hash: str,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Everything training needs to go on from here, in one file, naming the tokenizer."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -50,6 +53,8 @@ def save_resumable(
         tensors[f"loop.state.{i}"] = s
     for k, v in scaler.items():
         tensors[f"scaler.{k}"] = v
+    for k, v in (average or {}).items():
+        tensors[f"{AVERAGE}{k}"] = v
     tensors["rng.torch"] = torch.get_rng_state()
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
@@ -63,6 +68,7 @@ class Resumed:
     hidden: State  # (layers, B, H) each, on the device
     scaler: dict[str, torch.Tensor]
     loop: dict[str, Any]  # the loop's counters, as saved
+    average: dict[str, torch.Tensor]  # the averaged weights by name; none without --average
 
 
 def load_resumable(
@@ -92,11 +98,13 @@ def load_resumable(
     check_tensors(hidden_t, path, "loop.state.")
     hidden = tuple(hidden_t[str(i)].to(device) for i in range(len(hidden_t)))
     scaler = load_tensors(path, "scaler.")
+    average = load_tensors(path, AVERAGE)
+    check_tensors(average, path, AVERAGE)
     rng = load_tensors(path, "rng.")
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"], device)
-    return Resumed(hidden, scaler, meta["loop"])
+    return Resumed(hidden, scaler, meta["loop"], average)
 
 
 def _json_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:

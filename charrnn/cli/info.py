@@ -121,6 +121,14 @@ def _progress_table(d: RunDetails) -> Table:
                 f"{reg.per_token:.2f} recurrent parameters per training token = {reg.pressure})",
             )
         )
+        if reg.row_pressure is not None:  # decided since format 6
+            rows.append(
+                (
+                    "weight drop, row decay",
+                    f"{reg.weight_drop}, {reg.row_decay} (row pressure {reg.row_pressure}: "
+                    "passes x embedding and output parameters per training token)",
+                )
+            )
     if best:
         scope = "whole validation split" if best.get("full") else "validation sample"
         rows.append(

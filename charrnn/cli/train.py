@@ -278,6 +278,16 @@ def train_cmd(
     dropout: Annotated[
         float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)
     ] = ModelConfig.dropout,
+    weight_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.95,
+            show_default=False,
+            help=defaults.weight_drop_help(),
+            rich_help_panel=MODEL,
+        ),
+    ] = ModelConfig.weight_drop,
     tie_weights: Annotated[
         bool, typer.Option(help="Share input and output embeddings.", rich_help_panel=MODEL)
     ] = ModelConfig.tie_weights,
@@ -321,6 +331,21 @@ def train_cmd(
             rich_help_panel=TRAINING,
         ),
     ] = TrainConfig.min_lr_ratio,
+    row_decay: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, show_default=False, help=defaults.row_decay_help(), rich_help_panel=TRAINING
+        ),
+    ] = TrainConfig.row_decay,
+    average: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Evaluate and keep an average of the weights, step s weighed as s^N at step t "
+            "(about the last 10% of the steps at 7); 0 = the weights as trained.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = TrainConfig.average,
     max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
     time_budget: Annotated[

@@ -20,6 +20,9 @@ tokens in the recurrent state is what a small or young network does worst.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,6 +46,8 @@ class RNNLM(nn.Module):
         self.cell = CELLS[c.cell]
         self.rnn = self.cell.stack(c)
         self.drop = nn.Dropout(c.dropout)
+        # DropConnect rate training uses; a run that decides it as it goes sets it (Trainer)
+        self.weight_drop = c.weight_drop or 0.0
         # Tied weights: the output layer reuses the embedding matrix, through a projection
         # when the hidden size differs from the embedding size.
         self.proj = (
@@ -148,8 +153,20 @@ class RNNLM(nn.Module):
         x = self.drop(x)
         if state is None:
             state = self.start_state(tokens.shape[0])
-        out, new = self.rnn(x, self.cell.pack(state))  # (B, T, H)
+        out, new = self.recurrent(x, self.cell.pack(state))  # (B, T, H)
         return self.drop(out), self.cell.unpack(new)
+
+    def recurrent(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """The fused recurrent stack; in training with weight drop, its hidden-to-hidden
+        matrices dropped (DropConnect) once per window and handed to the same fused call."""
+        p = self.weight_drop
+        if not (self.training and p > 0):
+            return self.rnn(x, state)
+        names = [f"weight_hh_l{k}" for k in range(self.config.layers)]
+        dropped = {n: F.dropout(getattr(self.rnn, n), p, True) for n in names}
+        with warnings.catch_warnings():  # cuDNN copies weights that are not in one chunk
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+            return torch.func.functional_call(self.rnn, dropped, (x, state))
 
     def token_logits(self, h: Tensor) -> Tensor:
         """Next-token logits (..., V) from features (..., H)."""

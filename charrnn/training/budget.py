@@ -21,6 +21,9 @@ class Budget:
         self.config, self.steps_per_epoch, self.ranks = config, steps_per_epoch, ranks
         self.now = 0.0  # training seconds at the top of this step
         self.session: tuple[float, int] | None = None  # (clock, step) at this session's start
+        # (clock, step) after the last evaluation or sample: the pace of training steps alone
+        # is measured from there (training_pace)
+        self.since_pause: tuple[float, int] | None = None
         self.eval_cost = 0.0  # seconds the end-of-run evaluation is expected to take
         self.per_eval = 0.0  # seconds one periodic evaluation takes, as last measured
         self.stop_fit_cost = 0.0  # seconds the stop fit at the end is expected to take
@@ -64,6 +67,19 @@ class Budget:
         done = step - step0
         return done, (self.now - now0) / done if done > 0 else 0.0
 
+    def training_pace(self, step: int) -> tuple[int, float]:
+        """(steps, seconds per step) since the last evaluation or sample (or this session's
+        start): the pace of training steps alone."""
+        if self.since_pause is None:
+            self.since_pause = (self.now, step)
+        now0, step0 = self.since_pause
+        done = step - step0
+        return done, (self.now - now0) / done if done > 0 else 0.0
+
+    def paused(self) -> None:
+        """An evaluation or a sample took place: the training pace is measured anew after it."""
+        self.since_pause = None
+
     def time_binds(self, step: int, horizon: float) -> bool:
         """Whether, at this session's pace, the time budget runs out before ``horizon`` steps."""
         done, per_step = self.pace(step)
@@ -72,9 +88,11 @@ class Budget:
         finish = self.now + (horizon - step) * per_step + self.reserve()
         return finish > self.config.time_budget
 
-    def expected_passes(self, step: int) -> float | None:
-        """Passes over the training text the run will have made at its end; None until it is
-        time to decide (DECIDE_AFTER), or when the run has no end."""
+    def expected_passes(self, step: int, evals_done: int) -> float | None:
+        """Passes over the training text the run will have made at its end, after
+        ``evals_done`` evaluations so far; None until it is time to decide (DECIDE_AFTER), or
+        when the run has no end. A short budget evaluates before it decides: the pace is of
+        training alone, and the evaluations still to come take their time from what is left."""
         c, horizon = self.config, self.horizon()
         if not c.time_budget:
             return None if horizon is None else horizon / self.steps_per_epoch
@@ -82,10 +100,11 @@ class Budget:
             return None
         if horizon is not None and not self.time_binds(step, horizon):
             return horizon / self.steps_per_epoch  # the steps end it: a resumed run decides alike
-        done, per_step = self.pace(step)
+        done, per_step = self.training_pace(step)
         if done < DECIDE_AFTER or (self.progress(step) or 0.0) < DECIDE_AT:
             return None
-        usable = c.time_budget - self.reserve() - self.now
+        evals_left = max(0, self.evals() - evals_done) * self.per_eval
+        usable = c.time_budget - self.reserve() - self.now - evals_left
         return (step + max(0.0, usable) / max(per_step, 1e-9)) / self.steps_per_epoch
 
     def evals(self) -> int:

@@ -18,6 +18,7 @@ from charrnn.evaluate import bits_per_byte, bits_per_char, eval_mode, evaluate
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM
 from charrnn.stopfit import StopFit, estimate_seconds, fit_lengths, sample_cap, write_stopfit
+from charrnn.training.average import Averager, kept
 from charrnn.training.budget import Budget
 from charrnn.training.calibrate import fit_end_bias, fit_start_state
 from charrnn.training.callbacks import Callbacks, EvalStats
@@ -44,6 +45,7 @@ class Evaluations:
     budget: Budget
     amp: Amp
     sampler: Sampler
+    average: Averager | None
     saved_step: int
     stop_fit_n: int
 
@@ -116,24 +118,25 @@ class Evaluations:
     def _periodic_eval(self) -> None:
         c, loop = self.config, self.loop
         t0 = time.monotonic()
-        self._fit_start_state()
-        self._fit_end_bias()
-        t_fit = time.monotonic()
-        loss, n = self._evaluate(c.eval_tokens)
-        t_eval = time.monotonic()
-        if not math.isfinite(loss):
-            raise TrainingError(
-                f"validation loss became {loss} at step {loop.step}; the last good checkpoint "
-                f"(step {self.saved_step}) is kept: try a lower --lr"
-            )
-        loop.last_eval_step = loop.step
-        loop.history.append(loss)
-        stats = self._stats(loop.step, loss, n, loss < loop.best_loss, full=False)
-        if stats.best:
-            loop.best_loss, loop.best_step, loop.evals_since_best = loss, loop.step, 0
-            self.save_best(stats)
-        else:
-            loop.evals_since_best += 1
+        with kept(self.average):  # the weights a run keeps are those it evaluates
+            self._fit_start_state()
+            self._fit_end_bias()
+            t_fit = time.monotonic()
+            loss, n = self._evaluate(c.eval_tokens)
+            t_eval = time.monotonic()
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"validation loss became {loss} at step {loop.step}; the last good "
+                    f"checkpoint (step {self.saved_step}) is kept: try a lower --lr"
+                )
+            loop.last_eval_step = loop.step
+            loop.history.append(loss)
+            stats = self._stats(loop.step, loss, n, loss < loop.best_loss, full=False)
+            if stats.best:
+                loop.best_loss, loop.best_step, loop.evals_since_best = loss, loop.step, 0
+                self.save_best(stats)
+            else:
+                loop.evals_since_best += 1
         self.log.append(
             {"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc, "val_bpb": stats.bpb}
         )
@@ -145,7 +148,7 @@ class Evaluations:
     def _final_eval(self) -> EvalStats:
         """The kept (best) weights on the whole validation split."""
         best_path = self.folder / BEST
-        if self.loop.best_step != self.loop.step:
+        if self.loop.best_step != self.loop.step or self.average is not None:
             if self.ranks.is_main and best_path.exists():
                 load_weights(self.model, best_path)
             self.ranks.broadcast_module(self.model)  # every rank evaluates the same weights

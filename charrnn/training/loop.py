@@ -38,6 +38,8 @@ from charrnn.data import (
 from charrnn.defaults import (
     in_force,
     regularization,
+    row_decay_for,
+    weight_drop_for,
 )
 from charrnn.device import to_device
 from charrnn.errors import CheckpointError, ConfigError, TrainingError, one_line
@@ -45,6 +47,7 @@ from charrnn.generate import Sampler
 from charrnn.model import RNNLM, count_parameters, detach_state
 from charrnn.stopping import head_loss, head_targets, target_counts
 from charrnn.tokenizers import PAD
+from charrnn.training.average import Averager
 from charrnn.training.budget import Budget
 from charrnn.training.callbacks import Callbacks, StepStats, TrainResult
 from charrnn.training.distributed import Ranks
@@ -103,6 +106,10 @@ class Trainer(Evaluations):
         self.stop_fit_n = config.stop_fit  # samples per rule it draws, fewer on a tight budget
         self.sampler = Sampler(model, ds.tokenizer)
         self.tokenizer_hash = ds.tokenizer.fingerprint()  # named by every checkpoint
+        self.average = Averager(model, c.average) if c.average else None
+        head = [model.head.weight] if model.head is not None else []
+        self.row_params = [model.embed.weight, *head]  # the embedding and output rows
+        self.row_decay = 0.0  # set by _set_regularization
         self._set_regularization()
 
     # -- progress --
@@ -115,25 +122,36 @@ class Trainer(Evaluations):
         return self.budget.progress(self.loop.step)
 
     def _regularize(self) -> None:
-        """Decide the weight decay and the learning rate's floor the config leaves to the run,
-        once, from the passes it is expected to make and its size; kept in the loop state, so
-        a resumed run goes on as decided. Until then they are light."""
+        """Decide the regularization the config leaves to the run (weight decay, the learning
+        rate's floor, weight drop, row decay), once, from the passes it is expected to make
+        and its size; kept in the loop state, so a resumed run goes on as decided. Until then
+        it is light."""
         c, loop = self.config, self.loop
-        if loop.passes is None and (c.weight_decay is None or c.min_lr_ratio is None):
-            passes = self.budget.expected_passes(loop.step)
+        left_open = (c.weight_decay, c.min_lr_ratio, self.model.config.weight_drop, c.row_decay)
+        if loop.passes is None and None in left_open:
+            passes = self.budget.expected_passes(loop.step, len(loop.history))
             if passes is not None:
-                per_token = count_parameters(self.model.rnn) / len(self.train_split)
+                tokens = len(self.train_split)
+                per_token = count_parameters(self.model.rnn) / tokens
+                rows_per_token = sum(p.numel() for p in self.row_params) / tokens
                 loop.passes, loop.pressure = round(passes, 2), round(passes * per_token, 2)
+                loop.row_pressure = round(passes * rows_per_token, 2)
                 loop.weight_decay, loop.min_lr_ratio = regularization(loop.pressure)
+                loop.weight_drop = weight_drop_for(loop.pressure)
+                loop.row_decay = row_decay_for(loop.row_pressure)
                 self._set_regularization()
 
     def _set_regularization(self) -> None:
-        """The config's weight decay and floor where it sets them, else the loop's decision."""
+        """The config's settings where it gives them, else the loop's decisions (none: light,
+        no weight drop, no row decay)."""
         c, loop = self.config, self.loop
         decided = (loop.weight_decay, loop.min_lr_ratio) if loop.passes is not None else None
         wd, self.min_lr_ratio = in_force((c.weight_decay, c.min_lr_ratio), decided)
         for g in self.opt.param_groups:
             g["weight_decay"] = wd
+        given = self.model.config.weight_drop
+        self.model.weight_drop = given if given is not None else loop.weight_drop or 0.0
+        self.row_decay = c.row_decay if c.row_decay is not None else loop.row_decay or 0.0
 
     # -- checkpoints --
 
@@ -144,8 +162,17 @@ class Trainer(Evaluations):
         loop = {**self.loop.to_dict(), "elapsed": self.elapsed()}
         scaler = self.amp.state_tensors()
         path = self.folder / LAST
+        average = self.average.tensors() if self.average else None
         save_resumable(
-            path, self.model, self.opt, state, scaler, loop, self.device, self.tokenizer_hash
+            path,
+            self.model,
+            self.opt,
+            state,
+            scaler,
+            loop,
+            self.device,
+            self.tokenizer_hash,
+            average,
         )
         self.saved_step = self.loop.step
         self.cb.on_checkpoint(path)
@@ -178,6 +205,8 @@ class Trainer(Evaluations):
         rows = slice(self.rows.start, self.rows.stop)  # this process's streams
         self.state = tuple(s[:, rows].contiguous() for s in state) or self.state
         self.amp.load_state_tensors(saved.scaler)
+        if self.average is not None:
+            self.average.load(saved.average)
         self.loop = LoopState.from_dict(saved.loop)
         self._set_regularization()
 
@@ -237,7 +266,17 @@ class Trainer(Evaluations):
         self.loop.window += 1
         self.loop.step += 1
         self.loop.tokens += x.numel() * self.ranks.world
+        self._after_update()
         return token_loss.detach()
+
+    def _after_update(self) -> None:
+        """The rows' own decay (decoupled, as AdamW's), then the average takes the new step."""
+        if self.row_decay:
+            shrink = 1 - self.opt.param_groups[0]["lr"] * self.row_decay
+            with torch.no_grad():
+                torch._foreach_mul_(self.row_params, shrink)
+        if self.average is not None:
+            self.average.update(self.loop.step)
 
     def _stop_loss(
         self, h: torch.Tensor, targets: list[torch.Tensor], norm: np.ndarray
@@ -299,8 +338,11 @@ class Trainer(Evaluations):
         c, step = self.config, self.loop.step
         if self._eval_due():
             self._periodic_eval()
-        if c.sample_every and step % c.sample_every == 0 and self.ranks.is_main:
-            self.cb.on_sample(step, self._sample_text())
+            self.budget.paused()
+        if c.sample_every and step % c.sample_every == 0:
+            self.budget.paused()  # on every rank, as rank 0 alone samples
+            if self.ranks.is_main:
+                self.cb.on_sample(step, self._sample_text())
 
     def _should_stop(self) -> str:
         """Why to stop now, agreed by every rank (one stops, all stop), and the clock."""

@@ -26,6 +26,9 @@ class LoopState:
     pressure: float | None = None  # passes x recurrent parameters per training token
     weight_decay: float | None = None
     min_lr_ratio: float | None = None
+    weight_drop: float | None = None  # None also in a checkpoint from before the rule
+    row_pressure: float | None = None  # passes x embedding and output parameters per token
+    row_decay: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
