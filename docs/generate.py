@@ -27,6 +27,7 @@ HANDWRITTEN = {
     "distributed.md": "training with several processes, GPUs or machines",
     "python.md": "the Python API: load, sample, score, next tokens, train",
     "errors.md": "every error message, and what training does when things go wrong",
+    "hostile-inputs.md": "the hostile inputs tried in round two, and what each one broke then",
     "defaults.md": "how the training defaults were chosen, with the figures",
     "benchmarks.md": "every measurement, and how to run each benchmark",
     "architecture.md": "how the package is built, and where a new feature goes",
