@@ -26,9 +26,9 @@ import torch
 
 from charrnn.config import BadLines, Stop
 from charrnn.errors import ConfigError
+from charrnn.lines import bad_line, iter_line_chunks
 from charrnn.model import RNNLM
 from charrnn.stopping import StopRule, Term, check_scoring, rule_logits, rule_mask
-from charrnn.text import bad_line, iter_line_chunks
 from charrnn.tokenizers import EOS, PAD, SOS, UNK, Tokenizer
 
 LOG2 = math.log(2.0)

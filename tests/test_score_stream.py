@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.cli.output import json_text
-from charrnn.text import Line, iter_line_chunks
+from charrnn.lines import Line, iter_line_chunks
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

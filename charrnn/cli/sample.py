@@ -37,8 +37,8 @@ from charrnn.cli.output import (
 from charrnn.config import MAX_SAMPLES, SampleConfig
 from charrnn.generate import Sample
 from charrnn.io import write_output
+from charrnn.lines import read_prompt
 from charrnn.stream import SampleStream
-from charrnn.text import read_prompt
 from charrnn.tokenizers import UNK
 
 REPEATS, TOKENS, BEAMS = "Repetition", "Stop strings, bans and biases", "Beam search"
