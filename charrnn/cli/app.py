@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import corpora, info, runs, sample, score, tokenize, train
+from charrnn.cli import corpora, info, runs, sample, score, serve, tokenize, train
 from charrnn.cli.output import err, escape, out
 from charrnn.version import __version__
 
@@ -75,6 +75,7 @@ app.command("tokenize")(tokenize.tokenize_cmd)
 app.command("train")(train.train_cmd)
 app.command("sample")(sample.sample_cmd)
 app.command("score")(score.score_cmd)
+app.command("serve")(serve.serve_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("info")(info.info_cmd)
 app.command("corpora")(corpora.corpora_cmd)
