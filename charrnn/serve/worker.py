@@ -110,9 +110,11 @@ class Worker:
                 self._admit()
                 jobs = list(self.active)
             for job in jobs:
-                if not self._step(job):
+                last = self._step(job)
+                if last is not None:  # counted as done before its handler hears of it
                     with self.cond:
                         self.active.remove(job)
+                    job.put(last)
         for job in [*self.active, *self.waiting]:
             self._close(job)
             job.put(_END)
@@ -123,25 +125,23 @@ class Worker:
         while self.waiting and len(self.active) < self.slots:
             self.active.append(self.waiting.popleft())
 
-    def _step(self, job: Ticket) -> bool:
-        """One step of a job; whether it goes on."""
+    def _step(self, job: Ticket) -> Any:
+        """One step of a job; None while it goes on, else what ends it (_END, an error)."""
         if job.cancelled:
             self._close(job)
-            job.put(_END)  # a handler still waiting (for a whole answer) stops waiting
-            return False
+            return _END  # a handler still waiting (for a whole answer) stops waiting
         try:
             if job.steps is None:
                 job.steps = job.make()
             job.put(next(job.steps))
-            return True
+            return None
         except StopIteration:
-            job.put(_END)
+            return _END
         except CharRNNError as e:
-            job.put(e)
+            return e
         except Exception as e:
             log.exception("a request failed")
-            job.put(e)
-        return False
+            return e
 
     @staticmethod
     def _close(job: Ticket) -> None:
