@@ -18,16 +18,16 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-import httpx  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+import httpx
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
-import charrnn  # noqa: E402
-from charrnn.cli import app as cli  # noqa: E402
-from charrnn.serve.app import create_app  # noqa: E402
-from charrnn.serve.requests import Limits  # noqa: E402
-from charrnn.serve.server import running  # noqa: E402
-from charrnn.serve.worker import Worker  # noqa: E402
+import charrnn
+from charrnn.cli import app as cli
+from charrnn.serve.app import create_app
+from charrnn.serve.requests import Limits
+from charrnn.serve.server import running
+from charrnn.serve.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,8 @@ def test_score_is_charrnn_score(client, trained_run):
     for stop in ("eos", "halt", "length"):
         body = {"input": sentences, "stop_rule": stop, "per_token": True}
         got = client.post("/v1/score", json=body).json()["data"]
-        want = cli_json("score", "-c", trained_run, *sentences, "--stop", stop, "--per-token", "--json")
+        flags = ["--stop", stop, "--per-token", "--json"]
+        want = cli_json("score", "-c", trained_run, *sentences, *flags)
         for g, w in zip(got, want):
             for key, value in w.items():
                 assert g[key] == (pytest.approx(value) if isinstance(value, float) else value)
@@ -388,3 +389,13 @@ def test_charrnn_serve_answers_then_stops_cleanly_on_ctrl_c(trained_run):
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and stderr.strip().endswith("stopped")
     assert f"on http://127.0.0.1:{port}" in stderr
+
+
+def test_concurrent_streaming_clients_all_complete_without_error(model):
+    from benchmarks.serve_load import run_load
+
+    body = {"prompt": "The ", "max_tokens": 20, "stop_rule": "none"}
+    with running(create_app(model, slots=3)) as url:  # fewer slots than clients: some wait
+        load = run_load(url, clients=6, requests=12, body=body)
+    assert load.errors == []
+    assert load.tokens == 12 * 20 and len(load.first_token) == 12
