@@ -51,10 +51,11 @@ def serve_cmd(
     ] = 64,
     checkpoints: CheckpointsDirOpt = DEFAULT_ROOT,
 ) -> None:
-    """Serve a trained run: OpenAI-style /v1/completions (streamed as server-sent events),
-    /v1/score, /v1/next, /v1/models, /health, and a web page at /.
+    """Serve a trained run over HTTP: an OpenAI-style API and a web page.
 
-    Concurrent requests are drawn side by side, one token of each in turn; Ctrl-C stops.
+    /v1/completions (streamed as server-sent events), /v1/score, /v1/next, /v1/models,
+    /health, and the page at /. Concurrent requests are drawn side by side, one token of
+    each in turn. Ctrl-C stops.
     """
     try:
         from charrnn.serve.app import create_app
