@@ -368,7 +368,8 @@ def test_charrnn_serve_answers_then_stops_cleanly_on_ctrl_c(trained_run):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "serve", "-c", str(trained_run), "--port", str(port)],
+        [sys.executable, "-m", "charrnn", "serve", "-c", str(trained_run), "--port", str(port),
+         "--max-tokens", "1000000"],
         env=env, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -383,6 +384,13 @@ def test_charrnn_serve_answers_then_stops_cleanly_on_ctrl_c(trained_run):
         assert health["status"] == "ok"
         page = httpx.get(f"http://127.0.0.1:{port}/")
         assert page.status_code == 200 and "<textarea" in page.text
+        body = {"max_tokens": 1_000_000, "stop_rule": "none", "stream": True}
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
+            lines = (line for line in r.iter_lines() if line)
+            assert next(lines).startswith("data: {")
+            proc.send_signal(signal.SIGINT)  # with a stream open: it ends, saying why
+            rest = list(lines)
+        assert rest[-1] == "data: [DONE]" and "the server is stopping" in rest[-2]
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)

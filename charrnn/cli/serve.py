@@ -69,8 +69,6 @@ def serve_cmd(
     err.print(f"serving {escape(model.name)} on http://{host}:{port} (Ctrl-C stops)")
     try:
         server.run()
-    except KeyboardInterrupt:  # uvicorn hands Ctrl-C back once it has shut down
-        pass
     except SystemExit:  # uvicorn's way of saying it could not listen (it said why)
         fail(f"could not listen on {host}:{port}")
     err.print("stopped")

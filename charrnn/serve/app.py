@@ -36,7 +36,7 @@ from charrnn.errors import CharRNNError, ConfigError
 from charrnn.serve import requests, views
 from charrnn.serve.drawing import EndEvent, RecordingSampler, TokenEvent, draw
 from charrnn.serve.requests import Completion, Limits, RequestError, as_request_error
-from charrnn.serve.worker import Ticket, Worker
+from charrnn.serve.worker import Stopped, Ticket, Worker
 
 PAGE = Path(__file__).resolve().parent / "page"
 log = logging.getLogger("charrnn.serve")
@@ -184,6 +184,8 @@ async def _collect(ticket: Ticket, request: Request) -> list[Any]:
         return steps
     except CharRNNError as e:
         raise _refusal(e) from None
+    except Stopped as e:
+        raise RequestError(str(e), status=503) from None
     finally:
         watcher.cancel()
 
@@ -212,6 +214,8 @@ async def _events(ticket: Ticket, req: Completion, meta: dict[str, Any]) -> Asyn
             yield _sse({**meta, "choices": [], "usage": views.usage(ends)})
     except CharRNNError as e:
         yield _sse(_refusal(e).body())
+    except Stopped as e:
+        yield _sse(RequestError(str(e), status=503).body())
     except Exception as e:  # the stream has begun: the error goes in it, the server goes on
         log.exception("a stream failed")
         yield _sse(RequestError(f"internal error: {type(e).__name__}", status=500).body())

@@ -3,18 +3,53 @@ for tests and the load benchmark."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
+from charrnn.serve.worker import Worker
+
 GRACE = 2.0  # seconds open streams get to finish after Ctrl-C
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which on Ctrl-C first ends the app's open streams (each gets an
+    error event and [DONE]), so that it stops at once rather than cancelling them."""
+
+
+    def __init__(self, config: uvicorn.Config, worker: Worker):
+        super().__init__(config)
+        self.worker = worker
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # never uvicorn's forced exit on a second Ctrl-C: it skips the app's own shutdown, and
+        # with the streams ended here the graceful one takes at most GRACE seconds anyway
+        self.worker.close()
+        self.should_exit = True
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Ctrl-C and SIGTERM stop the server (twice: at once); unlike uvicorn's own, the
+        signals are not raised again afterwards, which would end in a traceback."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
 def make_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Server:
+    """The server of an app made by ``create_app``."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -24,7 +59,7 @@ def make_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uv
         lifespan="on",
         timeout_graceful_shutdown=GRACE,
     )
-    return uvicorn.Server(config)
+    return _Server(config, app.state.served.worker)
 
 
 def bound_port(server: uvicorn.Server) -> int:
@@ -46,5 +81,5 @@ def running(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[
     try:
         yield f"http://{host}:{bound_port(server)}"
     finally:
-        server.should_exit = True
+        server.handle_exit(signal.SIGINT, None)
         thread.join(GRACE + 10)

@@ -28,6 +28,10 @@ log = logging.getLogger("charrnn.serve")
 _END = object()
 
 
+class Stopped(Exception):
+    """The server is stopping: a job still running or waiting ends with this."""
+
+
 class Ticket:
     """One request's job as the event loop sees it: iterate for what each step gave (an
     exception the job raised is raised here); ``cancel`` (or leaving the iteration early)
@@ -81,10 +85,15 @@ class Worker:
         self.thread = threading.Thread(target=self._run, name="charrnn-model", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """End every job (with ``Stopped``) and the thread, without waiting for them: open
+        streams end at once, so that the server's shutdown need not wait on them."""
         with self.cond:
             self.stopping = True
             self.cond.notify()
+
+    def stop(self) -> None:
+        self.close()
         if self.thread is not None:
             self.thread.join()
 
@@ -117,7 +126,7 @@ class Worker:
                     job.put(last)
         for job in [*self.active, *self.waiting]:
             self._close(job)
-            job.put(_END)
+            job.put(Stopped("the server is stopping"))
 
     def _admit(self) -> None:
         """Drop the waiting jobs whose client went away; fill the free slots in order."""
