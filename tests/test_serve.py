@@ -407,3 +407,14 @@ def test_concurrent_streaming_clients_all_complete_without_error(model):
         load = run_load(url, clients=6, requests=12, body=body)
     assert load.errors == []
     assert load.tokens == 12 * 20 and len(load.first_token) == 12
+
+
+def test_serve_on_a_port_in_use_is_one_line(trained_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(cli, ["serve", "-c", str(trained_run), "--port", str(port)])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.exit_code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}")

@@ -60,15 +60,17 @@ def serve_cmd(
     try:
         from charrnn.serve.app import create_app
         from charrnn.serve.requests import Limits
-        from charrnn.serve.server import make_server
+        from charrnn.serve.server import listen, make_server
     except ImportError:
         fail(MISSING)
     model = load(checkpoint, checkpoints)
     limits = Limits(max_prompt_chars, max_tokens, max_n, max_body_bytes)
     server = make_server(create_app(model, limits, slots), host, port)
-    err.print(f"serving {escape(model.name)} on http://{host}:{port} (Ctrl-C stops)")
     try:
-        server.run()
-    except SystemExit:  # uvicorn's way of saying it could not listen (it said why)
-        fail(f"could not listen on {host}:{port}")
+        sock = listen(host, port)
+    except (OSError, OverflowError) as e:
+        fail(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}")
+    err.print(f"serving {escape(model.name)} on http://{host}:{port} (Ctrl-C stops)")
+    with sock:
+        server.run(sockets=[sock])
     err.print("stopped")

@@ -4,6 +4,7 @@ for tests and the load benchmark."""
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,13 @@ def make_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uv
         timeout_graceful_shutdown=GRACE,
     )
     return _Server(config, app.state.served.worker)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, made before the server starts so that a port in use
+    is one clear error (OSError) rather than uvicorn's log and exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
 
 
 def bound_port(server: uvicorn.Server) -> int:
