@@ -418,3 +418,12 @@ def test_serve_on_a_port_in_use_is_one_line(trained_run):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.exit_code == 1 and len(lines) == 1
     assert lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_the_listening_socket_is_tcp_so_events_are_not_held_back():
+    from charrnn.serve.server import listen
+
+    # asyncio sets TCP_NODELAY only on sockets made with proto TCP; without it, a stream's
+    # small events wait on delayed ACKs
+    with listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP

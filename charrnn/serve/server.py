@@ -66,8 +66,21 @@ def make_server(app: Starlette, host: str = "127.0.0.1", port: int = 8000) -> uv
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on host:port, made before the server starts so that a port in use
     is one clear error (OSError) rather than uvicorn's log and exit."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
+    # proto TCP, as asyncio sets TCP_NODELAY only on such sockets (else each event of a
+    # stream can wait ~40 ms on a delayed ACK)
+    tcp = socket.IPPROTO_TCP
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=tcp, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def bound_port(server: uvicorn.Server) -> int:
