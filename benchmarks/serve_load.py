@@ -11,6 +11,9 @@ same requests sent by one client at a time, measured in the same run:
     time to first token      from sending a request to its first token event, p50 and p99
     ratios                   load / alone: tokens/s (what batching-by-turns gains or loses),
                              and p50 time to first token (what waiting for a turn costs)
+    the library alone        Model.samples in this process, 1 sample and --clients samples
+                             as one batch (tokens/s): what the HTTP path costs a lone stream,
+                             and what drawing concurrent requests as one batch could gain
 
 Results go to benchmarks/out/serve_load.json, with the machine named.
 """
@@ -183,10 +186,31 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(30)
-    report(alone, loaded, a)
+        library = library_rates(run, checkpoints, a.clients, a.max_tokens)
+    report(alone, loaded, library, a)
 
 
-def report(alone: Load, loaded: Load, a: argparse.Namespace) -> None:
+def library_rates(run: str, checkpoints: Path, clients: int, tokens: int) -> dict[int, float]:
+    """Tokens/s of Model.samples in this process (one torch thread), best of 3, for 1 sample
+    and for ``clients`` samples drawn as one batch."""
+    import torch
+
+    import charrnn
+
+    torch.set_num_threads(1)
+    model = charrnn.load(run, checkpoints)
+    rates = {}
+    for n in (1, clients):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            model.samples(n, "ROMEO:", max_tokens=tokens, stop="none", seed=1)
+            best = min(best, time.perf_counter() - start)
+        rates[n] = n * tokens / best
+    return rates
+
+
+def report(alone: Load, loaded: Load, library: dict[int, float], a: argparse.Namespace) -> None:
     from benchmarks.machine import cpu_model, load_average
 
     result = {
@@ -198,6 +222,7 @@ def report(alone: Load, loaded: Load, a: argparse.Namespace) -> None:
             "tokens_per_s": loaded.tokens_per_s / alone.tokens_per_s,
             "ttft_p50": loaded.percentile(0.5) / alone.percentile(0.5),
         },
+        "library_tokens_per_s": {str(n): rate for n, rate in library.items()},
         "errors": (alone.errors + loaded.errors)[:10],
     }
     OUT.mkdir(parents=True, exist_ok=True)
@@ -212,6 +237,10 @@ def report(alone: Load, loaded: Load, a: argparse.Namespace) -> None:
               f"{s['ttft_p50_ms']:7.1f}ms {s['ttft_p99_ms']:7.1f}ms")
     r = result["ratios"]
     print(f"load/alone: tokens/s x{r['tokens_per_s']:.2f}, ttft p50 x{r['ttft_p50']:.1f}")
+    one, many = library[1], library[a.clients]
+    print(f"the library alone: 1 sample {one:,.0f} tokens/s, {a.clients} as one batch "
+          f"{many:,.0f} tokens/s (x{many / one:.1f}); "
+          f"the server alone: x{alone.tokens_per_s / one:.2f} of 1 sample's rate")
 
 
 if __name__ == "__main__":
