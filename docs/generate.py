@@ -26,6 +26,7 @@ HANDWRITTEN = {
     "checkpoints.md": "where runs go, what a run folder holds, resume and safety",
     "distributed.md": "training with several processes, GPUs or machines",
     "python.md": "the Python API: load, sample, score, next tokens, train",
+    "serving.md": "charrnn serve: the HTTP API, streaming, limits, concurrency, the page",
     "errors.md": "every error message, and what training does when things go wrong",
     "hostile-inputs.md": "the hostile inputs tried in round two, and what each one broke then",
     "defaults.md": "how the training defaults were chosen, with the figures",

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import corpora, info, runs, sample, score, tokenize, train
+from charrnn.cli import corpora, info, runs, sample, score, serve, tokenize, train
 from charrnn.cli import eval as heldout
 from charrnn.cli.output import err, escape, out
 from charrnn.errors import one_line
@@ -90,6 +90,7 @@ app.command("train")(train.train_cmd)
 app.command("sample")(sample.sample_cmd)
 app.command("score")(score.score_cmd)
 app.command("eval")(heldout.eval_cmd)
+app.command("serve")(serve.serve_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("info")(info.info_cmd)
 app.command("corpora")(corpora.corpora_cmd)
