@@ -151,19 +151,24 @@ def run_lock(folder: Path) -> Iterator[None]:
     except OSError as e:
         raise TrainingError(f"cannot write in the run folder {folder}: {e.strerror or e}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise TrainingError(
-                f"run {Path(folder).name!r} is being trained by {holder}; "
-                "wait for it or choose another --run"
-            ) from None
+        _hold(fd, fcntl.LOCK_EX, folder, "wait for it or choose another --name")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _hold(fd: int, mode: int, folder: Path, advice: str) -> None:
+    """Take the run's lock in ``mode`` without waiting; while a trainer holds it, a
+    TrainingError naming the process (as its lock file says) and what to do."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        raise TrainingError(
+            f"run {Path(folder).name!r} is being trained by {holder}; {advice}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -179,14 +184,7 @@ def reading_run(folder: Path) -> Iterator[None]:
     except OSError as e:
         raise CheckpointError(f"cannot read the lock of run {Path(folder).name!r}: {e}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise TrainingError(
-                f"run {Path(folder).name!r} is being trained by {holder}; wait for it to "
-                "finish before starting from it"
-            ) from None
+        _hold(fd, fcntl.LOCK_SH, folder, "wait for it to finish before starting from it")
         yield
     finally:
         os.close(fd)

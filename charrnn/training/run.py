@@ -378,14 +378,17 @@ def _taken(folder: Path, root: Path) -> str:
     if (folder / LAST).exists() and is_run(folder):
         return (
             f"run {folder.name!r} already exists in {root}/; pass --resume to continue it, "
-            "or choose another --run"
+            "or choose another --name"
         )
     if (folder / BEST).exists() and is_run(folder):
         return (
             f"run {folder.name!r} holds trained weights ({BEST}) but no {LAST} to resume "
-            "from; they are kept: choose another --run"
+            "from; they are kept: choose another --name"
         )
-    return f"{folder} exists and is not a run that was cut short at its start; choose another --run"
+    return (
+        f"{folder} exists and is not a run that was cut short at its start; "
+        "choose another --name"
+    )
 
 
 def _split_warnings(val: Split, ds: Dataset) -> list[str]:
