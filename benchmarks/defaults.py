@@ -239,7 +239,8 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
 def sweep_run(layers: int, hidden: int, lr: float, batch: int, seq_len: int) -> dict:
     """One 150-second run through the library: 5 evaluations of 16,384 tokens, no stop fit,
     the rest at its default."""
-    from charrnn.config import Job, ModelConfig, TrainConfig
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.job import Job
     from charrnn.training.run import train
 
     model = ModelConfig(layers=layers, hidden=hidden)

@@ -93,7 +93,8 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from charrnn.config import Job, ModelConfig, TrainConfig
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.job import Job
     from charrnn.training.run import train
 
     model, training = parse(f"{args['base']} {args['candidate']}")

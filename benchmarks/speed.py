@@ -34,9 +34,10 @@ from benchmarks.reference import (
     sample_tokens_per_s,
 )
 from charrnn.cli.train import TrainView
-from charrnn.config import Cell, Job, ModelConfig, SampleConfig, Stop, TrainConfig
+from charrnn.config import Cell, ModelConfig, SampleConfig, Stop, TrainConfig
 from charrnn.data import Dataset, prepare
 from charrnn.generate import Sampler
+from charrnn.job import Job
 from charrnn.model import RNNLM
 from charrnn.model.stepper import Stepper
 from charrnn.score import score

@@ -28,8 +28,9 @@ import torch
 
 from benchmarks.reference import CHARS
 from benchmarks.speed import make_trainer
-from charrnn.config import Cell, Job, ModelConfig, TrainConfig
+from charrnn.config import Cell, ModelConfig, TrainConfig
 from charrnn.data import prepare
+from charrnn.job import Job
 from charrnn.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,20 +30,11 @@ import torch
 
 from charrnn import beam
 from charrnn.checkpoint import DEFAULT_ROOT, LoadedRun, load_run
-from charrnn.config import (
-    MAX_SAMPLES,
-    AdaptConfig,
-    BadLines,
-    Job,
-    ModelConfig,
-    SampleConfig,
-    Stop,
-    Unit,
-    with_options,
-)
+from charrnn.config import MAX_SAMPLES, AdaptConfig, BadLines, ModelConfig, SampleConfig, Stop, Unit
 from charrnn.errors import ConfigError
 from charrnn.generate import Sample, Sampler
 from charrnn.heldout import EVAL_STREAMS, Progress, TextEvaluation, adapt_to, evaluate_text
+from charrnn.job import Job, with_options
 from charrnn.model import RNNLM, count_parameters
 from charrnn.schema import Whole
 from charrnn.score import (

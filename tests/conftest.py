@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.config import Cell, DataConfig, Job, Level, ModelConfig, TokenizerConfig, TrainConfig
+from charrnn.config import Cell, DataConfig, Level, ModelConfig, TokenizerConfig, TrainConfig
+from charrnn.job import Job
 from charrnn.training.run import train
 
 # Tiny test models run fastest on one thread, and a busy machine does not stall them.

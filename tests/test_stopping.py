@@ -23,7 +23,6 @@ from charrnn.config import (
     Cell,
     DataConfig,
     Holdout,
-    Job,
     ModelConfig,
     SampleConfig,
     Stop,
@@ -32,6 +31,7 @@ from charrnn.config import (
 )
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import Sampler
+from charrnn.job import Job
 from charrnn.runs import STOPFIT, read_stopfit
 from charrnn.score import score
 from charrnn.stopfit import ks_distance, measure_run, open_dataset, sample_lengths, val_lengths

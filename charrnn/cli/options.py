@@ -12,14 +12,8 @@ import typer
 from charrnn import defaults
 from charrnn.builtin import DEFAULT
 from charrnn.checkpoint import DEFAULT_ROOT, list_runs
-from charrnn.config import (
-    DataConfig,
-    Job,
-    Level,
-    Stop,
-    Unit,
-    with_options,
-)
+from charrnn.config import DataConfig, Level, Stop, Unit
+from charrnn.job import Job, with_options
 
 DATA, MODEL, TRAINING, RUN, SAMPLING, OUTPUT = (
     "Data",

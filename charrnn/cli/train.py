@@ -46,14 +46,13 @@ from charrnn.config import (
     Cell,
     DataConfig,
     Holdout,
-    Job,
     ModelConfig,
     Nonlinearity,
     Precision,
     TokenizerConfig,
     TrainConfig,
-    with_options,
 )
+from charrnn.job import Job, with_options
 from charrnn.training.callbacks import Callbacks, EvalStats, StepStats, TrainResult
 from charrnn.training.distributed import is_main_process, launch, world_size
 from charrnn.training.run import train

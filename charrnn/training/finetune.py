@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from charrnn.checkpoint import LoadedRun, find_run, load_run, reading_run
-from charrnn.config import Job, Level, ModelConfig, TokenizerConfig
+from charrnn.config import Level, ModelConfig, TokenizerConfig
 from charrnn.data import Dataset, Split
 from charrnn.defaults import FINETUNE_WARMUP, finetune_lr, max_len_for
 from charrnn.errors import CharRNNError, ConfigError
+from charrnn.job import Job
 from charrnn.model import RNNLM
 from charrnn.model.grow import grow
 from charrnn.tokenizers import Tokenizer

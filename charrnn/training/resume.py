@@ -21,9 +21,10 @@ from charrnn.checkpoint import (
     read_meta,
     read_run_json,
 )
-from charrnn.config import DataConfig, Job, ModelConfig, TrainConfig
+from charrnn.config import DataConfig, ModelConfig, TrainConfig
 from charrnn.data import Dataset
 from charrnn.errors import CheckpointError, ConfigError
+from charrnn.job import Job
 from charrnn.schema import build
 from charrnn.tokenizers import load_tokenizer
 

@@ -34,7 +34,7 @@ from charrnn.checkpoint import (
     remove_stale_temps,
     run_lock,
 )
-from charrnn.config import Job, ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.data import (
     Dataset,
@@ -57,6 +57,7 @@ from charrnn.errors import (
     out_of_memory,
 )
 from charrnn.io import write_json_atomic
+from charrnn.job import Job
 from charrnn.model import RNNLM, count_parameters
 from charrnn.tokenizers import Tokenizer, load_tokenizer
 from charrnn.training.callbacks import Callbacks, Muted, TrainResult
@@ -386,8 +387,7 @@ def _taken(folder: Path, root: Path) -> str:
             "from; they are kept: choose another --name"
         )
     return (
-        f"{folder} exists and is not a run that was cut short at its start; "
-        "choose another --name"
+        f"{folder} exists and is not a run that was cut short at its start; choose another --name"
     )
 
 
