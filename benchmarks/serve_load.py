@@ -141,15 +141,34 @@ def _quick_run(folder: Path) -> tuple[str, Path]:
     if not SHAKESPEARE.exists():
         corpus.write_text("The quick brown fox jumps over the lazy dog.\n" * 2000)
     checkpoints = folder / "checkpoints"
-    charrnn.train(corpus, run="serve-load", checkpoints=checkpoints, hidden=256, layers=1,
-                  max_steps=20, level="char", device="cpu")
+    charrnn.train(
+        corpus,
+        run="serve-load",
+        checkpoints=checkpoints,
+        hidden=256,
+        layers=1,
+        max_steps=20,
+        level="char",
+        device="cpu",
+    )
     return "serve-load", checkpoints
 
 
 def _serve(run: str, checkpoints: Path, port: int, slots: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = ["serve", "-c", run, "--checkpoints", str(checkpoints), "--port", str(port),
-            "--slots", str(slots), "--max-tokens", "100000"]
+    args = [
+        "serve",
+        "-c",
+        run,
+        "--checkpoints",
+        str(checkpoints),
+        "--port",
+        str(port),
+        "--slots",
+        str(slots),
+        "--max-tokens",
+        "100000",
+    ]
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", *args], env=env)
     deadline = time.monotonic() + 120
     while True:
@@ -229,18 +248,24 @@ def report(alone: Load, loaded: Load, library: dict[int, float], a: argparse.Nam
     (OUT / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     print(f"{m['cpu']}, {m['cores']} cores, load {m['load']}; {a.max_tokens} tokens a request")
-    print(f"{'':8} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'tok/s':>8} "
-          f"{'ttft p50':>9} {'ttft p99':>9}")
+    print(
+        f"{'':8} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'tok/s':>8} "
+        f"{'ttft p50':>9} {'ttft p99':>9}"
+    )
     for name, s in (("alone", result["alone"]), ("load", result["load"])):
-        print(f"{name:8} {s['clients']:7} {s['requests']:8} {s['errors']:6} "
-              f"{s['requests_per_s']:8.2f} {s['tokens_per_s']:8.0f} "
-              f"{s['ttft_p50_ms']:7.1f}ms {s['ttft_p99_ms']:7.1f}ms")
+        print(
+            f"{name:8} {s['clients']:7} {s['requests']:8} {s['errors']:6} "
+            f"{s['requests_per_s']:8.2f} {s['tokens_per_s']:8.0f} "
+            f"{s['ttft_p50_ms']:7.1f}ms {s['ttft_p99_ms']:7.1f}ms"
+        )
     r = result["ratios"]
     print(f"load/alone: tokens/s x{r['tokens_per_s']:.2f}, ttft p50 x{r['ttft_p50']:.1f}")
     one, many = library[1], library[a.clients]
-    print(f"the library alone: 1 sample {one:,.0f} tokens/s, {a.clients} as one batch "
-          f"{many:,.0f} tokens/s (x{many / one:.1f}); "
-          f"the server alone: x{alone.tokens_per_s / one:.2f} of 1 sample's rate")
+    print(
+        f"the library alone: 1 sample {one:,.0f} tokens/s, {a.clients} as one batch "
+        f"{many:,.0f} tokens/s (x{many / one:.1f}); "
+        f"the server alone: x{alone.tokens_per_s / one:.2f} of 1 sample's rate"
+    )
 
 
 if __name__ == "__main__":

@@ -100,8 +100,10 @@ def synthetic_cjk(n_bytes: int = 80_000, symbols: int = 4_500, seed: int = 0) ->
                 clause = []
                 for _ in range(rng.randint(2, 7)):
                     fresh = rng.random() < 0.25
-                    w = rng.choices(range(n_words), word_weights)[0] if fresh else rng.choice(
-                        successors[w]
+                    w = (
+                        rng.choices(range(n_words), word_weights)[0]
+                        if fresh
+                        else rng.choice(successors[w])
                     )
                     clause.append(words[w])
                 clauses.append("".join(clause))

@@ -91,6 +91,8 @@ def _exists(path: Path) -> bool:
     """Whether there is something at ``path``, a dangling link included (which reading then
     names as damaged, rather than as a file never written)."""
     return path.exists() or path.is_symlink()
+
+
 def base_name(info: dict[str, Any]) -> str | None:
     """The name of the run a fine-tuned run started from (run.json's "base"), or None."""
     base = info.get("base")

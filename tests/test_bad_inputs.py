@@ -493,9 +493,7 @@ CASES = [
     ),
     # eval
     Case("eval: missing test file", "eval {p}/none.txt " + CK, ("test file not found",)),
-    Case(
-        "eval: test file is a folder", "eval {p}/d " + CK, ("directory",), setup=folder("d")
-    ),
+    Case("eval: test file is a folder", "eval {p}/d " + CK, ("directory",), setup=folder("d")),
     Case(
         "eval: empty test file",
         "eval {p}/e.txt " + CK,

@@ -64,7 +64,10 @@ def cli_json(*args: object) -> list[dict]:
 
 def test_health_and_models_describe_the_run(client, model):
     assert client.get("/health").json() == {
-        "status": "ok", "model": model.name, "active": 0, "waiting": 0
+        "status": "ok",
+        "model": model.name,
+        "active": 0,
+        "waiting": 0,
     }
     (m,) = client.get("/v1/models").json()["data"]
     assert m["id"] == model.name and m["object"] == "model" and m["level"] == "char"
@@ -104,8 +107,20 @@ def test_a_seeded_completion_is_charrnn_sample(client, trained_run):
     body = {"prompt": "A bird", "seed": 4, "max_tokens": 80, "temperature": 0.7, "top_k": 6}
     text = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
     (want,) = cli_json(
-        "sample", "-c", trained_run, "-p", "A bird", "--seed", 4, "--max-tokens", 80,
-        "--temp", 0.7, "--top-k", 6, "--json",
+        "sample",
+        "-c",
+        trained_run,
+        "-p",
+        "A bird",
+        "--seed",
+        4,
+        "--max-tokens",
+        80,
+        "--temp",
+        0.7,
+        "--top-k",
+        6,
+        "--json",
     )
     assert "A bird" + text == want["text"]
 
@@ -326,7 +341,10 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(model):
         while http.get("/health").json()["active"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert http.get("/health").json() == {
-            "status": "ok", "model": model.name, "active": 0, "waiting": 0
+            "status": "ok",
+            "model": model.name,
+            "active": 0,
+            "waiting": 0,
         }
 
 
@@ -368,9 +386,21 @@ def test_charrnn_serve_answers_then_stops_cleanly_on_ctrl_c(trained_run):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "serve", "-c", str(trained_run), "--port", str(port),
-         "--max-tokens", "1000000"],
-        env=env, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "serve",
+            "-c",
+            str(trained_run),
+            "--port",
+            str(port),
+            "--max-tokens",
+            "1000000",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

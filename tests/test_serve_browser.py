@@ -40,9 +40,7 @@ def browser():
         driver.quit()
 
 
-def test_the_page_streams_a_sample_appends_a_next_token_and_draws_the_heatmap(
-    browser, trained_run
-):
+def test_the_page_streams_a_sample_appends_a_next_token_and_draws_the_heatmap(browser, trained_run):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 

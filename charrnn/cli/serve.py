@@ -25,14 +25,17 @@ def serve_cmd(
     max_prompt_chars: Annotated[
         int,
         typer.Option(
-            min=1, help="Characters of a prompt (or of all texts scored at once).",
+            min=1,
+            help="Characters of a prompt (or of all texts scored at once).",
             rich_help_panel=LIMITS,
         ),
     ] = 20_000,
     max_tokens: Annotated[
         int,
         typer.Option(
-            min=1, max=1_000_000, help="Tokens of one sample; also the default max_tokens.",
+            min=1,
+            max=1_000_000,
+            help="Tokens of one sample; also the default max_tokens.",
             rich_help_panel=LIMITS,
         ),
     ] = 1000,

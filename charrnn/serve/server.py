@@ -23,7 +23,6 @@ class _Server(uvicorn.Server):
     """uvicorn's server, which on Ctrl-C first ends the app's open streams (each gets an
     error event and [DONE]), so that it stops at once rather than cancelling them."""
 
-
     def __init__(self, config: uvicorn.Config, worker: Worker):
         super().__init__(config)
         self.worker = worker
