@@ -1,0 +1,83 @@
+"""The block path (``charrnn.blocks``) draws what the per-token path draws: same seed, same
+tokens, step by step, under every rule and the plain controls; and the generator moves on
+alike. The CPU is the device here; on CUDA the same test runs on the GPU's rounding."""
+
+import numpy as np
+import pytest
+import torch
+
+from charrnn.blocks import BlockSampler, Words, plain
+from charrnn.config import Cell, Nonlinearity, SampleConfig, Stop
+from charrnn.generate import Sampler, generator
+from charrnn.tokenizers import SOS
+from tests.test_fast_paths import random_model
+
+SETTINGS = [
+    {},
+    {"temperature": 0.8, "top_k": 5},
+    {"temperature": 1.3, "top_p": 0.7},
+    {"temperature": 0},
+    {"min_p": 0.1},
+]
+
+
+def both(model, n: int, config: SampleConfig, block: int, seed: int):
+    """Each path's steps, info and generator after drawing n samples from one seed."""
+    out = []
+    for blocks in (False, True):
+        gen, info = generator(seed), {}
+        if blocks:
+            steps = BlockSampler(model, block).iter_tokens(n, config, [SOS], info, gen)
+        else:
+            steps = Sampler(model, None).iter_tokens(n, config, [SOS], info, gen=gen)
+        out.append((list(steps), info, gen))
+    return out
+
+
+@pytest.mark.parametrize("stop", list(Stop))
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_blocks_draw_the_tokens_of_the_per_token_path(stop, settings):
+    model = random_model(Cell.lstm, Nonlinearity.tanh, stop_heads=True)
+    config = SampleConfig(stop=stop, max_tokens=45, seed=7, **settings)
+    assert plain(config, model)
+    for n, block in ((1, 3), (5, 4)):
+        (ref, ref_info, g_ref), (got, info, g_blk) = both(model, n, config, block, seed=7)
+        assert got == ref  # each step's (sample, token) pairs and the samples drawing
+        assert ref  # (and several blocks where the samples run long: the none rule's 45)
+        np.testing.assert_array_equal(info["cut"], ref_info["cut"])
+        np.testing.assert_array_equal(info["length"], ref_info["length"])
+        # a batch of another size rounds the float32 logits apart in the last bit
+        np.testing.assert_allclose(info["log_prob"], ref_info["log_prob"], rtol=1e-6)
+        assert torch.equal(torch.rand(4, generator=g_blk), torch.rand(4, generator=g_ref))
+
+
+@pytest.mark.parametrize("cell", [Cell.gru, Cell.rnn])
+def test_blocks_take_every_cell(cell):
+    model = random_model(cell, Nonlinearity.tanh)
+    config = SampleConfig(stop=Stop.eos, max_tokens=30, seed=3, temperature=1.2)
+    (ref, _, _), (got, _, _) = both(model, 4, config, 16, seed=3)
+    assert got == ref and ref
+
+
+def test_words_are_the_numbers_torch_rand_draws():
+    g, ref = generator(11), generator(11)
+    words = Words(g, 2000, torch.device("cpu"))
+    alive = torch.tensor([True, False, True])
+    u32 = words.uniform32(alive, 7)  # two live rows: 14 float32 numbers
+    u64 = words.uniform64(alive)  # then two float64 numbers
+    assert torch.equal(u32[[0, 2]], torch.rand((2, 7), generator=ref))
+    assert torch.equal(u64[[0, 2]], torch.rand(2, dtype=torch.float64, generator=ref))
+    used = int(words.pos)
+    assert used == 14 + 4
+    words.refill(used)
+    assert torch.equal(words.uniform32(alive[:1], 3)[0], torch.rand(3, generator=ref))
+    words.close(int(words.pos))
+    assert torch.equal(torch.rand(5, generator=g), torch.rand(5, generator=ref))
+
+
+def test_plain_leaves_text_controls_to_the_per_token_path():
+    model = random_model(Cell.lstm, Nonlinearity.tanh)
+    assert plain(SampleConfig(top_k=3, temperature=0.7), model)
+    assert not plain(SampleConfig(repeat_penalty=1.3), model)
+    assert not plain(SampleConfig(stop_at=("\n",)), model)
+    assert not plain(SampleConfig(), model.train())
