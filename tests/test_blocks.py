@@ -29,7 +29,7 @@ def both(model, n: int, config: SampleConfig, block: int, seed: int):
         if blocks:
             steps = BlockSampler(model, block).iter_tokens(n, config, [SOS], info, gen)
         else:
-            steps = Sampler(model, None).iter_tokens(n, config, [SOS], info, gen=gen)
+            steps = Sampler(model, None, blocks=False).iter_tokens(n, config, [SOS], info, gen=gen)
         out.append((list(steps), info, gen))
     return out
 
