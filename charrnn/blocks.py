@@ -17,8 +17,9 @@ differently, so a near tie may go the other way). ``plain`` says which settings 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -151,11 +152,14 @@ class Slots:
 
 class BlockSampler:
     """``Sampler.iter_tokens`` for the plain settings, in blocks of ``block`` tokens on the
-    model's device. ``_Block`` is the per-token work: fixed shapes, no host sync."""
+    model's device. ``_Block`` is the per-token work: fixed shapes, no host sync; ``graph``
+    (CUDA only) captures it once per call as a CUDA graph and replays it."""
 
-    def __init__(self, model: RNNLM, block: int = BLOCK):
+    def __init__(self, model: RNNLM, block: int = BLOCK, graph: bool = False):
         self.model, self.block = model, block
         self.device = next(model.parameters()).device
+        assert not graph or self.device.type == "cuda", "CUDA graphs need a CUDA device"
+        self.graph = graph
 
     @torch.inference_mode()
     def iter_tokens(
@@ -175,10 +179,12 @@ class BlockSampler:
         rows = Rows.start(start.h, start.state, start.offset, config.max_tokens)
         totals = Totals.zeros(n)
         stop.begin(model, rows, totals, config, gen)  # the length rule draws its lengths
-        run = _Block(model, config, self.block)
+        run: _Block | _Graphed = _Block(model, config, self.block)
         s = Slots.start(start, rows, totals, config.max_tokens, self.block)
         words = Words(gen, self.block * n * (model.config.vocab_size + 2), self.device)
         used, live = 0, len(rows) > 0
+        if self.graph and live:
+            run = _Graphed(run, s, words)
         while live:
             run(s, words)
             got = torch.cat([s.tokens, s.drew, s.drawing, s.alive[None]]).cpu()  # one read
@@ -279,3 +285,28 @@ class _Block:
         lp = torch.where(halt, F.logsigmoid(z), F.logsigmoid(-z))
         s.log_prob += torch.where(s.alive, lp, 0.0)
         s.alive &= ~halt
+
+
+class _Graphed:
+    """A block captured once as a CUDA graph (after a warm-up on copies of the slots, which
+    leaves the real ones untouched) and replayed: its slots and words change in place."""
+
+    def __init__(self, run: _Block, s: Slots, words: Words):
+        spare = Slots(**{f.name: _cloned(getattr(s, f.name)) for f in fields(Slots)})
+        spare_words = copy.copy(words)
+        spare_words.buf, spare_words.pos = words.buf.clone(), words.pos.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run(spare, spare_words)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            run(s, words)
+
+    def __call__(self, s: Slots, words: Words) -> None:
+        self.graph.replay()
+
+
+def _cloned(x: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    return tuple(t.clone() for t in x) if isinstance(x, tuple) else x.clone()

@@ -81,3 +81,18 @@ def test_plain_leaves_text_controls_to_the_per_token_path():
     assert not plain(SampleConfig(repeat_penalty=1.3), model)
     assert not plain(SampleConfig(stop_at=("\n",)), model)
     assert not plain(SampleConfig(), model.train())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("stop", list(Stop))
+def test_a_captured_block_draws_what_the_eager_one_draws(stop):
+    model = random_model(Cell.lstm, Nonlinearity.tanh, stop_heads=True).cuda()
+    config = SampleConfig(stop=stop, max_tokens=45, seed=7, temperature=0.9, top_p=0.9)
+    runs = []
+    for graph in (False, True):
+        info: dict[str, np.ndarray] = {}
+        gen = generator(7)
+        steps = list(BlockSampler(model, 8, graph).iter_tokens(6, config, [SOS], info, gen))
+        runs.append((steps, info["log_prob"].tolist(), torch.rand(3, generator=gen)))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert torch.equal(runs[0][2], runs[1][2])
