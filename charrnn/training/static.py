@@ -92,7 +92,7 @@ class StaticStep:
         t = self.trainer
         m, c = t.model, t.config
         x, y = self.inputs[0], self.inputs[1]  # (B, T)
-        with t.amp.autocast():
+        with t.amp.autocast(cache=False):
             h, state = t.features(x, self.state, self.inputs[2] if self.heads else None)
             logits = m.token_logits(h)  # (B, T, V)
             token_loss = F.cross_entropy(
