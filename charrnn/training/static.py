@@ -40,6 +40,7 @@ class StaticStep:
         self.state = tuple(s.detach().clone() for s in t.state)  # each (layers, B, H)
         self.loss = torch.zeros((), device=t.device)  # the latest step's token loss
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.captured: tuple[float, ...] = ()
         t.state = self.state  # the trainer saves the very tensors this step carries
 
     def step(self) -> Tensor:
@@ -53,7 +54,9 @@ class StaticStep:
                 s.copy_(s0)
         self.stage(t.batches.window(loop.window, loop.epoch))
         if self.graph is not None:
-            t._regularize()  # decided once, early: a change needs a new capture
+            t._regularize()  # decided once, early: the graph holds the values it was taken with
+            if self._settings() != self.captured:
+                self._capture()
             self.set_lr()
             self.graph.replay()
         else:
@@ -141,8 +144,17 @@ class StaticStep:
             for _ in range(warmup):
                 self.step()
         torch.cuda.current_stream().wait_stream(side)
-        t.opt.zero_grad(set_to_none=True)
+        self._capture()
+
+    def _capture(self) -> None:
+        self.trainer.opt.zero_grad(set_to_none=True)
+        self.captured = self._settings()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.forward_backward()
             self.update()
+
+    def _settings(self) -> tuple[float, ...]:
+        """What a captured step holds as constants: weight decay, weight drop, row decay."""
+        t = self.trainer
+        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop, t.row_decay)
