@@ -2,10 +2,13 @@
 tokens, step by step, under every rule and the plain controls; and the generator moves on
 alike. The CPU is the device here; on CUDA the same test runs on the GPU's rounding."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import gpu
 from charrnn.blocks import BlockSampler, Words, plain
 from charrnn.config import Cell, Nonlinearity, SampleConfig, Stop
 from charrnn.generate import Sampler, generator
@@ -96,3 +99,14 @@ def test_a_captured_block_draws_what_the_eager_one_draws(stop):
         runs.append((steps, info["log_prob"].tolist(), torch.rand(3, generator=gen)))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     assert torch.equal(runs[0][2], runs[1][2])
+
+
+def test_the_gpu_script_runs_its_table_small(tmp_path):
+    gpu.main(["--smoke", "--out", str(tmp_path), "--device", "cpu"])
+    (path,) = tmp_path.glob("gpu-*.json")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    figures = [f["figure"] for f in report["figures"]]
+    assert len(figures) == 5 and figures[0].startswith("train lstm")
+    assert all(min(f["best"].values()) > 0 for f in report["figures"])
+    same = [n for n in report["notes"] if "draws the per-token tokens" in n]
+    assert len(same) == 4 and all(n.endswith("True") for n in same)

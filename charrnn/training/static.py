@@ -155,6 +155,6 @@ class StaticStep:
             self.update()
 
     def _settings(self) -> tuple[float, ...]:
-        """What a captured step holds as constants: weight decay, weight drop, row decay."""
+        """What a captured step holds as constants: the weight decay and the weight drop."""
         t = self.trainer
-        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop, t.row_decay)
+        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop)
