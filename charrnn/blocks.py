@@ -35,10 +35,11 @@ from charrnn.stopping import RULES, LengthIds, Rows, Totals
 from charrnn.tokenizers import EOS, SOS
 
 BLOCK = 32  # tokens drawn between two read-backs
+WORDS = 1 << 22  # random words a block may hold (16 MB): large vocabularies get shorter blocks
 Step = tuple[list[tuple[int, int]], list[int]]  # as generate.Step: pairs drawn, samples drawing
 
 _MT_N = 624  # words in the Mersenne Twister's state
-_LOW24, _LOW21 = (1 << 24) - 1, (1 << 21) - 1
+_LOW24, _LOW21, _WORD = (1 << 24) - 1, (1 << 21) - 1, (1 << 32) - 1
 
 
 def plain(config: SampleConfig, model: RNNLM) -> bool:
@@ -74,7 +75,8 @@ class Words:
         self.pos = torch.zeros((), dtype=torch.long, device=device)
 
     def _fresh(self, m: int) -> Tensor:
-        return torch.from_numpy(self.source.random_raw(m).astype(np.int64))
+        raw = self.source.random_raw(m).astype(np.uint32).view(np.int32)  # 32 bits kept
+        return torch.from_numpy(raw)
 
     def uniform32(self, alive: Tensor, width: int) -> Tensor:
         """``torch.rand((alive rows, width))``, laid out on all n rows (dead rows: junk)."""
@@ -87,9 +89,9 @@ class Words:
     def uniform64(self, alive: Tensor) -> Tensor:
         """``torch.rand(alive rows, dtype=float64)`` on all n rows. (n,)"""
         at = (self.pos + 2 * (alive.long().cumsum(0) - 1)).clamp(0, len(self.buf) - 2)
-        hi, lo = self.buf[at], self.buf[at + 1]
+        hi, lo = self.buf[at].long() & _LOW21, self.buf[at + 1].long() & _WORD
         self.pos += 2 * alive.sum()
-        return ((hi & _LOW21) * 2**32 + lo).double() * 2.0**-53
+        return (hi * 2**32 + lo).double() * 2.0**-53
 
     def refill(self, used: int) -> None:
         """Drop the ``used`` words read so far and top the buffer up (on the host's side)."""
@@ -179,9 +181,11 @@ class BlockSampler:
         rows = Rows.start(start.h, start.state, start.offset, config.max_tokens)
         totals = Totals.zeros(n)
         stop.begin(model, rows, totals, config, gen)  # the length rule draws its lengths
-        run: _Block | _Graphed = _Block(model, config, self.block)
-        s = Slots.start(start, rows, totals, config.max_tokens, self.block)
-        words = Words(gen, self.block * n * (model.config.vocab_size + 2), self.device)
+        per_step = n * (model.config.vocab_size + 2)  # words a step reads at most
+        k = min(self.block, max(1, WORDS // per_step))
+        run: _Block | _Graphed = _Block(model, config, k)
+        s = Slots.start(start, rows, totals, config.max_tokens, k)
+        words = Words(gen, k * per_step, self.device)
         used, live = 0, len(rows) > 0
         if self.graph and live:
             run = _Graphed(run, s, words)
@@ -189,7 +193,7 @@ class BlockSampler:
             run(s, words)
             got = torch.cat([s.tokens, s.drew, s.drawing, s.alive[None]]).cpu()  # one read
             used, live = int(words.pos), bool(got[-1].any())
-            yield from _steps(got[:-1].view(3, self.block, n))
+            yield from _steps(got[:-1].view(3, k, n))
             if live:
                 words.refill(used)
                 used = 0
