@@ -1,6 +1,7 @@
 """Issue 30's GPU table in one short run: each figure next to its bare reference, same run.
 
-    python -m benchmarks.gpu [--budget 300] [--corpus FILE] [--out DIR] [--smoke]
+    python -m benchmarks.gpu [--budget 300] [--only train,sample,tokens,score] [--smoke]
+                             [--steps 20] [--rounds 3] [--corpus FILE] [--out DIR]
 
     train    lstm, gru 2x512, B64 T128, fp32 and bf16: the bare step; Trainer.step; the
              fixed-buffer step (training/static.py) eager and captured as a CUDA graph
@@ -192,13 +193,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="default: $OUT or benchmarks/out")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, one round")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--only", default="", help="parts whose names start so (train lstm, ...)")
+    p.add_argument("--steps", type=int, default=20, help="training steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per figure")
     args = p.parse_args(argv)
     started, dev = time.monotonic(), torch.device(args.device)
     out = args.out or Path(os.environ.get("OUT") or Path(__file__).parent / "out")
     out.mkdir(parents=True, exist_ok=True)
     rep = Report(out / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json", started, args.budget)
     shape = speed.Shape()
-    steps, rounds, tokens, lines = 20, 3, 400, 2000
+    steps, rounds, tokens, lines = args.steps, args.rounds, 400, 2000
     if args.smoke:
         shape = replace(shape, hidden=32, embed=16, batch=4, seq_len=16)
         steps, rounds, tokens, lines = 3, 1, 20, 50
@@ -220,7 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
         parts.append(("tokens", 20, lambda: cpu_and_gpu_tokens(rep, corpus, shape, dev, tokens)))
         parts.append(("score", 30, lambda: scoring(rep, corpus, shape, dev, lines, rounds)))
+        only = [w.strip() for w in args.only.split(",") if w.strip()]
         for name, needs, run in parts:
+            if only and not any(name.startswith(w) for w in only):
+                continue
             if rep.left() < needs:
                 rep.note(f"skipped {name}: {rep.left():.0f} s left")
                 continue
