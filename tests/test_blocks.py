@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks import gpu
+from charrnn import blocks
 from charrnn.blocks import BlockSampler, Words, plain
 from charrnn.config import Cell, Nonlinearity, SampleConfig, Stop
 from charrnn.generate import Sampler, generator
@@ -27,9 +28,9 @@ SETTINGS = [
 def both(model, n: int, config: SampleConfig, block: int, seed: int):
     """Each path's steps, info and generator after drawing n samples from one seed."""
     out = []
-    for blocks in (False, True):
+    for in_blocks in (False, True):
         gen, info = generator(seed), {}
-        if blocks:
+        if in_blocks:
             steps = BlockSampler(model, block).iter_tokens(n, config, [SOS], info, gen)
         else:
             steps = Sampler(model, None, blocks=False).iter_tokens(n, config, [SOS], info, gen=gen)
@@ -60,6 +61,15 @@ def test_blocks_take_every_cell(cell):
     config = SampleConfig(stop=Stop.eos, max_tokens=30, seed=3, temperature=1.2)
     (ref, _, _), (got, _, _) = both(model, 4, config, 16, seed=3)
     assert got == ref and ref
+
+
+def test_a_large_vocabulary_draws_shorter_blocks_alike(monkeypatch):
+    monkeypatch.setattr(blocks, "WORDS", 200)  # 5 rows x 25 words a step: blocks of 1 token
+    model = random_model(Cell.lstm, Nonlinearity.tanh, stop_heads=True)
+    config = SampleConfig(stop=Stop.halt, max_tokens=30, seed=5, temperature=1.1)
+    (ref, _, g_ref), (got, _, g_blk) = both(model, 5, config, 16, seed=5)
+    assert got == ref and len(ref) > 1
+    assert torch.equal(torch.rand(4, generator=g_blk), torch.rand(4, generator=g_ref))
 
 
 def test_words_are_the_numbers_torch_rand_draws():
