@@ -191,9 +191,10 @@ class BlockSampler:
             run = _Graphed(run, s, words)
         while live:
             run(s, words)
-            got = torch.cat([s.tokens, s.drew, s.drawing, s.alive[None]]).cpu()  # one read
-            used, live = int(words.pos), bool(got[-1].any())
-            yield from _steps(got[:-1].view(3, k, n))
+            flags = [s.tokens, s.drew, s.drawing, s.alive[None], words.pos.expand(1, n)]
+            got = torch.cat(flags).cpu()  # the block's one read
+            used, live = int(got[-1, 0]), bool(got[-2].any())
+            yield from _steps(got[:-2].view(3, k, n))
             if live:
                 words.refill(used)
                 used = 0
