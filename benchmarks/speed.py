@@ -199,13 +199,17 @@ def sampling(
     model = model.to(device)
     cfg = SampleConfig(temperature=1.0, stop=Stop.none, max_tokens=tokens, seed=0)
     fast, straight = Sampler(model, tokenizer), Sampler(model, tokenizer, fast=False)
+    # the other of per-token and block drawing (on the CPU: blocks; on CUDA: per token)
+    other = Sampler(model, tokenizer, blocks=not fast.blocks)
     fast.sample(streams, SampleConfig(stop=Stop.none, max_tokens=5, seed=0))  # warm-up
+    other.sample(streams, SampleConfig(stop=Stop.none, max_tokens=5, seed=0))
     sample_tokens_per_s(bare, streams, 5, device)
-    ours, ref, slow, net = [], [], [], []
+    ours, ref, slow, net, alt = [], [], [], [], []
     for _ in range(rounds):
         ours.append(_sample_rate(fast, streams, cfg, device))
         ref.append(sample_tokens_per_s(bare, streams, tokens, device))
         net.append(_step_rate(model, streams, tokens, device))
+        alt.append(_sample_rate(other, streams, cfg, device))
         if streams == 1:
             slow.append(_sample_rate(straight, streams, cfg, device))
     what = f"sample {shape.label('lstm')}, {streams} stream{'s' if streams > 1 else ''}"
@@ -213,6 +217,8 @@ def sampling(
     rows = [Row(what, "tok/s", ours, ref, goal)]
     note = "Stepper and the token head alone: no draw, no bookkeeping; a bound on the sampler"
     rows.append(Row(what + ", step of the net alone", "tok/s", net, ref, "", note))
+    how = "in blocks of 32 on the device" if other.blocks else "token by token"
+    rows.append(Row(f"{what}, {how}", "tok/s", alt, ref, "", "charrnn.blocks, or not"))
     if slow:
         note = "model.features one token at a time"
         rows.append(Row(what + ", straightforward path", "tok/s", slow, ref, "", note))

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from charrnn import controls
+from charrnn.blocks import BlockSampler, plain
 from charrnn.config import SampleConfig, Stop
 from charrnn.controls import Controls, draw, filter_logits
 from charrnn.decoding import TextWatch
@@ -62,12 +63,17 @@ class Sampler:
     """Draws samples from a model; one instance per (model, tokenizer).
 
     ``fast`` (the default) feeds tokens through ``Stepper``, the one-step path; False feeds
-    them through ``model.features``, the straightforward path. Both give the same tokens.
+    them through ``model.features``, the straightforward path. ``blocks`` draws the plain
+    settings in blocks on the device (``charrnn.blocks``; None: on CUDA only). All give the
+    same tokens.
     """
 
-    def __init__(self, model: RNNLM, tokenizer: Tokenizer, fast: bool = True):
+    def __init__(
+        self, model: RNNLM, tokenizer: Tokenizer, fast: bool = True, blocks: bool | None = None
+    ):
         self.model, self.tokenizer, self.fast = model, tokenizer, fast
         self.device = next(model.parameters()).device
+        self.blocks = self.device.type == "cuda" if blocks is None else blocks
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """<sos> and the prompt's tokens; a prompt of unknown symbols only is refused (the
@@ -152,9 +158,12 @@ class Sampler:
         lengths rather than n times the longest one. The rule (``stopping``) decides when.
         """
         model, stop = self.model, RULES[config.stop]
+        gen = gen or generator(config.seed)
+        if self.fast and self.blocks and plain(config, model):
+            yield from BlockSampler(model).iter_tokens(n, config, prompt_ids, info, gen, start)
+            return
         logits_of, feed = self.feeder(stop)
         lengths = LengthIds(model) if model.config.stop_heads else None
-        gen = gen or generator(config.seed)
         start = start or read(model, prompt_ids, n)  # the prompt in one batched forward
         rows = Rows.start(start.h, start.state, start.offset, config.max_tokens)
         totals = Totals.zeros(n)

@@ -43,10 +43,12 @@ class Amp:
             raise ConfigError("this GPU has no bfloat16 support: use --precision fp16")
         self.scaler = torch.amp.GradScaler(device.type, enabled=p is Precision.fp16)
 
-    def autocast(self) -> contextlib.AbstractContextManager[object]:
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager[object]:
+        """``cache``: keep the weights' casts for the block (a CUDA graph cannot keep them)."""
         if self.precision is Precision.fp32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        dtype = _DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=cache)
 
     # -- exact resume: the scaler's state as tensors --
 
