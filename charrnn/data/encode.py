@@ -234,15 +234,21 @@ def encode_corpus(
             stats = _stream(tokenizer.encode_block, blocks(phases), f, index, dtype)
         stats["dtype"] = dtype.name
         # the vocabulary was fitted on a pass of its own: it must have read the same text
-        if config.level is Level.char:
-            changed = counted.digest() != encoded.digest()
-        else:
-            changed = _identity(corpus) != before
-        if changed:
-            raise CorpusError(f"corpus {name} changed while it was read; run again")
+        same = counted.digest() == encoded.digest() if config.level is Level.char else None
+        _check_unchanged(corpus, name, before, same)
     index.finish()
     stats.update(n_units=index.n_rows, n_chars=index.n_chars, n_bytes=index.n_bytes, **extra)
     return tokenizer, {**stats, "hash": encoded.hexdigest()}
+
+
+def _check_unchanged(
+    corpus: Path, name: Path, before: tuple[int, int, int], same_hash: bool | None
+) -> None:
+    """Refuse a corpus rewritten between its passes: by their hashes where both passes read
+    it whole (``same_hash``), else by the file's identity before and after."""
+    same = same_hash if same_hash is not None else _identity(corpus) == before
+    if not same:
+        raise CorpusError(f"corpus {name} changed while it was read; run again")
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
