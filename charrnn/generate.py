@@ -180,12 +180,7 @@ class Sampler:
             lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)  # (b,)
             alive = rows.sample.tolist()
             rows.tok, lp, drew = stop.drawn(rows, tok, lp)
-            if drew is None:
-                rows.left = rows.left - 1
-                pairs = list(zip(alive, rows.tok.tolist()))
-            else:
-                rows.left = rows.left - drew.long()
-                pairs = list(zip(rows.sample[drew].tolist(), rows.tok[drew].tolist()))
+            pairs = _spend(rows, drew, alive)
             yield pairs, alive
             if shaping is not None:
                 shaping.push(*_drawn(rows, drew))
@@ -225,6 +220,16 @@ class Sampler:
             return step(tok.to(dev), state, None if ids is None else ids.to(dev))
 
         return lambda h: step.token_logits(h).float().cpu(), feed_step
+
+
+def _spend(rows: Rows, drew: Tensor | None, alive: list[int]) -> list[tuple[int, int]]:
+    """Count the tokens just drawn against each row's budget (``drew``: the rows that drew
+    one, None for all); the (sample, token) pairs they are."""
+    if drew is None:
+        rows.left = rows.left - 1
+        return list(zip(alive, rows.tok.tolist()))
+    rows.left = rows.left - drew.long()
+    return list(zip(rows.sample[drew].tolist(), rows.tok[drew].tolist()))
 
 
 def _cut_spent(rows: Rows, totals: Totals) -> bool:
