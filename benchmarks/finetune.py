@@ -3,6 +3,7 @@ time (issue 25).
 
     python -m benchmarks.finetune                  # the comparison (about 15 minutes, 2 cores)
     python -m benchmarks.finetune --only sweep     # the fine-tuning defaults (about 12 minutes)
+    python -m benchmarks.finetune --only sweep --texts german-150k   # the sweep on another text
     python -m benchmarks.finetune --seconds 90 --base-seconds 300 --rounds 1
 
 A base is trained once, on tinyshakespeare (the built-in corpus) at char level with
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=90.0)
     ap.add_argument("--base-seconds", type=float, default=300.0)
     ap.add_argument("--rounds", type=int, default=1, help="scratch/finetune pairs per text")
+    ap.add_argument("--texts", nargs="*", help="only these small texts (the sweep: the first)")
     args = ap.parse_args(argv)
     if args.arm:
         print(json.dumps(arm(json.loads(args.arm))), flush=True)
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         base = {**common, "corpus": "shakespeare", "run": "base", "seconds": args.base_seconds}
         row("shakespeare", "base", run_arm({**base, "options": {"level": "char"}}))
         hidden = rows[-1]["hidden"]
-        for k, (name, text) in enumerate(small_texts(Path(tmp))):
+        texts = [(n, t) for n, t in small_texts(Path(tmp)) if not args.texts or n in args.texts]
+        for k, (name, text) in enumerate(texts):
             spec = {**common, "corpus": str(text), "hidden": hidden}
             if "compare" in which:
                 for r in range(args.rounds):
