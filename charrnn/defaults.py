@@ -91,7 +91,7 @@ DECIDE_AT, DECIDE_AFTER = 0.1, 50
 DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP = 15.0, 45.0, 0.3
 # Rows read many times over (thousands of symbols, or words) are learned by heart: by the row
 # pressure, passes x those rows' parameters per training token, they decay harder from ROWS_FROM
-ROWS_FROM, ROWS_FULL, ROW_DECAY = 30.0, 300.0, 0.8
+ROWS_FROM, ROWS_FULL, ROW_DECAY = 200.0, 1000.0, 0.8
 
 
 def regularization(pressure: float | None) -> tuple[float, float]:

@@ -192,7 +192,7 @@ def test_row_decay_shrinks_the_rows_and_nothing_else(corpus, tmp_path):
 
 
 def test_a_run_of_many_symbols_decays_its_rows(corpus, tmp_path):
-    job = tiny_job(max_steps=40_000, time_budget=None)  # its rows read many times over
+    job = tiny_job(max_steps=150_000, time_budget=None)  # its rows read many times over
     result = train(corpus, job, root=tmp_path, callbacks=Recorder(stop_at=20))
     loop = read_meta(result.run / LAST)["loop"]
     model = load_run(result.run).model
