@@ -56,6 +56,7 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
     ("lr x0.3, warm-up 100", {"lr_scale": 0.3, "warmup_steps": 100}),
     ("lr x0.1, warm-up 100", {"lr_scale": 0.1, "warmup_steps": 100}),
     ("lr x0.3, warm-up 20", {"lr_scale": 0.3, "warmup_steps": 20}),
+    ("lr x1.0, warm-up 20", {"lr_scale": 1.0, "warmup_steps": 20}),
     ("lr x0.3, warm-up 100, margin 0", {"lr_scale": 0.3, "warmup_steps": 100, "margin": 0.0}),
     ("lr x0.3, warm-up 100, margin 10", {"lr_scale": 0.3, "warmup_steps": 100, "margin": 10.0}),
 ]

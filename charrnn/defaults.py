@@ -61,15 +61,15 @@ def lr_for_width(hidden: int) -> float:
     return round(PEAK_LR * min(1.0, math.sqrt(PEAK_LR_WIDTH / hidden)), 5)
 
 
-# -- fine-tuning a trained run on new text (--from): gentler steps than a new model's
+# -- fine-tuning a trained run on new text (--from): a new model's rate, warmed up longer
 
-FINETUNE_LR_SCALE = 0.3  # times the peak learning rate a model of the base's width takes
 FINETUNE_WARMUP = 100  # steps of linear warm-up (a new run: TrainConfig.warmup_steps)
 
 
 def finetune_lr(hidden: int) -> float:
-    """The peak learning rate for fine-tuning a model ``hidden`` units wide."""
-    return round(FINETUNE_LR_SCALE * lr_for_width(hidden), 6)
+    """The peak learning rate for fine-tuning a model ``hidden`` units wide: a new model's of
+    that width (a lower one kept too much of a base far from the new text: docs/defaults.md)."""
+    return lr_for_width(hidden)
 
 
 def max_len_for(longest: int) -> int:
