@@ -34,18 +34,22 @@ class Line:
 LINE_READ_BYTES = 1 << 20  # at most this much is read at once: a batch of lines to score
 
 
-def _open_source(path: Path | str, what: str) -> tuple[str, BinaryIO | None]:
-    """The name errors give a file of ``what`` (sentences, a prompt), and the file opened
-    (None for stdin). Any readable file that is not a folder (a FIFO, /dev/stdin, <(...)) is
-    read as a stream."""
+def _name(path: Path | str, what: str) -> str:
+    """What errors call a file of ``what`` (sentences, a prompt), or standard input (``-``)."""
+    return "standard input" if str(path) == "-" else f"{what} {path}"
+
+
+def _open_source(path: Path | str, what: str) -> BinaryIO | None:
+    """The file opened (None for stdin). Any readable file that is not a folder (a FIFO,
+    /dev/stdin, <(...)) is read as a stream."""
     if str(path) == "-":
         if sys.stdin is None:  # started with standard input closed (0<&-)
             raise CorpusError("cannot read standard input: it is closed")
-        return "standard input", None
+        return None
     if os.path.isdir(path):
         raise CorpusError(f"{what} is a folder: {path}")
     try:
-        return f"{what} {path}", open(path, "rb")  # closed by the reader
+        return open(path, "rb")  # closed by the reader
     except (FileNotFoundError, NotADirectoryError):
         raise CorpusError(f"{what} not found: {path}") from None
     except OSError as e:
@@ -61,6 +65,29 @@ def _stdin_reader() -> Callable[[int], bytes | str]:
     return getattr(buffer, "read1", buffer.read)
 
 
+def _read_chunks(path: Path | str, what: str, read_bytes: int) -> Iterator[bytes]:
+    """The bytes of a file of ``what`` (or of standard input for ``-``) as they are read: at
+    most ``read_bytes`` at a time, and for a pipe only what is there now. A NUL byte, which
+    text never holds, stops it at once (/dev/zero would never end); so does a failed read,
+    as a CorpusError naming the file."""
+    name, f = _name(path, what), _open_source(path, what)
+    read = f.read1 if f is not None else _stdin_reader()
+    offset = 0
+    try:
+        while data := read(read_bytes):
+            data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+            nul = data.find(b"\x00")
+            if nul >= 0:
+                raise CorpusError(f"{name} is not text (NUL byte at offset {offset + nul})")
+            offset += len(data)
+            yield data
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    finally:
+        if f is not None:
+            f.close()
+
+
 def iter_line_chunks(path: Path | str, read_bytes: int = LINE_READ_BYTES) -> Iterator[list[Line]]:
     """The lines of a UTF-8 file of sentences, or of standard input for ``-``, in chunks: the
     whole lines each read brings (at most ``read_bytes``, and for a pipe only what is there
@@ -71,33 +98,23 @@ def iter_line_chunks(path: Path | str, read_bytes: int = LINE_READ_BYTES) -> Ite
     caller decides whether to go on. A folder, a missing file or a failed read is a
     CorpusError naming the file.
     """
-    name, f = _open_source(path, "sentence file")
-    read = f.read1 if f is not None else _stdin_reader()
     rest, number, offset = bytearray(), 0, 0  # offset: of ``rest`` in the file
     first = True
-    try:
-        while data := read(read_bytes):
-            data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-            _check_text_bytes(data, offset + len(rest), name)
-            rest += data
-            if first and (len(rest) >= 3 or b"\n" in rest):
-                first = False
-                if rest.startswith(b"\xef\xbb\xbf"):
-                    del rest[:3]
-                    offset = 3
-            cut = rest.rfind(b"\n") + 1
-            if cut:
-                chunk, number = _decode_lines(bytes(rest[:cut]), number, offset)
-                del rest[:cut]
-                offset += cut
-                yield chunk
-        if rest:
-            yield _decode_lines(bytes(rest) + b"\n", number, offset)[0]
-    except OSError as e:
-        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
-    finally:
-        if f is not None:
-            f.close()
+    for data in _read_chunks(path, "sentence file", read_bytes):
+        rest += data
+        if first and (len(rest) >= 3 or b"\n" in rest):
+            first = False
+            if rest.startswith(b"\xef\xbb\xbf"):
+                del rest[:3]
+                offset = 3
+        cut = rest.rfind(b"\n") + 1
+        if cut:
+            chunk, number = _decode_lines(bytes(rest[:cut]), number, offset)
+            del rest[:cut]
+            offset += cut
+            yield chunk
+    if rest:
+        yield _decode_lines(bytes(rest) + b"\n", number, offset)[0]
 
 
 def _decode_lines(data: bytes, number: int, offset: int) -> tuple[list[Line], int]:
@@ -127,39 +144,21 @@ def _decode_each(data: bytes, number: int, offset: int) -> tuple[list[Line], int
 
 def bad_line(path: Path | str, line: Line) -> CorpusError:
     """The error for a line that is not valid UTF-8."""
-    name = "standard input" if str(path) == "-" else f"sentence file {path}"
     return CorpusError(
-        f"{name} is not valid UTF-8 at line {line.number} (byte offset {line.bad_at})"
+        f"{_name(path, 'sentence file')} is not valid UTF-8 at line {line.number} "
+        f"(byte offset {line.bad_at})"
     )
-
-
-def _check_text_bytes(data: bytes, offset: int, name: str) -> None:
-    """A NUL byte, which text never holds, stops the reading at once (/dev/zero would never
-    end)."""
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name} is not text (NUL byte at offset {offset + nul})")
 
 
 def read_prompt(path: Path | str) -> str:
     """The text of a prompt file (or of standard input for ``-``), as a corpus is read: UTF-8,
     a byte-order mark dropped, CRLF as LF; a CorpusError naming the file otherwise."""
-    name, f = _open_source(path, "prompt file")
-    read = f.read if f is not None else _stdin_reader()
-    data = bytearray()
+    name = _name(path, "prompt file")
+    data = b"".join(_read_chunks(path, "prompt file", LINE_READ_BYTES))
     try:
-        while chunk := read(LINE_READ_BYTES):
-            chunk = chunk.encode("utf-8", "surrogateescape") if isinstance(chunk, str) else chunk
-            _check_text_bytes(chunk, len(data), name)
-            data += chunk
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CorpusError(f"{name} is not valid UTF-8 at byte offset {e.start}") from None
-    except OSError as e:
-        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
-    finally:
-        if f is not None:
-            f.close()
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text:
         raise CorpusError(f"{name} is empty")
