@@ -159,17 +159,30 @@ def _encode(
     )
     if stats["n_tokens"] == 0:  # the whole text is blank
         raise CorpusError(f"corpus is empty: {text.name}")
-    tokenizer.save(folder)
     where = text.name if text.copied else text.name.resolve()
+    source = {"path": str(where), "size": text.size, "hash": stats.pop("hash")}
+    grown = {"grown_from": base.fingerprint()} if base is not None else {}
+    return _write_meta(folder, tokenizer, config, unit, source, {**grown, **stats})
+
+
+def _write_meta(
+    folder: Path,
+    tokenizer: Tokenizer,
+    config: DataConfig,
+    unit: Unit,
+    source: dict[str, Any],
+    figures: dict[str, Any],
+) -> dict[str, Any]:
+    """Save the tokenizer and dataset.json beside the token and unit files in ``folder``."""
+    tokenizer.save(folder)
     meta = {
         "format_version": FORMAT_VERSION,
-        "source": {"path": str(where), "size": text.size, "hash": stats.pop("hash")},
+        "source": source,
         "config": config.to_dict(),
         "unit": unit.value,
         "vocab_size": tokenizer.vocab_size,
         "tokenizer_hash": tokenizer.fingerprint(),  # the tokenizer tokens.bin needs
-        **({"grown_from": base.fingerprint()} if base is not None else {}),
-        **stats,
+        **figures,
     }
     (folder / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return meta
@@ -231,13 +244,9 @@ def encoded_with(
         stats = encode_with(source.path, tokenizer, unit, errors, tmp, progress)
         if stats["n_tokens"] == 0:
             raise CorpusError(f"{source.name} has no text to read")
-        tokenizer.save(tmp)
         config = DataConfig(tokenizer.config, unit, errors == "replace")
-        meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "unit": unit.value}
-        meta.update(source={"path": str(source.name), "size": source.size, "hash": None})
-        meta.update(vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.fingerprint())
-        meta.update(stats)
-        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        where = {"path": str(source.name), "size": source.size, "hash": None}
+        _write_meta(tmp, tokenizer, config, unit, where, stats)
         yield Dataset(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
