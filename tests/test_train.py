@@ -264,3 +264,34 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     # a new run with that budget is char
     train(corpus, replace(job, train=replace(short, max_steps=2)), run="c", root=tmp_path)
     assert read_run_json(tmp_path / "c")["data"]["level"] == "char"
+
+
+def test_evaluations_spread_out_when_they_turn_out_cheaper_than_estimated():
+    import torch
+
+    from charrnn.training.budget import Budget
+    from charrnn.training.distributed import Ranks
+    from charrnn.training.evals import Evaluations
+
+    class Due(Evaluations):  # the schedule alone, progress 0.01 a step
+        def __init__(self):
+            self.config = TrainConfig(time_budget=100.0, max_steps=None, evals=8)
+            self.loop, self.budget = (
+                LoopState(),
+                Budget(self.config, 1000, Ranks(torch.device("cpu"))),
+            )
+            self.budget.per_eval = 4.0  # estimated: room for 2 evaluations in 10% of 100 s
+
+        def progress(self):
+            return self.loop.step / 100
+
+    run, at = Due(), []
+    for step in range(1, 100):
+        run.loop.step = step
+        if run._eval_due():
+            at.append(step)
+            run.loop.history.append(1.0)
+            run.loop.last_eval_progress = run.progress()
+            run.budget.per_eval = 1.0  # measured: room for all 8
+    # 7 before the end (the 8th is the final one), the rest spread evenly over the second half
+    assert at == [50, 58, 65, 72, 79, 86, 93]

@@ -36,6 +36,7 @@ LOOP: dict[str, Kind] = {
     "best_step": COUNT,
     "evals_since_best": COUNT,
     "last_eval_step": COUNT,
+    "last_eval_progress": Real(0.0, 1.0),
     "history": Items(Real(finite=False)),  # validation losses
     "passes": Maybe(SIZE),
     "pressure": Maybe(SIZE),

@@ -77,7 +77,11 @@ class Evaluations:
         p = self.progress()
         if p is None:
             return loop.step - loop.last_eval_step >= c.eval_every
-        return p >= (len(loop.history) + 1) / self.budget.evals()
+        # the evaluations still to come, spread evenly over the progress still to come: a
+        # count that grows (a cheaper evaluation than estimated) never bunches them up
+        left = self.budget.evals() - len(loop.history)
+        last = loop.last_eval_progress
+        return left > 0 and p >= last + (1.0 - last) / left - 1e-9
 
     def _estimate_eval_cost(self) -> None:
         """Time the end-of-run work will take, so a time budget leaves room for it."""
@@ -130,6 +134,7 @@ class Evaluations:
                     f"checkpoint (step {self.saved_step}) is kept: try a lower --lr"
                 )
             loop.last_eval_step = loop.step
+            loop.last_eval_progress = min(1.0, self.progress() or 0.0)
             loop.history.append(loss)
             stats = self._stats(loop.step, loss, n, loss < loop.best_loss, full=False)
             if stats.best:

@@ -20,6 +20,7 @@ class LoopState:
     best_step: int = 0
     evals_since_best: int = 0
     last_eval_step: int = 0
+    last_eval_progress: float = 0.0  # the run's progress (0..1) at that evaluation
     history: list[float] = field(default_factory=list)
     # decided once the pace is known (see regularization); None until then
     passes: float | None = None  # passes over the training text the run was expected to make
