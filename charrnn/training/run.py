@@ -74,8 +74,6 @@ from charrnn.training.loop import Trainer
 from charrnn.training.resume import check_resume, resumed_run, run_corpus
 from charrnn.version import __version__
 
-# -- callbacks ----------------------------------------------------------------------------
-
 
 # -- devices and models -------------------------------------------------------------------
 
@@ -95,12 +93,6 @@ def fit_model_config(
     return replace(
         model, vocab_size=ds.tokenizer.vocab_size, max_len=max_len_for(longest), hidden=hidden
     )
-
-
-# -- evaluation ---------------------------------------------------------------------------
-
-
-# -- the loop -----------------------------------------------------------------------------
 
 
 # -- the whole job ------------------------------------------------------------------------
