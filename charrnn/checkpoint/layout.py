@@ -27,9 +27,6 @@ DEFAULT_ROOT = Path("checkpoints")
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # the whole name (fullmatch)
 
 
-# -- checkpoint files -------------------------------------------------------------------
-
-
 # -- run folders --------------------------------------------------------------------------
 
 
@@ -218,6 +215,3 @@ class MetricsLog:
             if isinstance(r.get("step"), int) and r["step"] <= step and "final_val_loss" not in r
         ]
         write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-
-
-# -- loading a trained model --------------------------------------------------------------

@@ -224,6 +224,3 @@ class VocabTokenizer(Tokenizer):
     @staticmethod
     @abstractmethod
     def _count(counts: Counter[str], text: str) -> None: ...
-
-
-# -- subwords -----------------------------------------------------------------------------

@@ -74,7 +74,6 @@ from charrnn.training.loop import Trainer
 from charrnn.training.resume import check_resume, resumed_run, run_corpus
 from charrnn.version import __version__
 
-
 # -- devices and models -------------------------------------------------------------------
 
 

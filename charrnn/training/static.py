@@ -98,9 +98,12 @@ class StaticStep:
         with t.amp.autocast(cache=False):
             h, state = t.features(x, self.state, self.inputs[2] if self.heads else None)
             logits = m.token_logits(h)  # (B, T, V)
-            token_loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
-            ) / self.norm[0]
+            token_loss = (
+                F.cross_entropy(
+                    logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
+                )
+                / self.norm[0]
+            )
             loss = token_loss
             if self.heads:
                 hh = h if c.head_grad else h.detach()
