@@ -1,7 +1,8 @@
 """The best model per CPU-minute: charrnn's defaults next to two references, same machine,
 same run, same split (tinyshakespeare; the last 10% of the text held out).
 
-    python -m benchmarks.defaults                   # every row (about 115 minutes on 2 cores)
+    python -m benchmarks.defaults                   # every row (hours: words and wordlevers
+                                                    # alone take 30 and 60 minutes)
     python -m benchmarks.defaults --only gpt budget # some rows
 
 Rows (validation loss in nats per character, over the whole held-out tail):
@@ -27,6 +28,8 @@ Rows (validation loss in nats per character, over the whole held-out tail):
              after the other: the step the kept model was saved at, of the steps made
     words    charrnn train wikitext2-valid.txt --level word --unit line --time-budget 14m, with
              the defaults and with BEFORE_29 (about 30 minutes)
+    wordlevers  the same words run with tied embeddings, dropout 0.4, both, and neither (about
+             an hour)
     sweep    150-second runs of other sizes and learning rates (SWEEP), through the library
 
 Writes benchmarks/out/defaults.md (and .json).
@@ -57,11 +60,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
 ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "small", "words")
-ROWS += ("sweep",)
+ROWS += ("wordlevers", "sweep")
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
 CHAR = ("--level", "char")
 # The defaults before issue 29: no weight drop, no extra decay of the rows, no averaged weights
 BEFORE_29 = ("--weight-drop", "0", "--row-decay", "0", "--average", "0")
+# Word level's usual levers, each with the defaults (docs/defaults.md, "Word level, 14 minutes")
+WORD_LEVERS = [("--tie-weights", "--dropout", "0.4"), ("--tie-weights",), ("--dropout", "0.4"), ()]
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
 SWEEP = [
     (1, 512, 3e-3, 32, 64),
@@ -371,6 +376,12 @@ def main(argv: list[str] | None = None) -> None:
         row("charrnn WikiText-2 valid, words, 14 min", charrnn_run(wiki, *words))
         before = charrnn_run(wiki, *words, *BEFORE_29)
         row("charrnn WikiText-2 valid, words, 14 min, before 29", before)
+    if "wordlevers" in which:
+        words = ("--level", "word", "--unit", "line", "--time-budget", "14m")
+        wiki = SHARED / "wikitext2-valid.txt"
+        for flags in WORD_LEVERS:
+            name = f"charrnn WikiText-2 valid, words, 14 min, {' '.join(flags) or 'defaults'}"
+            row(name, charrnn_run(wiki, *words, *flags))
     if "sweep" in which:
         for layers, hidden, lr, batch, seq_len in SWEEP:
             name = f"sweep {layers}x{hidden} lr {lr:g} B{batch} T{seq_len}"
