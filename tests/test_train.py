@@ -295,3 +295,10 @@ def test_evaluations_spread_out_when_they_turn_out_cheaper_than_estimated():
             run.budget.per_eval = 1.0  # measured: room for all 8
     # 7 before the end (the 8th is the final one), the rest spread evenly over the second half
     assert at == [50, 58, 65, 72, 79, 86, 93]
+    # a run saved before the progress was (none recorded) goes on where it would have
+    old = Due()
+    old.loop.history, old.budget.per_eval = [1.0, 1.0], 1.0
+    old.loop.step = 37
+    assert not old._eval_due()
+    old.loop.step = 38
+    assert old._eval_due()  # at 3/8 of the run, as before

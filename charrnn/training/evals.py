@@ -79,8 +79,10 @@ class Evaluations:
             return loop.step - loop.last_eval_step >= c.eval_every
         # the evaluations still to come, spread evenly over the progress still to come: a
         # count that grows (a cheaper evaluation than estimated) never bunches them up
-        left = self.budget.evals() - len(loop.history)
-        last = loop.last_eval_progress
+        evals, done = self.budget.evals(), len(loop.history)
+        left = evals - done
+        # a checkpoint from before the progress was saved: where the even schedule put it
+        last = loop.last_eval_progress or min(1.0, done / evals)
         return left > 0 and p >= last + (1.0 - last) / left - 1e-9
 
     def _estimate_eval_cost(self) -> None:
