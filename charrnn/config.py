@@ -217,6 +217,7 @@ class ModelConfig:
 
 
 class Precision(str, Enum):
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -246,7 +247,7 @@ class TrainConfig:
     sample_tokens: int = 160
     seed: int = 1337
     device: str = "auto"
-    precision: Precision = Precision.fp32  # bf16 and fp16: autocast, on CUDA only
+    precision: Precision = Precision.auto  # bf16 on a CPU with bfloat16 matrix units, else fp32
     halt_weight: float = 1.0
     length_weight: float = 1.0
     head_grad: bool = False  # let the halt and length losses shape the recurrent state

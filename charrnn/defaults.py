@@ -43,16 +43,30 @@ def resolve_level(
 HIDDEN_AT_150S = 256  # what a 150-second run on a 2-core CPU does best with
 BUDGET_PER_DOUBLING = 6.0  # a budget this many times longer doubles the width
 HIDDEN_UNSIZED = 512  # without a budget, or on a device the rule was not measured on
+BF16_CPU_SPEEDUP = 2.5  # the width of a bf16 run on a CPU with AMX: an fp32 run this much longer
+BF16_ROW_LOAD = 4.0  # ... unless its rows hold more parameters than this per training token
 PEAK_LR, PEAK_LR_WIDTH = 1e-2, 256  # the peak learning rate up to this width; 1/sqrt(width) above
 
 
-def hidden_for_budget(time_budget: float | None, device_type: str = "cpu") -> int:
-    """The hidden size for a run of ``time_budget`` seconds: HIDDEN_AT_150S, doubled for each
-    BUDGET_PER_DOUBLING times more time, rounded to 64 (128 to 1024)."""
+def hidden_for_budget(
+    time_budget: float | None, device_type: str = "cpu", speedup: float = 1.0
+) -> int:
+    """The hidden size for a run of ``time_budget`` seconds at ``speedup`` times fp32's pace:
+    HIDDEN_AT_150S, doubled for each BUDGET_PER_DOUBLING times more time, rounded to 64 (128
+    to 1024)."""
     if not time_budget or device_type != "cpu":
         return HIDDEN_UNSIZED
-    hidden = HIDDEN_AT_150S * 2 ** math.log(time_budget / 150.0, BUDGET_PER_DOUBLING)
+    hidden = HIDDEN_AT_150S * 2 ** math.log(time_budget * speedup / 150.0, BUDGET_PER_DOUBLING)
     return int(min(1024, max(128, 64 * round(hidden / 64))))
+
+
+def bf16_speedup(vocab: int, embed: int, hidden: int, train_tokens: int) -> float:
+    """The pace a bf16 run on a CPU with AMX is sized for (hidden_for_budget's ``speedup``):
+    BF16_CPU_SPEEDUP, or fp32's where the embedding and output rows at the fp32 width
+    ``hidden`` already hold more than BF16_ROW_LOAD parameters per training token (a text of
+    thousands of symbols, or words: a wider model memorized more there)."""
+    load = vocab * (embed + hidden) / max(1, train_tokens)
+    return BF16_CPU_SPEEDUP if load <= BF16_ROW_LOAD else 1.0
 
 
 def lr_for_width(hidden: int) -> float:
@@ -154,9 +168,12 @@ def level_help() -> str:
 def hidden_help() -> str:
     budgets = (("150s", 150), ("10m", 600), ("15m", 900))
     widths = ", ".join(f"{hidden_for_budget(s)} for {label}" for label, s in budgets)
+    fast = BF16_CPU_SPEEDUP
+    bf16 = ", ".join(f"{hidden_for_budget(s, speedup=fast)}" for _, s in budgets)
     return (
-        f"Units per layer; 0 = sized from the time budget on a CPU ({widths}); "
-        f"{HIDDEN_UNSIZED} without a budget or on a GPU."
+        f"Units per layer; 0 = sized from the time budget on a CPU ({widths}; {bf16} in bf16 "
+        f"where the text has many tokens per symbol); {HIDDEN_UNSIZED} without a budget or "
+        "on a GPU."
     )
 
 

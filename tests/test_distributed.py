@@ -36,7 +36,10 @@ from tests.conftest import VERSES, tiny_job
 ROOT = Path(__file__).resolve().parents[1]
 # The CLI twin of tiny_job(): the same model and batch, and no clock in the learning rate.
 TINY = "--cell lstm --layers 1 --hidden 32 --embed 16 --batch-size 4 --seq-len 16 --lr 1e-2"
+# fp32: one process's sums and two processes' agree to float32 rounding (bf16 autocast
+# rounds each matmul to its own blocking of the batch)
 TINY_ARGS = [*TINY.split(), "--sample-every", "0", "--device", "cpu", "--time-budget", "none"]
+TINY_ARGS += ["--precision", "fp32"]
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:
@@ -66,7 +69,7 @@ def torchrun(cwd: Path, corpus: str, name: str, *args: str) -> subprocess.Comple
 
 
 def _job(**overrides):
-    return tiny_job(time_budget=None, **overrides)
+    return tiny_job(time_budget=None, precision="fp32", **overrides)
 
 
 def _assert_same_run(a: Path, b: Path, tol: float = 1e-6) -> None:

@@ -235,7 +235,7 @@ def test_the_width_follows_the_time_budget_and_the_rate_follows_the_width():
 
 
 def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path):
-    job = tiny_job(max_steps=2, time_budget=600.0, lr=0.0)
+    job = tiny_job(max_steps=2, time_budget=600.0, lr=0.0, precision="fp32")  # bf16: wider
     job = replace(job, model=replace(job.model, hidden=0))
     train(corpus, job, root=tmp_path, run="sized")
     info = read_run_json(tmp_path / "sized")

@@ -110,6 +110,7 @@ class TrainView(Callbacks):
         say(
             f"run [bold]{escape(info['run'])}[/]{resumed}: {m['cell']} {m['layers']}x"
             f"{m['hidden']}, {info['parameters']:,} parameters, on {info['device']}"
+            + (f" ({info['precision']})" if info.get("precision", "fp32") != "fp32" else "")
         )
         say(
             f"text: {escape(info['corpus'])} ({size_text(info['corpus_bytes'])}), "
@@ -390,7 +391,9 @@ def train_cmd(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="fp32, or bf16/fp16 mixed precision on a CUDA device.", rich_help_panel=TRAINING
+            help="auto: bf16 on a CPU with bfloat16 matrix units (Intel AMX), fp32 elsewhere; "
+            "fp32; bf16 mixed precision (CUDA or CPU); fp16 (CUDA).",
+            rich_help_panel=TRAINING,
         ),
     ] = Precision(TrainConfig.precision),
     skip_nonfinite: Annotated[

@@ -3,6 +3,7 @@ kept model on the whole validation split at the end, and the stop fit."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -97,8 +98,9 @@ class Evaluations:
         _, tokens = self._evaluate(max_tokens=4096)
         self.budget.record_eval(time.monotonic() - t0, tokens, None, 1.0, len(self.val))
 
-    def _evaluate(self, max_tokens: int = 0) -> tuple[float, int]:
-        """Validation loss and tokens; each rank reads its block of the streams."""
+    def _evaluate(self, max_tokens: int = 0, exact: bool = False) -> tuple[float, int]:
+        """Validation loss and tokens; each rank reads its block of the streams. ``exact``: in
+        float32 whatever the training precision, the figure ``charrnn eval`` gives."""
         r = self.ranks
         loss, n = evaluate(
             self.model,
@@ -107,7 +109,7 @@ class Evaluations:
             max_tokens=max_tokens,
             device=self.device,
             part=(r.rank, r.world),
-            autocast=self.amp.autocast,
+            autocast=contextlib.nullcontext if exact else self.amp.autocast,
         )
         return r.pool(loss, n)
 
@@ -159,7 +161,7 @@ class Evaluations:
             if self.ranks.is_main and best_path.exists():
                 load_weights(self.model, best_path)
             self.ranks.broadcast_module(self.model)  # every rank evaluates the same weights
-        loss, n = self._evaluate()
+        loss, n = self._evaluate(exact=True)
         stats = self._stats(self.loop.best_step, loss, n, best=True, full=True)
         self.save_best(stats)
         self.log.append(

@@ -1,11 +1,12 @@
-"""Mixed precision on a GPU: autocast for the forward pass, a gradient scaler for fp16.
+"""Mixed precision: autocast for the forward pass, a gradient scaler for fp16.
 
-    fp32   everything in float32 (the default, and the only choice off CUDA)
+    auto   bf16 on a CPU that multiplies bfloat16 in hardware (Intel AMX), fp32 elsewhere
+    fp32   everything in float32
     bf16   matmuls and recurrent layers in bfloat16 under autocast; same exponent range as
-           float32, so no loss scaling
-    fp16   float16 under autocast; the loss is scaled so small gradients do not underflow,
-           and a step whose gradients overflow is skipped on the device (no host sync with
-           a fused optimizer)
+           float32, so no loss scaling (a CUDA device, or a CPU: slow without AMX)
+    fp16   float16 under autocast, on CUDA; the loss is scaled so small gradients do not
+           underflow, and a step whose gradients overflow is skipped on the device (no host
+           sync with a fused optimizer)
 
 Weights, optimizer state and losses stay in float32 throughout.
 """
@@ -26,21 +27,37 @@ def check_precision(name: str) -> Precision:
     try:
         return Precision(name)
     except ValueError:
-        raise ConfigError(f"unknown --precision {name!r}: use fp32, bf16 or fp16") from None
+        raise ConfigError(f"unknown --precision {name!r}: use auto, fp32, bf16 or fp16") from None
+
+
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles): there a bf16 step
+    of the LSTM took half the time or less (docs/defaults.md). torch < 2.3 cannot tell."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """The precision a --precision names on ``device``; auto is decided here."""
+    p = check_precision(name)
+    if p is Precision.auto:
+        cpu_bf16 = device.type == "cpu" and cpu_has_bf16_units()
+        return Precision.bf16 if cpu_bf16 else Precision.fp32
+    if p is Precision.fp16 and device.type != "cuda":
+        raise ConfigError(f"--precision fp16 needs a CUDA device; on {device.type} use bf16")
+    if p is Precision.bf16 and device.type == "mps":
+        raise ConfigError("--precision bf16 is not supported on mps; train in fp32")
+    if p is Precision.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("this GPU has no bfloat16 support: use --precision fp16")
+    return p
 
 
 class Amp:
     """Autocast and loss scaling for one device and precision; a no-op in fp32."""
 
     def __init__(self, precision: str, device: torch.device):
-        self.precision = p = check_precision(precision)
+        self.precision = p = resolve_precision(precision, device)
         self.device = device
-        if p is not Precision.fp32 and device.type != "cuda":
-            raise ConfigError(
-                f"--precision {p.value} needs a CUDA device; on {device.type} train in fp32"
-            )
-        if p is Precision.bf16 and not torch.cuda.is_bf16_supported():
-            raise ConfigError("this GPU has no bfloat16 support: use --precision fp16")
         self.scaler = torch.amp.GradScaler(device.type, enabled=p is Precision.fp16)
 
     def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager[object]:

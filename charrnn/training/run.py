@@ -34,7 +34,7 @@ from charrnn.checkpoint import (
     remove_stale_temps,
     run_lock,
 )
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, Precision, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.data import (
     Dataset,
@@ -45,6 +45,7 @@ from charrnn.data import (
 )
 from charrnn.defaults import (
     TRUSTED_VAL_TOKENS,
+    bf16_speedup,
     hidden_for_budget,
     lr_for_width,
     max_len_for,
@@ -71,6 +72,7 @@ from charrnn.training.finetune import (
     open_base,
 )
 from charrnn.training.loop import Trainer
+from charrnn.training.precision import resolve_precision
 from charrnn.training.resume import check_resume, resumed_run, run_corpus
 from charrnn.version import __version__
 
@@ -85,13 +87,18 @@ def fit_model_config(
     device: torch.device | None = None,
 ) -> ModelConfig:
     """Fill in what the corpus decides (vocabulary size, the longest length to predict) and,
-    unless it was given, the hidden size the time budget allows (``config``'s; none: 512)."""
+    unless it was given, the hidden size the time budget and precision allow (``config``'s;
+    none: 512)."""
     longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
     budget = config.time_budget if config else None
-    hidden = model.hidden or hidden_for_budget(budget, device.type if device else "cpu")
-    return replace(
-        model, vocab_size=ds.tokenizer.vocab_size, max_len=max_len_for(longest), hidden=hidden
-    )
+    device, vocab = device or torch.device("cpu"), ds.tokenizer.vocab_size
+    hidden = model.hidden
+    if not hidden:
+        hidden = hidden_for_budget(budget, device.type)
+        if config and resolve_precision(config.precision, device) is Precision.bf16:
+            speedup = bf16_speedup(vocab, model.embed, hidden, len(train))
+            hidden = hidden_for_budget(budget, device.type, speedup)
+    return replace(model, vocab_size=vocab, max_len=max_len_for(longest), hidden=hidden)
 
 
 # -- the whole job ------------------------------------------------------------------------
@@ -329,6 +336,7 @@ def _start(
             "folder": str(trainer.folder),
             "parameters": count_parameters(model),
             "device": str(trainer.device),
+            "precision": trainer.amp.precision.value,
             "train_tokens": len(trainer.train_split),
             "val_tokens": len(trainer.val),
             "split": trainer.config.split.value,
