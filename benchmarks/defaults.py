@@ -30,6 +30,10 @@ Rows (validation loss in nats per character, over the whole held-out tail):
              the defaults and with BEFORE_29 (about 30 minutes)
     wordlevers  the same words run with tied embeddings, dropout 0.4, both, and neither (about
              an hour)
+    precision  the defaults (bf16 on a CPU with AMX) and --precision fp32, one command after the
+             other, on tinyshakespeare: --time-budget 150s --val-fraction 0.1 at the default
+             level and at --level char (10 minutes)
+    precision15  the same pair with no other flags (30 minutes)
     sweep    150-second runs of other sizes and learning rates (SWEEP), through the library
 
 Writes benchmarks/out/defaults.md (and .json).
@@ -60,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
 ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "small", "words")
-ROWS += ("wordlevers", "sweep")
+ROWS += ("wordlevers", "precision", "precision15", "sweep")
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
 CHAR = ("--level", "char")
 # The defaults before issue 29: no weight drop, no extra decay of the rows, no averaged weights
@@ -382,6 +386,14 @@ def main(argv: list[str] | None = None) -> None:
         for flags in WORD_LEVERS:
             name = f"charrnn WikiText-2 valid, words, 14 min, {' '.join(flags) or 'defaults'}"
             row(name, charrnn_run(wiki, *words, *flags))
+    if "precision" in which:
+        for level in ((), CHAR):
+            for flags in ((), ("--precision", "fp32")):
+                args = (*budget, *level, *flags)
+                row(f"charrnn {' '.join(args)}", charrnn_run(SHAKESPEARE, *args))
+    if "precision15" in which:
+        row("charrnn, no flags", charrnn_run(SHAKESPEARE))
+        row("charrnn --precision fp32", charrnn_run(SHAKESPEARE, "--precision", "fp32"))
     if "sweep" in which:
         for layers, hidden, lr, batch, seq_len in SWEEP:
             name = f"sweep {layers}x{hidden} lr {lr:g} B{batch} T{seq_len}"
