@@ -32,7 +32,7 @@ def check_precision(name: str) -> Precision:
 
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles): there a bf16 step
-    of the LSTM took half the time or less (docs/defaults.md). torch < 2.3 cannot tell."""
+    of the LSTM took about half the time (docs/defaults.md). A torch that cannot tell: no."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(probe and probe())
 
