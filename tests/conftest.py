@@ -9,6 +9,7 @@ import torch
 
 from charrnn.config import Cell, DataConfig, Level, ModelConfig, TokenizerConfig, TrainConfig
 from charrnn.job import Job
+from charrnn.training.callbacks import Callbacks
 from charrnn.training.run import train
 
 # Tiny test models run fastest on one thread, and a busy machine does not stall them.
@@ -69,6 +70,19 @@ def tiny_job(level: Level = Level.char, **train_overrides) -> Job:
         train=TrainConfig(**train_cfg),
         data=DataConfig(tokenizer=TokenizerConfig(level=level)),
     )
+
+
+class StopAt(Callbacks):
+    """Asks a run to stop (and save, to be resumed) once it has made ``step`` steps."""
+
+    def __init__(self, step: int):
+        self.step, self.seen = step, 0
+
+    def on_step(self, stats) -> None:
+        self.seen = stats.step
+
+    def stop_requested(self) -> bool:
+        return self.seen >= self.step
 
 
 @pytest.fixture(scope="session")

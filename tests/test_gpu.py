@@ -19,7 +19,7 @@ from charrnn.model import RNNLM
 from charrnn.training.callbacks import Callbacks
 from charrnn.training.loop import Trainer
 from charrnn.training.run import fit_model_config, train
-from tests.conftest import tiny_job
+from tests.conftest import StopAt, tiny_job
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -33,17 +33,6 @@ def test_precision_is_checked():
 def test_fp16_needs_cuda(corpus, tmp_path):
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         train(corpus, tiny_job(precision="fp16"), root=tmp_path)
-
-
-class StopAt(Callbacks):
-    def __init__(self, step: int):
-        self.step, self.seen = step, 0
-
-    def on_step(self, stats) -> None:
-        self.seen = stats.step
-
-    def stop_requested(self) -> bool:
-        return self.seen >= self.step
 
 
 @cuda

@@ -16,7 +16,7 @@ from charrnn.training import precision
 from charrnn.training.callbacks import Callbacks
 from charrnn.training.precision import resolve_precision
 from charrnn.training.run import fit_model_config, train
-from tests.conftest import tiny_job
+from tests.conftest import StopAt, tiny_job
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
@@ -67,17 +67,6 @@ class Precisions(Callbacks):
 
     def on_start(self, info) -> None:
         self.seen.append(info["precision"])
-
-
-class StopAt(Callbacks):
-    def __init__(self, step: int):
-        self.step, self.seen = step, 0
-
-    def on_step(self, stats) -> None:
-        self.seen = stats.step
-
-    def stop_requested(self) -> bool:
-        return self.seen >= self.step
 
 
 def test_a_bf16_run_on_the_cpu_trains_and_resumes_bit_for_bit(corpus, tmp_path):
