@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<42} {seconds:6.0f} s  {val:.3f} nats/char  ({note})", flush=True)
 
     budget = ("--time-budget", "150s", "--val-fraction", "0.1")
+    words = ("--level", "word", "--unit", "line", "--time-budget", "14m")
+    wiki = SHARED / "wikitext2-valid.txt"
     if "gpt" in which:
         row("nanoGPT CPU recipe (re-implemented)", gpt_reference())
     if "lstm" in which:
@@ -339,7 +341,6 @@ def main(argv: list[str] | None = None) -> None:
     if "noflags" in which:
         row("charrnn, no flags", charrnn_run(SHAKESPEARE))
     if "other" in which:
-        wiki = SHARED / "wikitext2-valid.txt"
         if wiki.exists():
             args = ("--level", "word", "--time-budget", "150s")
             row("charrnn WikiText-2 valid, word, 150 s", charrnn_run(wiki, *args))
@@ -351,9 +352,8 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             corpora = [("tinyshakespeare", SHAKESPEARE, budget)]
             corpora.append(("WikiText-2 test", SHARED / "wikitext2-test.txt", budget[:2]))
-            valid = SHARED / "wikitext2-valid.txt"
-            if valid.exists():
-                small = head_of(valid, 250_000, Path(tmp))
+            if wiki.exists():
+                small = head_of(wiki, 250_000, Path(tmp))
                 corpora.append(("WikiText-2 valid 250 KB", small, budget[:2]))
             corpora.append(("German man pages", german_prose(Path(tmp)), budget[:2]))
             for name, corpus, args in corpora:
@@ -363,9 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     if "regularize" in which:
         with tempfile.TemporaryDirectory() as tmp:
             corpora = [("WikiText-2 test chars", SHARED / "wikitext2-test.txt")]
-            valid = SHARED / "wikitext2-valid.txt"
-            if valid.exists():
-                corpora.append(("WikiText-2 valid 250 KB", head_of(valid, 250_000, Path(tmp))))
+            if wiki.exists():
+                corpora.append(("WikiText-2 valid 250 KB", head_of(wiki, 250_000, Path(tmp))))
             for name, corpus in corpora:
                 if corpus.exists():
                     row(f"charrnn {name}, 150 s", charrnn_run(corpus, "--time-budget", "150s"))
@@ -375,14 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     if "small" in which:
         _small_rows(row)
     if "words" in which:
-        words = ("--level", "word", "--unit", "line", "--time-budget", "14m")
-        wiki = SHARED / "wikitext2-valid.txt"
         row("charrnn WikiText-2 valid, words, 14 min", charrnn_run(wiki, *words))
         before = charrnn_run(wiki, *words, *BEFORE_29)
         row("charrnn WikiText-2 valid, words, 14 min, before 29", before)
     if "wordlevers" in which:
-        words = ("--level", "word", "--unit", "line", "--time-budget", "14m")
-        wiki = SHARED / "wikitext2-valid.txt"
         for flags in WORD_LEVERS:
             name = f"charrnn WikiText-2 valid, words, 14 min, {' '.join(flags) or 'defaults'}"
             row(name, charrnn_run(wiki, *words, *flags))
