@@ -3,7 +3,7 @@
     auto   bf16 on a CPU that multiplies bfloat16 in hardware (Intel AMX), fp32 elsewhere
     fp32   everything in float32
     bf16   matmuls and recurrent layers in bfloat16 under autocast; same exponent range as
-           float32, so no loss scaling (a CUDA device, or a CPU: slow without AMX)
+           float32, so no loss scaling (a CUDA device, or a CPU: unmeasured without AMX)
     fp16   float16 under autocast, on CUDA; the loss is scaled so small gradients do not
            underflow, and a step whose gradients overflow is skipped on the device (no host
            sync with a fused optimizer)
