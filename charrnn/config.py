@@ -171,7 +171,9 @@ class ModelConfig:
     layers: int = 1
     hidden: int = 0  # 0: sized from the time budget when training starts (hidden_for_budget)
     embed: int = 128
-    dropout: float = 0.0
+    # Dropout of the recurrent stack's input and output (and between layers); None: from how
+    # much the run can memorize (defaults)
+    dropout: float | None = None
     # DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop), applied to the
     # weights before the fused kernel; None: from how much the run can memorize (defaults)
     weight_drop: float | None = None
@@ -189,7 +191,7 @@ class ModelConfig:
         "layers": Whole(1, MAX_LAYERS),
         "hidden": Whole(0, MAX_WIDTH),
         "embed": Whole(1, MAX_WIDTH),
-        "dropout": Real(0.0, 1.0, open_hi=True),
+        "dropout": Maybe(Real(0.0, 1.0, open_hi=True)),
         "weight_drop": Maybe(Real(0.0, 1.0, open_hi=True)),
         "tie_weights": Flag(),
         "stop_heads": Flag(),
@@ -259,6 +261,9 @@ class TrainConfig:
     # Decoupled decay of the embedding and output rows on top of weight_decay; None: from
     # how many times the run reads each row's worth of text (defaults.row_decay_for)
     row_decay: float | None = None
+    # Start the streams at another point of the text each pass (a pure function of the seed
+    # and the pass), so a run that reads its text many times does not see the same windows
+    shift_windows: bool = True
 
     SPEC: ClassVar[dict[str, Kind]] = {
         "seq_len": Whole(1),
@@ -290,12 +295,13 @@ class TrainConfig:
         "stop_fit": Whole(0, MAX_STOP_FIT),
         "average": Real(0.0),
         "row_decay": Maybe(Real(0.0)),
+        "shift_windows": Flag(),
     }
     NAMES: ClassVar[dict[str, str]] = {  # settings the command line has no option for
         k: k
         for k in (
             *("split_cut", "evals", "eval_every", "eval_tokens", "sample_tokens"),
-            *("halt_weight", "length_weight", "head_grad", "warmup_steps"),
+            *("halt_weight", "length_weight", "head_grad", "warmup_steps", "shift_windows"),
         )
     }
 

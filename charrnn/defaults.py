@@ -106,6 +106,8 @@ DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP = 15.0, 45.0, 0.3
 # Rows read many times over (thousands of symbols, or words) are learned by heart: by the row
 # pressure, passes x those rows' parameters per training token, they decay harder from ROWS_FROM
 ROWS_FROM, ROWS_FULL, ROW_DECAY = 200.0, 1000.0, 0.8
+# Further still, a run that reads its text a hundred times over needs its features dropped too
+DROPOUT_FROM, DROPOUT_FULL, DROPOUT = 100.0, 600.0, 0.3
 
 
 def regularization(pressure: float | None) -> tuple[float, float]:
@@ -122,6 +124,12 @@ def weight_drop_for(pressure: float | None) -> float:
     """DropConnect on the hidden-to-hidden weights for a run of this ``pressure``: none up to
     DROP_FROM, WEIGHT_DROP from MEMORIZING_FROM, a straight line in log pressure between."""
     return _log_ramp(pressure, DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP)
+
+
+def dropout_for(pressure: float | None) -> float:
+    """Dropout of the recurrent stack's input and output for a run of this ``pressure``: none
+    up to DROPOUT_FROM, DROPOUT from DROPOUT_FULL, a straight line in log pressure between."""
+    return _log_ramp(pressure, DROPOUT_FROM, DROPOUT_FULL, DROPOUT)
 
 
 def row_decay_for(row_pressure: float | None) -> float:
@@ -189,6 +197,14 @@ def weight_drop_help() -> str:
         "DropConnect on the hidden-to-hidden weights, applied before the fused recurrent "
         "kernel. Default: from how much the run can memorize (as --weight-decay): 0 up to "
         f"{DROP_FROM:g}, rising to {WEIGHT_DROP:g} at {MEMORIZING_FROM:g}."
+    )
+
+
+def dropout_help() -> str:
+    return (
+        "Dropout of the recurrent layers' input and output (and between layers). Default: "
+        f"from how much the run can memorize (as --weight-decay): 0 up to {DROPOUT_FROM:g}, "
+        f"rising to {DROPOUT:g} at {DROPOUT_FULL:g}."
     )
 
 

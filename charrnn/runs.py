@@ -199,11 +199,12 @@ class Regularization:
     min_lr_ratio: float  # the learning rate decays to this x its peak
     passes: float  # over the training text, expected when the run decided
     pressure: float  # passes x recurrent parameters per training token
-    # weight drop and row decay in force, and the row pressure (passes x embedding and output
-    # parameters per training token) they came from; row_pressure None: decided before the rule
+    # weight drop, dropout and row decay in force, and the row pressure (passes x embedding and
+    # output parameters per training token); row_pressure None: decided before the rule
     weight_drop: float = 0.0
     row_decay: float = 0.0
     row_pressure: float | None = None
+    dropout: float = 0.0
 
     @property
     def per_token(self) -> float:
@@ -236,13 +237,21 @@ class RunDetails:
             (given.get("weight_decay"), given.get("min_lr_ratio")),
             (loop.get("weight_decay"), loop.get("min_lr_ratio")),
         )
-        drop = self.info.get("model", {}).get("weight_drop")
-        drop = loop.get("weight_drop") if drop is None else drop
-        rows = given.get("row_decay")
-        rows = loop.get("row_decay") if rows is None else rows
-        pressure = loop.get("pressure") or 0.0
+        model = self.info.get("model", {})
+
+        def decided(name: str, config: dict[str, Any]) -> float:
+            value = config.get(name)
+            return (loop.get(name) if value is None else value) or 0.0
+
         return Regularization(
-            wd, floor, loop["passes"], pressure, drop or 0.0, rows or 0.0, loop.get("row_pressure")
+            wd,
+            floor,
+            loop["passes"],
+            loop.get("pressure") or 0.0,
+            decided("weight_drop", model),
+            decided("row_decay", given),
+            loop.get("row_pressure"),
+            decided("dropout", model),
         )
 
     def to_json(self) -> dict[str, Any]:

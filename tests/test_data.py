@@ -326,6 +326,28 @@ def test_stream_batches_carry_on_from_window_to_window(corpus):
     assert not np.any(w0.y == SOS)
 
 
+def test_each_pass_starts_the_streams_elsewhere_on_the_text_read_as_a_ring(corpus):
+    ds, _ = prepare(corpus, DataConfig())
+    train, _ = ds.split(0.1)
+    edges = bucket_edges(512)
+    plan = LengthPlan(edges, unknown=len(edges), p_hidden=0.5, p_from_start=0.5, seed=3)
+    fixed = StreamBatches(train, 4, 16, plan)
+    moving = StreamBatches(train, 4, 16, plan, shift_seed=5)
+    ring = np.asarray(train.tokens, dtype=np.int64)
+    n = len(ring)
+    assert ring[0] == SOS and ring[-1] == EOS  # the ring joins two units
+    assert np.array_equal(fixed.window(3).x, moving.window(3).x)  # the first pass as before
+    shifts = [moving.shift(e) for e in (1, 2, 3)]
+    assert len(set(shifts)) == 3 and all(0 <= s < n for s in shifts)
+    assert shifts == [StreamBatches(train, 4, 16, shift_seed=5).shift(e) for e in (1, 2, 3)]
+    for k in range(len(moving)):  # every window of a pass, the one across the end included
+        w = moving.window(k, epoch=2)
+        at = (moving.offsets[:, None] + shifts[1] + k * 16 + np.arange(16)) % n
+        assert np.array_equal(w.x, ring[at])
+        inside = (w.x != SOS) & (w.x != EOS)
+        assert np.all(w.halt[inside] == (w.y[inside] == EOS))
+
+
 def test_stop_targets(corpus):
     ds, _ = prepare(corpus, DataConfig())
     train, _ = ds.split(0.1)

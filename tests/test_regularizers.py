@@ -17,16 +17,20 @@ from charrnn.checkpoint import (
     read_meta,
     read_run_json,
 )
-from charrnn.checkpoint.formats import BEFORE_6
+from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.defaults import (
     DROP_FROM,
+    DROPOUT,
+    DROPOUT_FROM,
+    DROPOUT_FULL,
     HEAVY_FROM,
     MEMORIZING_FROM,
     ROW_DECAY,
     ROWS_FROM,
     ROWS_FULL,
     WEIGHT_DROP,
+    dropout_for,
     row_decay_for,
     weight_drop_for,
 )
@@ -135,35 +139,43 @@ def test_bad_settings_are_refused_naming_the_option(settings, option):
         ModelConfig(weight_drop=1.0)
 
 
-def test_weight_drop_follows_how_much_a_run_can_memorize():
-    assert weight_drop_for(None) == weight_drop_for(HEAVY_FROM) == weight_drop_for(DROP_FROM) == 0
-    assert weight_drop_for(MEMORIZING_FROM) == weight_drop_for(1e6) == WEIGHT_DROP
-    drops = [weight_drop_for(DROP_FROM * 1.1**k) for k in range(40)]
-    assert drops == sorted(drops) and 0 < drops[5] < WEIGHT_DROP  # rising, in between
+@pytest.mark.parametrize(
+    "rule, start, full, top",
+    [
+        (weight_drop_for, DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP),
+        (dropout_for, DROPOUT_FROM, DROPOUT_FULL, DROPOUT),
+    ],
+)
+def test_dropping_follows_how_much_a_run_can_memorize(rule, start, full, top):
+    assert rule(None) == rule(HEAVY_FROM) == rule(start) == 0
+    assert rule(full) == rule(1e6) == top
+    drops = [rule(start * 1.1**k) for k in range(40)]
+    assert drops == sorted(drops) and 0 < drops[5] < top  # rising, in between
+    assert weight_drop_for(DROPOUT_FROM) == WEIGHT_DROP  # features are dropped after weights
 
 
-def test_a_run_that_can_memorize_its_text_drops_weights_unless_told(corpus, tmp_path, monkeypatch):
-    seen: list[float] = []  # the rate each training step's recurrent call used
+def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, monkeypatch):
+    seen: list[tuple[float, float]] = []  # (weight drop, dropout) of each training step
     recurrent = RNNLM.recurrent
 
     def spy(self, x, state):
         if self.training:
-            seen.append(self.weight_drop)
+            seen.append((self.weight_drop, self.drop.p))
         return recurrent(self, x, state)
 
     monkeypatch.setattr(RNNLM, "recurrent", spy)
-    job = tiny_job(max_steps=2000, time_budget=None)  # many passes over a tiny text
+    job = tiny_job(max_steps=20_000, time_budget=None)  # many passes over a tiny text
     result = train(corpus, job, root=tmp_path, callbacks=Recorder(stop_at=20))
     loop = read_meta(result.run / LAST)["loop"]
-    assert loop["pressure"] > MEMORIZING_FROM and loop["weight_drop"] == WEIGHT_DROP
-    assert seen[-1] == WEIGHT_DROP
+    assert loop["pressure"] > DROPOUT_FULL
+    assert (loop["weight_drop"], loop["dropout"]) == seen[-1] == (WEIGHT_DROP, DROPOUT)
     seen.clear()
     few = train(corpus, tiny_job(max_steps=6, time_budget=None), root=tmp_path)
-    assert read_meta(few.run / LAST)["loop"]["weight_drop"] == 0.0 and set(seen) == {0.0}
+    assert read_meta(few.run / LAST)["loop"]["weight_drop"] == 0.0 and set(seen) == {(0.0, 0.0)}
     seen.clear()
-    told = replace(job, model=replace(job.model, weight_drop=0.1))
+    told = replace(job, model=replace(job.model, weight_drop=0.1, dropout=0.05))
     train(corpus, told, root=tmp_path, callbacks=Recorder(stop_at=20))
-    assert set(seen) == {0.1}  # the rate given, from the first step to the last
+    assert set(seen) == {(0.1, 0.05)}  # the rates given, from the first step to the last
 
 
 def test_row_decay_follows_how_often_the_rows_are_read():
@@ -261,18 +273,25 @@ def test_the_options_reach_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "--weight-drop" in bad.output
 
 
-def test_a_format_5_run_goes_on_bit_for_bit_as_it_started(corpus, tmp_path):
-    """A run of format 5 cut short and resumed under today's defaults ends with the
-    weights of an unbroken run without the three levers: it goes on as it started."""
-    off = tiny_job(max_steps=30, evals=3, average=0.0, row_decay=0.0)
-    off = replace(off, model=replace(off.model, weight_drop=0.0))
+@pytest.mark.parametrize("version", [5, 6])
+def test_an_older_run_goes_on_bit_for_bit_as_it_started(corpus, tmp_path, version):
+    """A run of format 5 or 6 cut short and resumed under today's defaults ends with the
+    weights of an unbroken run without what came after it (format 6's three levers, format
+    7's shifted streams; those runs saved their dropout, 0): it goes on as it started."""
+    gone = [BEFORE_6, BEFORE_7] if version == 5 else [BEFORE_7]
+    off = tiny_job(max_steps=30, evals=3, shift_windows=False)
+    off = replace(off, model=replace(off.model, dropout=0.0))
+    if version < 6:
+        off = replace(off, train=replace(off.train, average=0.0, row_decay=0.0))
+        off = replace(off, model=replace(off.model, weight_drop=0.0))
     train(corpus, off, run="unbroken", root=tmp_path)
     train(corpus, off, run="old", root=tmp_path, callbacks=Recorder(stop_at=10))
     info = json.loads((tmp_path / "old" / RUN_JSON).read_text())
-    for part, settings in BEFORE_6.items():
-        for key in settings:
-            info[part].pop(key)
-    (tmp_path / "old" / RUN_JSON).write_text(json.dumps({**info, "format_version": 5}))
+    for settings in gone:
+        for part, keys in settings.items():
+            for key in keys:
+                info[part].pop(key)
+    (tmp_path / "old" / RUN_JSON).write_text(json.dumps({**info, "format_version": version}))
     train(corpus, tiny_job(max_steps=30, evals=3), run="old", root=tmp_path, resume=True)
     want, got = (load_tensors(tmp_path / r / LAST, "model.") for r in ("unbroken", "old"))
     assert want.keys() == got.keys()

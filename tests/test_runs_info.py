@@ -158,15 +158,17 @@ def test_info_shows_config_parameters_tokenizer_curves(runs_root):
 
 def test_info_shows_how_hard_the_run_decided_to_regularize(corpus, tmp_path, runs_root):
     from charrnn.training.run import train
-    from tests.conftest import tiny_job
+    from tests.conftest import StopAt, tiny_job
 
-    train(corpus, tiny_job(max_steps=400, time_budget=None), run="long", root=tmp_path)
+    many = tiny_job(max_steps=40_000, time_budget=None)  # enough passes to drop features too
+    train(corpus, many, run="long", root=tmp_path, callbacks=StopAt(60))
     loop = read_meta(tmp_path / "long" / "last.safetensors")["loop"]
     out = " ".join(run("info", "long", "--checkpoints", tmp_path).stdout.split())
     assert "regularization weight decay 0.2, learning rate decayed to 0.0 x peak" in out
     assert f"for {loop['passes']} passes" in out and f"= {loop['pressure']})" in out
-    decided = f"{loop['weight_drop']}, {loop['row_decay']} (row pressure {loop['row_pressure']}"
-    assert loop["weight_drop"] > 0 and f"weight drop, row decay {decided}" in out
+    decided = f"{loop['weight_drop']}, {loop['dropout']}, {loop['row_decay']} (row pressure "
+    assert loop["weight_drop"] > 0 and loop["dropout"] > 0
+    assert f"weight drop, dropout, row decay {decided}{loop['row_pressure']}" in out
     r = run("info", "verses", "--checkpoints", runs_root)  # 40 steps: nothing decided yet
     assert r.exit_code == 0 and "parameters" in r.stdout and "regularization" not in r.stdout
 

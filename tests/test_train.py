@@ -183,7 +183,7 @@ def test_settings_the_config_gives_are_kept(corpus, tmp_path):
     job = tiny_job(
         max_steps=400, time_budget=None, weight_decay=0.0, min_lr_ratio=0.5, row_decay=0.0
     )
-    job = replace(job, model=replace(job.model, weight_drop=0.0))
+    job = replace(job, model=replace(job.model, weight_drop=0.0, dropout=0.0))
     loop, group = _last(train(corpus, job, root=tmp_path).run)
     assert loop["passes"] is None and group["weight_decay"] == 0.0  # nothing left to decide
     assert group["lr"] == pytest.approx(lr_at(job.train, 399, 399 / 400))  # 0.5 x peak

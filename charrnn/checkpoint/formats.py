@@ -11,7 +11,7 @@ from charrnn.checkpoint.records import check_run_info
 from charrnn.errors import CheckpointError
 from charrnn.schema import read_json
 
-FORMAT_VERSION = 6  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 7  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
@@ -22,6 +22,8 @@ FORMAT_VERSION = 6  # 2: the weights hold the state a unit starts from (model.st
 #    a run may keep an average of its weights (TrainConfig.average; last.safetensors holds it
 #    as average.*), drop hidden-to-hidden weights (ModelConfig.weight_drop) and decay its
 #    embedding and output rows harder (TrainConfig.row_decay)
+# 7: the streams start at another point of the text each pass (TrainConfig.shift_windows), and
+#    a run may decide its dropout as it goes (ModelConfig.dropout None)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
@@ -35,6 +37,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     4: lambda info: _with(info, "train", split_cut="unit-after"),  # the run keeps its split
     # 5 -> 6 added the weights' tokenizer_hash (see TOKENIZER_HASHED), and BEFORE_6's settings
     5: lambda info: _with(_with(info, "model", **BEFORE_6["model"]), "train", **BEFORE_6["train"]),
+    6: lambda info: _with(info, "train", **BEFORE_7["train"]),
 }
 
 # How runs before format 6 trained, where today's defaults differ: no weight drop, no
@@ -43,6 +46,9 @@ BEFORE_6: dict[str, dict[str, Any]] = {
     "model": {"weight_drop": 0.0},
     "train": {"average": 0.0, "row_decay": 0.0},
 }
+# ... and before format 7: the streams started at the same points every pass (every run
+# before it saved its dropout as a number, so that needs no upgrade)
+BEFORE_7: dict[str, dict[str, Any]] = {"train": {"shift_windows": False}}
 
 
 OLD_UNKNOWN_SCALE = 10.0  # how runs of format 3 and before read the length input's unknown rows

@@ -43,6 +43,7 @@ LOOP: dict[str, Kind] = {
     "weight_decay": Maybe(SIZE),
     "min_lr_ratio": Maybe(Real(0.0, 1.0)),
     "weight_drop": Maybe(Real(0.0, 1.0, open_hi=True)),
+    "dropout": Maybe(Real(0.0, 1.0, open_hi=True)),
     "row_pressure": Maybe(SIZE),
     "row_decay": Maybe(SIZE),
 }

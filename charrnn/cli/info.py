@@ -124,8 +124,9 @@ def _progress_table(d: RunDetails) -> Table:
         if reg.row_pressure is not None:  # decided since format 6
             rows.append(
                 (
-                    "weight drop, row decay",
-                    f"{reg.weight_drop}, {reg.row_decay} (row pressure {reg.row_pressure}: "
+                    "weight drop, dropout, row decay",
+                    f"{reg.weight_drop}, {reg.dropout}, {reg.row_decay} (row pressure "
+                    f"{reg.row_pressure}: "
                     "passes x embedding and output parameters per training token)",
                 )
             )

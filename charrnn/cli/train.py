@@ -276,7 +276,14 @@ def train_cmd(
         int, typer.Option(min=1, max=MAX_WIDTH, rich_help_panel=MODEL)
     ] = ModelConfig.embed,
     dropout: Annotated[
-        float, typer.Option(min=0.0, max=0.95, rich_help_panel=MODEL)
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.95,
+            show_default=False,
+            help=defaults.dropout_help(),
+            rich_help_panel=MODEL,
+        ),
     ] = ModelConfig.dropout,
     weight_drop: Annotated[
         float | None,

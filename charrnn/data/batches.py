@@ -102,6 +102,9 @@ class StreamBatches:
 
     Targets are the same windows shifted by one token. ``rows`` keeps only some of the B
     streams (one process's share in data-parallel training); windows then have that many rows.
+    With ``shift_seed``, every pass after the first starts the streams ``shift(epoch)`` tokens
+    further on, the split read as a ring (it begins with <sos> and ends with <eos>): a run
+    that reads its text many times meets other windows each time.
     """
 
     def __init__(
@@ -111,8 +114,10 @@ class StreamBatches:
         seq_len: int,
         plan: LengthPlan | None = None,
         rows: range | None = None,
+        shift_seed: int | None = None,
     ):
         self.split, self.B, self.T, self.plan = split, batch_size, seq_len, plan
+        self.shift_seed = shift_seed
         self.stream_len = (len(split.tokens) - 1) // batch_size
         rows = range(batch_size) if rows is None else rows
         self.offsets = np.arange(rows.start, rows.stop, dtype=np.int64) * self.stream_len
@@ -135,12 +140,20 @@ class StreamBatches:
         t0 = k * self.T
         t = min(self.T, self.stream_len - t0)
         pos = self.offsets[:, None] + t0 + np.arange(t + 1)  # (B, t+1) absolute positions
+        if self.shift_seed is not None and epoch > 0:
+            pos = (pos + self.shift(epoch)) % len(self.split.tokens)
         seq = np.asarray(self.split.tokens[pos], dtype=np.int64)
         x, y = seq[:, :-1], seq[:, 1:].copy()
         y[y == SOS] = PAD  # starting a unit after <eos> is certain: not worth a loss term
         if self.plan is None:
             return Batch(x, y, None, None, None)
         return Batch(x, y, *self._stop_targets(pos[:, :-1], x, y, epoch))
+
+    def shift(self, epoch: int) -> int:
+        """Where the streams start in ``epoch``: a pure function of (seed, epoch)."""
+        assert self.shift_seed is not None
+        r = _unit_random(self.shift_seed, epoch, np.zeros(1, np.int64), 5)[0]
+        return int(r * len(self.split.tokens))
 
     def reveal(self, epoch: int) -> np.ndarray:
         """Reveal points of every unit for ``epoch`` (computed once per epoch)."""
@@ -160,6 +173,7 @@ class StreamBatches:
         is_sos = x == SOS
         first = np.searchsorted(starts, pos[:, 0], side="right") - 1  # (B,)
         u = first[:, None] + np.cumsum(is_sos, axis=1) - is_sos[:, :1]  # (B, T)
+        u %= len(starts)  # a shifted window may run past the end into the first unit
         j = pos - starts[u]  # offset in the unit: 0 is <sos>
         in_unit = x != EOS
         remaining = np.maximum(self.unit_lengths[u] - j, 0)  # tokens still to come after x

@@ -37,7 +37,7 @@ class CellKind:
         return out
 
     def stack(self, c: ModelConfig) -> nn.RNNBase:
-        dropout = c.dropout if c.layers > 1 else 0.0
+        dropout = (c.dropout or 0.0) if c.layers > 1 else 0.0
         kwargs: dict[str, Any] = {"batch_first": True, "dropout": dropout}
         if c.cell is Cell.rnn:
             kwargs["nonlinearity"] = c.nonlinearity.value

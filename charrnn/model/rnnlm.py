@@ -45,7 +45,7 @@ class RNNLM(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.embed)
         self.cell = CELLS[c.cell]
         self.rnn = self.cell.stack(c)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout or 0.0)
         # DropConnect rate training uses; a run that decides it as it goes sets it (Trainer)
         self.weight_drop = c.weight_drop or 0.0
         # Tied weights: the output layer reuses the embedding matrix, through a projection
@@ -94,6 +94,13 @@ class RNNLM(nn.Module):
                 "model config needs vocab_size >= 5, max_len >= 1 and hidden >= 1 "
                 "(fit it to a corpus)"
             )
+
+    def set_dropout(self, p: float) -> None:
+        """Dropout of the stack's input and output, and between its layers (a run that
+        decides it as it goes sets it: Trainer)."""
+        self.drop.p = p
+        if self.config.layers > 1:
+            self.rnn.dropout = p
 
     @property
     def unknown_length(self) -> int:

@@ -36,6 +36,7 @@ from charrnn.data import (
     StreamBatches,
 )
 from charrnn.defaults import (
+    dropout_for,
     in_force,
     regularization,
     row_decay_for,
@@ -95,6 +96,7 @@ class Trainer(Evaluations):
             if model.config.stop_heads
             else None,
             rows=self.rows,
+            shift_seed=c.seed if c.shift_windows else None,
         )
         self.features = ranks.wrap(model)  # model.features, through DDP with several ranks
         self.opt = adamw(model, c.lr, device)
@@ -123,11 +125,12 @@ class Trainer(Evaluations):
 
     def _regularize(self) -> None:
         """Decide the regularization the config leaves to the run (weight decay, the learning
-        rate's floor, weight drop, row decay), once, from the passes it is expected to make
+        rate's floor, weight drop, dropout, row decay), once, from the passes it is expected to make
         and its size; kept in the loop state, so a resumed run goes on as decided. Until then
         it is light."""
         c, loop = self.config, self.loop
-        left_open = (c.weight_decay, c.min_lr_ratio, self.model.config.weight_drop, c.row_decay)
+        m = self.model.config
+        left_open = (c.weight_decay, c.min_lr_ratio, m.weight_drop, m.dropout, c.row_decay)
         if loop.passes is None and None in left_open:
             passes = self.budget.expected_passes(loop.step, len(loop.history))
             if passes is not None:
@@ -138,12 +141,13 @@ class Trainer(Evaluations):
                 loop.row_pressure = round(passes * rows_per_token, 2)
                 loop.weight_decay, loop.min_lr_ratio = regularization(loop.pressure)
                 loop.weight_drop = weight_drop_for(loop.pressure)
+                loop.dropout = dropout_for(loop.pressure)
                 loop.row_decay = row_decay_for(loop.row_pressure)
                 self._set_regularization()
 
     def _set_regularization(self) -> None:
         """The config's settings where it gives them, else the loop's decisions (none: light,
-        no weight drop, no row decay)."""
+        no weight drop, no dropout, no row decay)."""
         c, loop = self.config, self.loop
         decided = (loop.weight_decay, loop.min_lr_ratio) if loop.passes is not None else None
         wd, self.min_lr_ratio = in_force((c.weight_decay, c.min_lr_ratio), decided)
@@ -151,6 +155,8 @@ class Trainer(Evaluations):
             g["weight_decay"] = wd
         given = self.model.config.weight_drop
         self.model.weight_drop = given if given is not None else loop.weight_drop or 0.0
+        given = self.model.config.dropout
+        self.model.set_dropout(given if given is not None else loop.dropout or 0.0)
         self.row_decay = c.row_decay if c.row_decay is not None else loop.row_decay or 0.0
 
     # -- checkpoints --

@@ -28,6 +28,7 @@ class LoopState:
     weight_decay: float | None = None
     min_lr_ratio: float | None = None
     weight_drop: float | None = None  # None also in a checkpoint from before the rule
+    dropout: float | None = None  # None also in a checkpoint from before the rule
     row_pressure: float | None = None  # passes x embedding and output parameters per token
     row_decay: float | None = None
 

@@ -158,6 +158,7 @@ class StaticStep:
             self.update()
 
     def _settings(self) -> tuple[float, ...]:
-        """What a captured step holds as constants: the weight decay and the weight drop."""
+        """What a captured step holds as constants: the weight decay, the weight drop and the
+        dropout."""
         t = self.trainer
-        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop)
+        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop, t.model.drop.p)
