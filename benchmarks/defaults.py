@@ -67,8 +67,9 @@ ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "sm
 ROWS += ("wordlevers", "precision", "precision15", "sweep")
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
 CHAR = ("--level", "char")
-# The defaults before issue 29: no weight drop, no extra decay of the rows, no averaged weights
-BEFORE_29 = ("--weight-drop", "0", "--row-decay", "0", "--average", "0")
+# The defaults before issue 29: no weight drop or dropout, no extra decay of the rows, no
+# averaged weights (the streams' start still moves from pass to pass: it has no option)
+BEFORE_29 = ("--weight-drop", "0", "--dropout", "0", "--row-decay", "0", "--average", "0")
 # Word level's usual levers, each with the defaults (docs/defaults.md, "Word level, 14 minutes")
 WORD_LEVERS = [("--tie-weights", "--dropout", "0.4"), ("--tie-weights",), ("--dropout", "0.4"), ()]
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
@@ -239,8 +240,8 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
         )
     if loop.get("row_pressure") is not None:
         note += (
-            f", weight drop {loop['weight_drop']}; row pressure {loop['row_pressure']}: row "
-            f"decay {loop['row_decay']}"
+            f", weight drop {loop['weight_drop']}, dropout {loop.get('dropout')}; row pressure "
+            f"{loop['row_pressure']}: row decay {loop['row_decay']}"
         )
     return {"seconds": seconds, "val": val, "note": note}
 
