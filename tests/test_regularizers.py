@@ -36,6 +36,7 @@ from charrnn.defaults import (
 )
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM
+from charrnn.model.dropout import dropout
 from charrnn.tokenizers import PAD
 from charrnn.training.average import Averager
 from charrnn.training.optim import lr_at
@@ -68,6 +69,20 @@ def test_weight_drop_runs_the_same_fused_kernel_on_dropped_weights():
     assert not torch.equal(plain(tokens)[0], dropped(tokens)[0])  # the weights were dropped
     plain.eval(), dropped.eval()
     assert torch.equal(plain(tokens)[0], dropped(tokens)[0])  # and are whole in evaluation
+
+
+def test_cpu_dropout_keeps_the_share_and_the_mean_and_is_seeded():
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.3)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - 77 / 256)) < 0.005  # 0.3 as 77/256
+    assert torch.allclose(y[kept], torch.tensor(256 / 179)) and abs(y.mean().item() - 1) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows where the element was kept
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.3), y)
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
 
 
 def test_weight_drop_leaves_the_parameters_as_they_are():
@@ -160,7 +175,7 @@ def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, mo
 
     def spy(self, x, state):
         if self.training:
-            seen.append((self.weight_drop, self.drop.p))
+            seen.append((self.weight_drop, self.dropout))
         return recurrent(self, x, state)
 
     monkeypatch.setattr(RNNLM, "recurrent", spy)

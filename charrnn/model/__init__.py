@@ -1,6 +1,7 @@
 """The recurrent language model: RNNLM, its length buckets, and the one-step path for sampling.
 
 rnnlm.py     RNNLM: embedding, fused recurrent stack, token / halt / length heads
+dropout.py   dropout with masks drawn from random bytes on the CPU
 lengths.py   how remaining lengths are bucketed, read and predicted
 stepper.py   one token per stream through the fused cell kernels (sampling)
 """

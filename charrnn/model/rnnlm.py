@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError
 from charrnn.model.cells import CELLS, State
+from charrnn.model.dropout import dropout
 from charrnn.model.lengths import bucket_edges, bucket_widths, bucketize
 from charrnn.tokenizers import EOS, SOS
 
@@ -45,7 +46,7 @@ class RNNLM(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.embed)
         self.cell = CELLS[c.cell]
         self.rnn = self.cell.stack(c)
-        self.drop = nn.Dropout(c.dropout or 0.0)
+        self.dropout = c.dropout or 0.0  # of the stack's input and output (set_dropout)
         # DropConnect rate training uses; a run that decides it as it goes sets it (Trainer)
         self.weight_drop = c.weight_drop or 0.0
         # Tied weights: the output layer reuses the embedding matrix, through a projection
@@ -98,7 +99,7 @@ class RNNLM(nn.Module):
     def set_dropout(self, p: float) -> None:
         """Dropout of the stack's input and output, and between its layers (a run that
         decides it as it goes sets it: Trainer)."""
-        self.drop.p = p
+        self.dropout = p
         if self.config.layers > 1:
             self.rnn.dropout = p
 
@@ -157,11 +158,11 @@ class RNNLM(nn.Module):
         if self.config.stop_heads:
             ids = self.unknown_ids(tokens) if remaining is None else remaining
             x = x + self.length_input(ids)
-        x = self.drop(x)
+        x = dropout(x, self.dropout, self.training)
         if state is None:
             state = self.start_state(tokens.shape[0])
         out, new = self.recurrent(x, self.cell.pack(state))  # (B, T, H)
-        return self.drop(out), self.cell.unpack(new)
+        return dropout(out, self.dropout, self.training), self.cell.unpack(new)
 
     def recurrent(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         """The fused recurrent stack; in training with weight drop, its hidden-to-hidden
@@ -170,7 +171,7 @@ class RNNLM(nn.Module):
         if not (self.training and p > 0):
             return self.rnn(x, state)
         names = [f"weight_hh_l{k}" for k in range(self.config.layers)]
-        dropped = {n: F.dropout(getattr(self.rnn, n), p, True) for n in names}
+        dropped = {n: dropout(getattr(self.rnn, n), p) for n in names}
         with warnings.catch_warnings():  # cuDNN copies weights that are not in one chunk
             warnings.filterwarnings("ignore", message="RNN module weights are not part")
             return torch.func.functional_call(self.rnn, dropped, (x, state))

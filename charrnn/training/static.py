@@ -161,4 +161,4 @@ class StaticStep:
         """What a captured step holds as constants: the weight decay, the weight drop and the
         dropout."""
         t = self.trainer
-        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop, t.model.drop.p)
+        return (t.opt.param_groups[0]["weight_decay"], t.model.weight_drop, t.model.dropout)
