@@ -93,6 +93,7 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
+    from charrnn.checkpoint import read_meta
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.job import Job
     from charrnn.training.run import train
@@ -115,6 +116,7 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
         job = Job(model=ModelConfig(**model), train=config, data=data)
         result = train(args["corpus"], job, root=Path(tmp), callbacks=StopAt(args["stop_at"]))
         metrics = [json.loads(line) for line in (result.run / "metrics.jsonl").open()]
+        loop = read_meta(result.run / "last.safetensors")["loop"]
     evals = [(m["step"], round(m["val_loss"], 4)) for m in metrics if "val_loss" in m]
     losses = [m["loss"] for m in metrics if "loss" in m][-5:]
     if result.val is None:  # stopped early: the best periodic evaluation (a sample of the split)
@@ -139,6 +141,9 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
         "train": round(sum(losses) / max(1, len(losses)), 4),
         "evals": evals,
         "seconds": round(time.monotonic() - t0, 1),
+        # what the rules decided from the pressure (a setting given overrides its rule)
+        "pressure": loop.get("pressure"),
+        "decided": {k: loop.get(k) for k in ("weight_drop", "dropout", "row_decay")},
     }
 
 
