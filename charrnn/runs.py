@@ -239,7 +239,7 @@ class RunDetails:
         )
         model = self.info.get("model", {})
 
-        def decided(name: str, config: dict[str, Any]) -> float:
+        def in_use(name: str, config: dict[str, Any]) -> float:  # given, else decided
             value = config.get(name)
             return (loop.get(name) if value is None else value) or 0.0
 
@@ -248,10 +248,10 @@ class RunDetails:
             floor,
             loop["passes"],
             loop.get("pressure") or 0.0,
-            decided("weight_drop", model),
-            decided("row_decay", given),
+            in_use("weight_drop", model),
+            in_use("row_decay", given),
             loop.get("row_pressure"),
-            decided("dropout", model),
+            in_use("dropout", model),
         )
 
     def to_json(self) -> dict[str, Any]:
