@@ -12,6 +12,7 @@ from charrnn.corpus import read_text
 from charrnn.data import Dataset, LengthPlan, StreamBatches, prepare, resolve_data, reveal_points
 from charrnn.data.batches import NEVER
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
+from charrnn.data.split import Split
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.evaluate import bits_per_byte, bits_per_char
@@ -326,11 +327,16 @@ def test_stream_batches_carry_on_from_window_to_window(corpus):
     assert not np.any(w0.y == SOS)
 
 
-def test_each_pass_starts_the_streams_elsewhere_on_the_text_read_as_a_ring(corpus):
+def _split_and_plan(corpus) -> tuple[Split, LengthPlan]:
+    """The training split of ``corpus``, and a plan that shows some units' lengths."""
     ds, _ = prepare(corpus, DataConfig())
     train, _ = ds.split(0.1)
     edges = bucket_edges(512)
-    plan = LengthPlan(edges, unknown=len(edges), p_hidden=0.5, p_from_start=0.5, seed=3)
+    return train, LengthPlan(edges, unknown=len(edges), p_hidden=0.5, p_from_start=0.5, seed=3)
+
+
+def test_each_pass_starts_the_streams_elsewhere_on_the_text_read_as_a_ring(corpus):
+    train, plan = _split_and_plan(corpus)
     fixed = StreamBatches(train, 4, 16, plan)
     moving = StreamBatches(train, 4, 16, plan, shift_seed=5)
     ring = np.asarray(train.tokens, dtype=np.int64)
@@ -400,16 +406,13 @@ def test_reveal_points_do_not_depend_on_a_units_own_length():
 
 
 def test_shown_lengths_count_down_to_the_end_of_each_unit(corpus):
-    ds, _ = prepare(corpus, DataConfig())
-    train, _ = ds.split(0.1)
-    edges = bucket_edges(512)
-    plan = LengthPlan(edges, unknown=len(edges), p_hidden=0.5, p_from_start=0.5, seed=3)
+    train, plan = _split_and_plan(corpus)
     batches = StreamBatches(train, 2, 64, plan)
     seen_shown = seen_hidden = 0
     for epoch in (0, 1):
         for k in range(len(batches)):
             b = batches.window(k, epoch)
-            shown = b.remaining < len(edges)
+            shown = b.remaining < plan.unknown
             seen_shown += int(shown.sum())
             seen_hidden += int((~shown & (b.x != EOS)).sum())
             # once shown, a unit's length stays shown and counts down (buckets are exact below
