@@ -153,6 +153,12 @@ def in_force(
     return wd, floor
 
 
+def in_use(given: float | None, decided: float | None) -> float:
+    """A drop or extra decay a run trains with: what its config gives, else what it decided
+    (None while undecided, and in runs from before the rule: none)."""
+    return (decided if given is None else given) or 0.0
+
+
 # -- the shares of a time budget kept for measuring the model
 
 EVAL_SHARE = 0.1  # the most the periodic evaluations may take together

@@ -32,7 +32,7 @@ from charrnn.checkpoint import (
 from charrnn.checkpoint.load import model_config
 from charrnn.checkpoint.records import check_stopfit, metrics_record
 from charrnn.checkpoint.tensors import tensor_shapes
-from charrnn.defaults import in_force
+from charrnn.defaults import in_force, in_use
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.schema import read_json
 
@@ -238,20 +238,15 @@ class RunDetails:
             (loop.get("weight_decay"), loop.get("min_lr_ratio")),
         )
         model = self.info.get("model", {})
-
-        def in_use(name: str, config: dict[str, Any]) -> float:  # given, else decided
-            value = config.get(name)
-            return (loop.get(name) if value is None else value) or 0.0
-
         return Regularization(
             wd,
             floor,
             loop["passes"],
             loop.get("pressure") or 0.0,
-            in_use("weight_drop", model),
-            in_use("row_decay", given),
+            in_use(model.get("weight_drop"), loop.get("weight_drop")),
+            in_use(given.get("row_decay"), loop.get("row_decay")),
             loop.get("row_pressure"),
-            in_use("dropout", model),
+            in_use(model.get("dropout"), loop.get("dropout")),
         )
 
     def to_json(self) -> dict[str, Any]:

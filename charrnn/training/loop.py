@@ -38,6 +38,7 @@ from charrnn.data import (
 from charrnn.defaults import (
     dropout_for,
     in_force,
+    in_use,
     regularization,
     row_decay_for,
     weight_drop_for,
@@ -153,11 +154,10 @@ class Trainer(Evaluations):
         wd, self.min_lr_ratio = in_force((c.weight_decay, c.min_lr_ratio), decided)
         for g in self.opt.param_groups:
             g["weight_decay"] = wd
-        given = self.model.config.weight_drop
-        self.model.weight_drop = given if given is not None else loop.weight_drop or 0.0
-        given = self.model.config.dropout
-        self.model.set_dropout(given if given is not None else loop.dropout or 0.0)
-        self.row_decay = c.row_decay if c.row_decay is not None else loop.row_decay or 0.0
+        m = self.model.config
+        self.model.weight_drop = in_use(m.weight_drop, loop.weight_drop)
+        self.model.set_dropout(in_use(m.dropout, loop.dropout))
+        self.row_decay = in_use(c.row_decay, loop.row_decay)
 
     # -- checkpoints --
 
