@@ -264,6 +264,10 @@ class TrainConfig:
     # Start the streams at another point of the text each pass (a pure function of the seed
     # and the pass), so a run that reads its text many times does not see the same windows
     shift_windows: bool = True
+    # Divide the kept model's logits by a temperature fitted on the validation text at each
+    # evaluation (training itself never sees it): a model that has read its text many times
+    # is surer of its guesses than held-out text bears out
+    calibrate: bool = True
 
     SPEC: ClassVar[dict[str, Kind]] = {
         "seq_len": Whole(1),
@@ -296,6 +300,7 @@ class TrainConfig:
         "average": Real(0.0),
         "row_decay": Maybe(Real(0.0)),
         "shift_windows": Flag(),
+        "calibrate": Flag(),
     }
     NAMES: ClassVar[dict[str, str]] = {  # settings the command line has no option for
         k: k

@@ -46,6 +46,7 @@ def test_eval_of_the_validation_text_is_trainings_figure(model, trained_run, tmp
     meta = read_meta(trained_run / BEST)
     assert meta["full"] is True  # the whole split, not a sample of it
     e = model.evaluate(path)
+    assert model.loaded.model.log_temperature.item() != 0.0  # fitted, and read as training read it
     assert e.loss == pytest.approx(meta["val_loss"], rel=1e-6)
     assert e.bits_per_char == pytest.approx(meta["val_bpc"], rel=1e-6)
     assert e.bits_per_byte == pytest.approx(meta["val_bpb"], rel=1e-6)

@@ -17,7 +17,7 @@ from charrnn.checkpoint import (
     read_meta,
     read_run_json,
 )
-from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7
+from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7, BEFORE_8
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.defaults import (
     DROP_FROM,
@@ -288,13 +288,14 @@ def test_the_options_reach_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "--weight-drop" in bad.output
 
 
-@pytest.mark.parametrize("version", [5, 6])
+@pytest.mark.parametrize("version", [5, 6, 7])
 def test_an_older_run_goes_on_bit_for_bit_as_it_started(corpus, tmp_path, version):
-    """A run of format 5 or 6 cut short and resumed under today's defaults ends with the
+    """A run of format 5, 6 or 7 cut short and resumed under today's defaults ends with the
     weights of an unbroken run without what came after it (format 6's three levers, format
-    7's shifted streams; those runs saved their dropout, 0): it goes on as it started."""
-    gone = [BEFORE_6, BEFORE_7] if version == 5 else [BEFORE_7]
-    off = tiny_job(max_steps=30, evals=3, shift_windows=False)
+    7's shifted streams, format 8's temperature; those runs saved their dropout, 0): it goes
+    on as it started."""
+    gone = [BEFORE_6, BEFORE_7, BEFORE_8][version - 5 :]
+    off = tiny_job(max_steps=30, evals=3, shift_windows=version >= 7, calibrate=False)
     off = replace(off, model=replace(off.model, dropout=0.0))
     if version < 6:
         off = replace(off, train=replace(off.train, average=0.0, row_decay=0.0))
@@ -311,3 +312,12 @@ def test_an_older_run_goes_on_bit_for_bit_as_it_started(corpus, tmp_path, versio
     want, got = (load_tensors(tmp_path / r / LAST, "model.") for r in ("unbroken", "old"))
     assert want.keys() == got.keys()
     assert all(torch.equal(want[n], got[n]) for n in want)
+
+
+def test_a_run_told_not_to_calibrate_keeps_its_logits_as_trained(corpus, tmp_path):
+    for calibrate in (True, False):
+        job = tiny_job(max_steps=20, evals=2, calibrate=calibrate)
+        train(corpus, job, run=f"calibrate-{calibrate}", root=tmp_path)
+    kept = {c: load_tensors(tmp_path / f"calibrate-{c}" / BEST, "model.") for c in (True, False)}
+    assert float(kept[False]["log_temperature"]) == 0.0
+    assert float(kept[True]["log_temperature"]) != 0.0

@@ -24,9 +24,7 @@ def trainer(corpus: Path, folder: Path, device: str = "cpu", **kw) -> Trainer:
     train_split, val = ds.split(0.1)
     stop_heads = kw.pop("stop_heads", True)
     config = TrainConfig(seq_len=16, batch_size=4, lr=1e-2, warmup_steps=3, device=device, **kw)
-    model_config = ModelConfig(
-        cell=Cell.lstm, layers=2, hidden=32, embed=16, stop_heads=stop_heads
-    )
+    model_config = ModelConfig(cell=Cell.lstm, layers=2, hidden=32, embed=16, stop_heads=stop_heads)
     torch.manual_seed(0)
     model = RNNLM(fit_model_config(model_config, ds, train_split)).to(device).train()
     folder.mkdir(exist_ok=True)

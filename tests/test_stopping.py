@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict
@@ -30,13 +31,15 @@ from charrnn.config import (
     Unit,
 )
 from charrnn.errors import ConfigError, CorpusError
+from charrnn.evaluate import evaluate
 from charrnn.generate import Sampler
 from charrnn.job import Job
+from charrnn.model.stepper import Stepper
 from charrnn.runs import STOPFIT, read_stopfit
 from charrnn.score import score
 from charrnn.stopfit import ks_distance, measure_run, open_dataset, sample_lengths, val_lengths
 from charrnn.tokenizers import EOS
-from charrnn.training.calibrate import end_logits, fit_end_bias
+from charrnn.training.calibrate import end_logits, fit_end_bias, fit_temperature
 from charrnn.training.run import train
 from corpora import synthetic
 from tests.conftest import tiny_job
@@ -203,6 +206,43 @@ def test_the_end_bias_matches_the_chance_of_ending_to_training_text(synthetic_ru
     text = synthetic_run.tokenizer.decode([t for t in sample.tokens if t != EOS])
     (scored,) = score(model, synthetic_run.tokenizer, [text], Stop.eos)
     assert scored.log_prob == pytest.approx(sample.log_prob, abs=1e-4)
+
+
+def test_the_temperature_is_the_one_held_out_text_prefers(synthetic_run):
+    """A model made three times too sure of itself gets T near 3 back from validation text, and
+    the loss there is lower at the fitted T than a little either side of it."""
+    model = copy.deepcopy(synthetic_run.model)
+    _, val = open_dataset(synthetic_run.info).split(0.1)
+    with torch.no_grad():
+        model.head.weight *= 3.0
+        model.head.bias *= 3.0
+    log_t, n = fit_temperature(model, val, 64)
+    assert n == evaluate(model, val, 64)[1] and 2.0 < math.exp(log_t) < 4.5  # all of it
+
+    def loss_at(t: float) -> float:
+        model.log_temperature.fill_(t)
+        return evaluate(model, val, 64)[0]
+
+    best = loss_at(log_t)
+    assert best < loss_at(0.0) and best < loss_at(log_t - 0.05) and best < loss_at(log_t + 0.05)
+
+
+def test_training_never_sees_the_temperature_and_sampling_sees_it_as_scoring_does(synthetic_run):
+    model = copy.deepcopy(synthetic_run.model)
+    h = torch.randn(3, model.config.hidden)
+    model.log_temperature.fill_(0.0)
+    plain = model.token_logits(h)
+    model.log_temperature.fill_(math.log(2.0))
+    assert torch.allclose(
+        model.token_logits(h), model.calibrated(model.head_logits(h), torch.tensor(0.5))
+    )
+    assert not torch.allclose(model.token_logits(h), plain)
+    assert torch.allclose(Stepper(model).token_logits(h), model.token_logits(h), atol=1e-5)
+    model.train()
+    assert torch.equal(model.token_logits(h), model.calibrated(model.head_logits(h), None))
+    assert torch.allclose(
+        model.token_logits(h), model.calibrated(model.head_logits(h), torch.tensor(1.0))
+    )
 
 
 def test_every_rule_and_cell_is_one_registry_entry():

@@ -11,7 +11,7 @@ from charrnn.checkpoint.records import check_run_info
 from charrnn.errors import CheckpointError
 from charrnn.schema import read_json
 
-FORMAT_VERSION = 7  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 8  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
@@ -24,6 +24,8 @@ FORMAT_VERSION = 7  # 2: the weights hold the state a unit starts from (model.st
 #    embedding and output rows harder (TrainConfig.row_decay)
 # 7: the streams start at another point of the text each pass (TrainConfig.shift_windows), and
 #    a run may decide its dropout as it goes (ModelConfig.dropout None)
+# 8: the weights hold a temperature fitted on validation text (log_temperature), fitted where
+#    a run calibrates (TrainConfig.calibrate)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
@@ -38,6 +40,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     # 5 -> 6 added the weights' tokenizer_hash (see TOKENIZER_HASHED), and BEFORE_6's settings
     5: lambda info: _with(_with(info, "model", **BEFORE_6["model"]), "train", **BEFORE_6["train"]),
     6: lambda info: _with(info, "train", **BEFORE_7["train"]),
+    7: lambda info: _with(info, "train", **BEFORE_8["train"]),  # and ADDED_IN
 }
 
 # How runs before format 6 trained, where today's defaults differ: no weight drop, no
@@ -49,6 +52,8 @@ BEFORE_6: dict[str, dict[str, Any]] = {
 # ... and before format 7: the streams started at the same points every pass (every run
 # before it saved its dropout as a number, so that needs no upgrade)
 BEFORE_7: dict[str, dict[str, Any]] = {"train": {"shift_windows": False}}
+# ... and before format 8: no temperature was fitted
+BEFORE_8: dict[str, dict[str, Any]] = {"train": {"calibrate": False}}
 
 
 OLD_UNKNOWN_SCALE = 10.0  # how runs of format 3 and before read the length input's unknown rows
@@ -66,8 +71,9 @@ def _with(info: dict[str, Any], config: str, **settings: Any) -> dict[str, Any]:
 
 # Model tensors a newer format added, and the version that added them. A file of an older
 # format loads without them; they keep the value that format implied (zeros: a unit started
-# from h = 0 before start_h existed), so the model computes what it computed then.
-ADDED_IN = {"start_h": 2, "end_bias": 3}
+# from h = 0 before start_h existed; T = 1 before log_temperature), so the model computes
+# what it computed then.
+ADDED_IN = {"start_h": 2, "end_bias": 3, "log_temperature": 8}
 TOKENIZER_HASHED = 6  # weights of this format on name their tokenizer (load.check_tokenizer)
 
 

@@ -353,6 +353,15 @@ def train_cmd(
             rich_help_panel=TRAINING,
         ),
     ] = TrainConfig.average,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Divide the kept model's logits by a temperature fitted on the validation "
+            "text at each evaluation (training never sees it): a model trained past its text "
+            "is surer than held-out text bears out.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = TrainConfig.calibrate,
     max_steps: Annotated[int | None, typer.Option(min=1, rich_help_panel=TRAINING)] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TRAINING)] = None,
     time_budget: Annotated[

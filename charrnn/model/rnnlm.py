@@ -3,7 +3,8 @@
     x(t) = E[token(t)] + R[length input(t)]             the remaining length, by bucket, or
                                                          "unknown, j tokens of the unit read"
     h(t) = cell(h(t-1), x(t))                            nn.RNN / nn.GRU / nn.LSTM, stacked
-    token head:   y^(t) = softmax(W_yh h(t) + b_y)       next token
+    token head:   y^(t) = softmax((W_yh h(t) + b_y) / T) next token; T fitted on validation
+                                                         text, 1 while training
     halt head:    p(t)  = sigmoid(w_h . h(t) + b_h)      "the unit ends after this token"
     length head:  q(t)  = softmax(W_l h(t) + b_l)        remaining length, in buckets
 
@@ -65,6 +66,9 @@ class RNNLM(nn.Module):
         # across units, so <sos> is always read after an <eos>, never from h = 0.
         n_state = self.cell.state_size
         self.register_buffer("start_h", torch.zeros(n_state, c.layers, 1, c.hidden))
+        # log T: a model trained past its text is surer of its guesses than held-out text bears
+        # out; out of training its logits are divided by T (calibrate.fit_temperature)
+        self.register_buffer("log_temperature", torch.zeros(1))
         if c.stop_heads:
             # Shifts of the <eos> logit and of the halt logit that make the chance of ending,
             # with the remaining length unknown, match training text (fit_end_bias): a model
@@ -178,11 +182,21 @@ class RNNLM(nn.Module):
 
     def token_logits(self, h: Tensor) -> Tensor:
         """Next-token logits (..., V) from features (..., H)."""
+        return self.calibrated(self.head_logits(h))
+
+    def head_logits(self, h: Tensor) -> Tensor:
+        """The output layer's logits (..., V), before the calibrations."""
         if self.head is not None:
-            logits = self.head(h)
-        else:
-            h = h if self.proj is None else self.proj(h)
-            logits = F.linear(h, self.embed.weight, self.head_bias)
+            return self.head(h)
+        h = h if self.proj is None else self.proj(h)
+        return F.linear(h, self.embed.weight, self.head_bias)
+
+    def calibrated(self, z: Tensor, scale: Tensor | None = None) -> Tensor:
+        """Logits from the output layer's ``z`` (..., V): times ``scale`` (default: 1 / T out
+        of training, 1 in it), then the <eos> logit shifted by the end calibration."""
+        if scale is None and not self.training:
+            scale = torch.exp(-self.log_temperature)
+        logits = z if scale is None else z * scale.to(z.dtype)
         if self.config.stop_heads:
             logits[..., EOS] += self.end_bias[0]
         return logits
@@ -227,6 +241,7 @@ def model_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
     else:
         shapes |= {"head.weight": (c.vocab_size, c.hidden), "head.bias": (c.vocab_size,)}
     shapes["start_h"] = (cell.state_size, c.layers, 1, c.hidden)
+    shapes["log_temperature"] = (1,)
     if c.stop_heads:
         n = len(bucket_edges(c.max_len))
         shapes |= {"end_bias": (2,), "len_embed.weight": (2 * n, c.embed)}

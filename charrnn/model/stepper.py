@@ -46,15 +46,18 @@ class Stepper:
             + tuple(getattr(rnn, f"{k}_l{layer}") for k in ("bias_ih", "bias_hh"))
             for layer in range(c.layers)
         ]
-        # the token head, likewise (with tied weights: the embedding, after the projection)
+        # the token head, likewise (with tied weights: the embedding, after the projection),
+        # with the temperature, the end calibration and the mask folded in once rather than
+        # applied to every step's logits: ((h W + b) / T) + e and h (W / T) + (b / T + e) agree
+        # to rounding
         self.proj = None if model.proj is None else _transposed_copy(model.proj.weight)
+        scale = torch.exp(-model.log_temperature.detach())
         if model.head is not None:
-            self.head, bias = _transposed_copy(model.head.weight), model.head.bias
+            weight, bias = model.head.weight, model.head.bias
         else:
-            self.head, bias = _transposed_copy(model.embed.weight), model.head_bias
-        # The end calibration and the mask, folded into the bias once rather than added to
-        # every step's logits; (h W + b) + e and h W + (b + e) agree to rounding.
-        self.head_bias = bias.detach().clone()
+            weight, bias = model.embed.weight, model.head_bias
+        self.head = _transposed_copy(weight * scale)
+        self.head_bias = bias.detach() * scale
         if c.stop_heads:
             self.head_bias[EOS] += model.end_bias[0]
             self.len_embed = model.length_table().detach()

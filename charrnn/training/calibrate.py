@@ -1,21 +1,25 @@
-"""Calibrations fitted on training text: the state a unit starts from, and how often the eos
-and halt rules end."""
+"""Calibrations: the state a unit starts from and how often the eos and halt rules end, fitted
+on training text; the temperature of the logits, fitted on validation text."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from charrnn.config import Stop
-from charrnn.data import (
-    Split,
-)
+from charrnn.data import Split
+from charrnn.device import to_device
 from charrnn.evaluate import eval_mode, read_windows
 from charrnn.model import RNNLM
 from charrnn.stopping import rule_logits
-from charrnn.tokenizers import EOS
+from charrnn.tokenizers import EOS, PAD
+
+TEMPERATURE_LOGITS = 2**25  # the most logits the temperature fit holds (128 MiB of float32)
+LOGIT_CHUNK = 2**22  # ... in pieces of this many, each read at once
 
 
 @torch.no_grad()
@@ -99,3 +103,56 @@ def _logistic_shift(a: torch.Tensor, y: torch.Tensor, bound: float = 20.0) -> fl
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if float(torch.sigmoid(a + mid).sum()) < target else (lo, mid)
     return (lo + hi) / 2
+
+
+@torch.no_grad()
+def fit_temperature(
+    model: RNNLM,
+    split: Split,
+    seq_len: int,
+    max_tokens: int = 0,
+    device: torch.device | None = None,
+    part: tuple[int, int] = (0, 1),
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> tuple[float, int]:
+    """The log temperature T at which ``model`` loses least on ``split``, and the tokens it
+    was fitted on: up to ``max_tokens`` (0 = all) and TEMPERATURE_LOGITS logits, read as
+    evaluation reads them. ``split`` is validation text: on its training text a model is as
+    sure as training made it, and only held-out text shows how much surer than right."""
+    cap = max(1, TEMPERATURE_LOGITS // model.config.vocab_size)
+    max_tokens = min(max_tokens, cap) if max_tokens > 0 else cap
+    zs, ys = [], []
+    rows = max(1, LOGIT_CHUNK // model.config.vocab_size)
+    windows = read_windows(model, split, seq_len, 64, max_tokens, device, part, autocast)
+    for b, h in windows:
+        (y,) = to_device([b.y], h.device)
+        with autocast():
+            z = model.head_logits(h)
+        y, z = y.flatten(), z.flatten(0, 1).float()
+        counted = y != PAD
+        zs += z[counted].split(rows)
+        ys += y[counted].split(rows)
+    n = sum(len(y) for y in ys)
+    return (-math.log(_best_scale(model, zs, ys)) if n else 0.0), n
+
+
+def _best_scale(model: RNNLM, zs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
+    """The s in [1/4, 4] that minimises the loss of ``model.calibrated(z * s)`` on the targets
+    ``ys``: Newton's steps on a convex function of s (its derivative is E[z] - z_y under
+    the model's distribution, its second the variance of z), kept inside the bracket that
+    the derivative's sign narrows."""
+    lo, hi, s = 0.25, 4.0, 1.0
+    for _ in range(30):
+        grad = curv = 0.0
+        for z, y in zip(zs, ys):
+            p = torch.softmax(model.calibrated(z, torch.tensor(s)), dim=-1)
+            mean = (p * z).sum(-1)
+            grad += float((mean - z.gather(1, y[:, None]).squeeze(1)).sum())
+            curv += float(((p * z * z).sum(-1) - mean * mean).sum())
+        lo, hi = (s, hi) if grad < 0 else (lo, s)
+        step = s - grad / curv if curv > 0 else math.nan
+        new = step if lo < step < hi else (lo + hi) / 2
+        if abs(new - s) < 1e-5:
+            return new
+        s = new
+    return s

@@ -21,7 +21,7 @@ from charrnn.model import RNNLM
 from charrnn.stopfit import StopFit, estimate_seconds, fit_lengths, sample_cap, write_stopfit
 from charrnn.training.average import Averager, kept
 from charrnn.training.budget import Budget
-from charrnn.training.calibrate import fit_end_bias, fit_start_state
+from charrnn.training.calibrate import fit_end_bias, fit_start_state, fit_temperature
 from charrnn.training.callbacks import Callbacks, EvalStats
 from charrnn.training.distributed import Ranks
 from charrnn.training.precision import Amp
@@ -123,11 +123,24 @@ class Evaluations:
         split = self.train_split
         fit_start_state(self.model, split.tokens, split.unit_starts[1:] - 1)
 
+    def _fit_temperature(self) -> None:
+        """The temperature of the logits, fitted on the validation text an evaluation reads
+        (each rank on its block, then averaged)."""
+        if not self.config.calibrate:
+            return
+        c, r = self.config, self.ranks
+        part = (r.rank, r.world)
+        log_t, n = fit_temperature(
+            self.model, self.val, c.seq_len, c.eval_tokens, self.device, part, self.amp.autocast
+        )
+        self.model.log_temperature.fill_(r.pool(log_t, n)[0])
+
     def _periodic_eval(self) -> None:
         c, loop = self.config, self.loop
         t0 = time.monotonic()
         with kept(self.average):  # the weights a run keeps are those it evaluates
             self._fit_start_state()
+            self._fit_temperature()
             self._fit_end_bias()
             t_fit = time.monotonic()
             loss, n = self._evaluate(c.eval_tokens)
