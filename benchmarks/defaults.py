@@ -35,6 +35,11 @@ Rows (validation loss in nats per character, over the whole held-out tail):
              level and at --level char (10 minutes)
     precision15  the same pair with no other flags (30 minutes)
     sweep    150-second runs of other sizes and learning rates (SWEEP), through the library
+    calibrate  the defaults and --no-calibrate, one command after the other: the budget row,
+             150 s on WikiText-2's validation characters (scored on its test text too), and 60 s
+             on each small text (about 25 minutes)
+    calibratewords  the same pair on the words row, scored on WikiText-2's test text too (about
+             30 minutes)
 
 Writes benchmarks/out/defaults.md (and .json).
 """
@@ -64,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
 ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "small", "words")
-ROWS += ("wordlevers", "precision", "precision15", "sweep")
+ROWS += ("wordlevers", "precision", "precision15", "sweep", "calibrate", "calibratewords")
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
 CHAR = ("--level", "char")
 # The defaults before issue 29: no weight drop or dropout, no extra decay of the rows, no
@@ -211,10 +216,11 @@ def lstm_reference(seconds: float = 140.0, batch: int = 64, bptt: int = 128) -> 
 # -- charrnn itself -----------------------------------------------------------------------
 
 
-def charrnn_run(corpus: Path, *args: str) -> dict:
+def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
     """The CLI in a fresh process, timed from outside; the kept model's figures from its
-    checkpoint (validation bits per character over the whole held-out split, times ln 2)."""
-    from charrnn.checkpoint import read_meta
+    checkpoint (validation bits per character over the whole held-out split, times ln 2),
+    and on a ``test`` text (charrnn eval) where one is given."""
+    from charrnn.checkpoint import load_tensors, read_meta
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CHARRNN_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(ROOT)}
@@ -227,6 +233,12 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
         meta = read_meta(ck / "bench" / "best.safetensors")
         loop = read_meta(ck / "bench" / "last.safetensors")["loop"]
         run = json.loads((ck / "bench" / "run.json").read_text())
+        kept = load_tensors(ck / "bench" / "best.safetensors", "model.")
+        evaluation = None
+        if test is not None:
+            cmd = [sys.executable, "-m", "charrnn", "eval", str(test), "-c", str(ck / "bench")]
+            out = subprocess.run([*cmd, "--json"], env=env, check=True, capture_output=True)
+            evaluation = json.loads(out.stdout)
     config, tok = run["model"], run["data"]["config"]["tokenizer"]
     size = f"{config['cell']} {config['layers']}x{config['hidden']}"
     level = tok["level"] + (f" {tok['vocab_size']}" if tok["level"] in ("bpe", "unigram") else "")
@@ -242,6 +254,13 @@ def charrnn_run(corpus: Path, *args: str) -> dict:
         note += (
             f", weight drop {loop['weight_drop']}, dropout {loop.get('dropout')}; row pressure "
             f"{loop['row_pressure']}: row decay {loop['row_decay']}"
+        )
+    if "log_temperature" in kept:
+        note += f"; temperature {math.exp(float(kept['log_temperature'])):.3f}"
+    if evaluation is not None:
+        test_loss = evaluation["bits_per_char"] * math.log(2)
+        note += (
+            f"; {test.name}: {test_loss:.4f} nats/char, perplexity {evaluation['perplexity']:,.1f}"
         )
     return {"seconds": seconds, "val": val, "note": note}
 
@@ -308,6 +327,27 @@ def _small_rows(row: Callable[[str, dict], None]) -> None:
             budget60 = ("--time-budget", "60s")
             row(f"charrnn {name}, 60 s", charrnn_run(corpus, *budget60))
             row(f"charrnn {name}, 60 s, before 29", charrnn_run(corpus, *budget60, *BEFORE_29))
+
+
+def _calibrate_rows(row: Callable[[str, dict], None], budget: tuple[str, ...]) -> None:
+    """The defaults and --no-calibrate, one command after the other: the 150 s command on
+    tinyshakespeare, 150 s on WikiText-2's valid characters (scored on its test text too),
+    and 60 s on each small text."""
+    from benchmarks.smalltexts import build
+
+    off = ("--no-calibrate",)
+    wiki, test = SHARED / "wikitext2-valid.txt", SHARED / "wikitext2-test.txt"
+    for flags in ((), off):
+        row(f"charrnn {' '.join((*budget, *flags))}", charrnn_run(SHAKESPEARE, *budget, *flags))
+    if wiki.exists() and test.exists():
+        for flags in (CHAR, (*CHAR, *off)):
+            args = ("--time-budget", "150s", *flags)
+            row(f"charrnn WikiText-2 valid {' '.join(args)}", charrnn_run(wiki, *args, test=test))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, corpus in build(Path(tmp)).items():
+            for flags in ((), off):
+                args = ("--time-budget", "60s", *flags)
+                row(f"charrnn {name} {' '.join(args)}", charrnn_run(corpus, *args))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -382,6 +422,13 @@ def main(argv: list[str] | None = None) -> None:
         for flags in WORD_LEVERS:
             name = f"charrnn WikiText-2 valid, words, 14 min, {' '.join(flags) or 'defaults'}"
             row(name, charrnn_run(wiki, *words, *flags))
+    if "calibrate" in which:
+        _calibrate_rows(row, budget)
+    if "calibratewords" in which and wiki.exists():
+        test = SHARED / "wikitext2-test.txt"
+        for flags in ((), ("--no-calibrate",)):
+            name = f"charrnn WikiText-2 valid, words, 14 min {' '.join(flags)}"
+            row(name, charrnn_run(wiki, *words, *flags, test=test if test.exists() else None))
     if "precision" in which:
         for level in ((), CHAR):
             for flags in ((), ("--precision", "fp32")):
