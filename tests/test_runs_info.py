@@ -149,6 +149,8 @@ def test_info_shows_config_parameters_tokenizer_curves(runs_root):
     for needle in ("hidden", "seq_len", "tokenizer.level", "char level", "commonest", "┤", "█"):
         assert needle in out, needle
     assert "no fit for this run yet" in out and STOPFIT in out  # and how to get one
+    temperature = read_meta(runs_root / "verses" / "best.safetensors")["temperature"]
+    assert f"logits / {temperature} (fitted on validation text)" in " ".join(out.split())
     d = json.loads(run("info", "verses", "--checkpoints", runs_root, "--json").stdout)
     curves = read_curves(runs_root / "verses")
     assert d["parameters"] == params and d["steps"] == 40

@@ -55,6 +55,7 @@ BEST: dict[str, Kind] = {
     "val_bpc": Real(),
     "val_bpb": Real(),
     "full": Flag(),
+    "temperature": Real(0.0, open_lo=True),  # fitted on validation text (TrainConfig.calibrate)
 }
 
 

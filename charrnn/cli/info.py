@@ -132,11 +132,14 @@ def _progress_table(d: RunDetails) -> Table:
             )
     if best:
         scope = "whole validation split" if best.get("full") else "validation sample"
+        calibrated = ""
+        if "temperature" in best:
+            calibrated = f", logits / {best['temperature']} (fitted on validation text)"
         rows.append(
             (
                 "kept model",
                 f"step {best.get('step', 0):,}: {best.get('val_loss', math.nan):.4f} nats/token, "
-                f"{best.get('val_bpc', math.nan):.3f} bits/char ({scope})",
+                f"{best.get('val_bpc', math.nan):.3f} bits/char ({scope}){calibrated}",
             )
         )
     for k, v in rows:

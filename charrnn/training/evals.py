@@ -67,6 +67,8 @@ class Evaluations:
             meta.update(val_bpc=stats.bpc, val_bpb=stats.bpb)
             if stats.full:  # the whole validation split, not a sample of it
                 meta["full"] = True
+            if self.config.calibrate:
+                meta["temperature"] = round(math.exp(self.model.log_temperature.item()), 4)
             save_weights(self.folder / BEST, self.model, meta)
 
     def _stats(self, step: int, loss: float, n: int, best: bool, full: bool) -> EvalStats:
@@ -125,8 +127,10 @@ class Evaluations:
 
     def _fit_temperature(self) -> None:
         """The temperature of the logits, fitted on the validation text an evaluation reads
-        (each rank on its block, then averaged)."""
+        (each rank on its block, then averaged); 1 where the run does not calibrate (a base
+        it was fine-tuned from may have fitted one)."""
         if not self.config.calibrate:
+            self.model.log_temperature.zero_()
             return
         c, r = self.config, self.ranks
         part = (r.rank, r.world)

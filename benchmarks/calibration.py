@@ -1,0 +1,102 @@
+"""What the fitted temperature adds to a trained model: its kept model with the temperature
+and with T = 1, on its validation split and on a held-out test text, the same weights.
+
+    python -m benchmarks.calibration [--only NAME ...]
+
+Each case is one `charrnn train` command (a fresh process; the defaults, which calibrate);
+the run's own figure then is the first column. Loss in nats per character over the whole
+split (or test text). The validation figure at T is fitted on (part of) that split; the test
+text is read by neither the run nor its fit, so the test columns are the honest ones.
+
+Prints one line per case and writes benchmarks/out/calibration.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.machine import describe
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "corpora"
+OUT = ROOT / "benchmarks" / "out"
+WIKI, TEST = SHARED / "wikitext2-valid.txt", SHARED / "wikitext2-test.txt"
+WORDS = ("--level", "word", "--unit", "line")
+
+
+def cases(small: dict[str, Path]) -> list[tuple[str, Path, tuple[str, ...], Path | None]]:
+    """(name, corpus, train flags, test text or None); ``small``: benchmarks.smalltexts."""
+    out = [
+        ("tinyshakespeare 150s", SHARED / "tinyshakespeare.txt", ("--time-budget", "150s"), None),
+        ("wikitext2 chars 150s", WIKI, ("--time-budget", "150s", "--level", "char"), TEST),
+        ("wikitext2 words 4m", WIKI, (*WORDS, "--time-budget", "4m"), TEST),
+    ]
+    for name in ("shakespeare-100k", "zh-ui-80k", "cjk-synth-80k"):
+        if name in small:
+            out.append((f"{name} 60s", small[name], ("--time-budget", "60s"), None))
+    return out
+
+
+def measure(corpus: Path, flags: tuple[str, ...], test: Path | None) -> dict:
+    import torch
+
+    import charrnn
+    from charrnn.evaluate import bits_per_char, evaluate
+    from charrnn.stopfit import open_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "CHARRNN_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(ROOT)}
+        folder = Path(tmp) / "ck" / "bench"
+        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--run", "bench"]
+        cmd += ["--checkpoints", str(folder.parent), *flags]
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        os.environ["CHARRNN_CACHE"] = env["CHARRNN_CACHE"]
+        model = charrnn.load(folder)
+        net, info = model.loaded.model, model.loaded.info
+        t = info["train"]
+        _, val = open_dataset(info).split(t["val_fraction"], t["split"], t["split_cut"])
+        log_t = float(net.log_temperature)
+        row: dict = {"temperature": math.exp(log_t), "steps": model.loaded.meta.get("step")}
+        for label, value in (("calibrated", log_t), ("t1", 0.0)):
+            net.log_temperature.fill_(value)
+            with torch.no_grad():
+                loss, _ = evaluate(net, val, t["seq_len"])
+            row[f"val_{label}"] = bits_per_char(loss, val) * math.log(2)
+            if test is not None:
+                row[f"test_{label}"] = model.evaluate(test).bits_per_char * math.log(2)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks.smalltexts import build
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.calibration", description=__doc__)
+    ap.add_argument("--only", nargs="*", default=None, help="case names (as printed)")
+    args = ap.parse_args(argv)
+    info = describe(__import__("torch").device("cpu"))
+    for k, v in info.items():
+        print(f"- {k}: {v}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, corpus, flags, test in cases(build(Path(tmp))):
+            if (args.only and name not in args.only) or not corpus.exists():
+                continue
+            t0 = time.monotonic()
+            row = {"case": name, "flags": " ".join(flags), **measure(corpus, flags, test)}
+            row["seconds"] = round(time.monotonic() - t0)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "calibration.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
