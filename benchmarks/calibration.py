@@ -5,8 +5,10 @@ and with T = 1, on its validation split and on a held-out test text, the same we
 
 Each case is one `charrnn train` command (a fresh process; the defaults, which calibrate);
 the run's own figure then is the first column. Loss in nats per character over the whole
-split (or test text). The validation figure at T is fitted on (part of) that split; the test
-text is read by neither the run nor its fit, so the test columns are the honest ones.
+split (or test text). The validation figure at T is fitted on (part of) that split; two
+figures are not: each half of the split (cut at a unit boundary) at the T fitted on the other
+half, against T = 1 (``cross``, nats per token over both halves), and a test text read by
+neither the run nor its fit.
 
 Prints one line per case and writes benchmarks/out/calibration.json.
 """
@@ -65,6 +67,7 @@ def measure(corpus: Path, flags: tuple[str, ...], test: Path | None) -> dict:
         _, val = open_dataset(info).split(t["val_fraction"], t["split"], t["split_cut"])
         log_t = float(net.log_temperature)
         row: dict = {"temperature": math.exp(log_t), "steps": model.loaded.meta.get("step")}
+        row["cross_fitted"], row["cross_t1"] = cross_fitted(net, val, t["seq_len"])
         for label, value in (("calibrated", log_t), ("t1", 0.0)):
             net.log_temperature.fill_(value)
             with torch.no_grad():
@@ -73,6 +76,36 @@ def measure(corpus: Path, flags: tuple[str, ...], test: Path | None) -> dict:
             if test is not None:
                 row[f"test_{label}"] = model.evaluate(test).bits_per_char * math.log(2)
     return row
+
+
+def cross_fitted(net, val, seq_len: int) -> tuple[float, float]:
+    """Nats per token over both halves of ``val``, each at the temperature fitted on the
+    other half, and at T = 1."""
+    import numpy as np
+    import torch
+
+    from charrnn.data import Split
+    from charrnn.evaluate import evaluate
+    from charrnn.training.calibrate import fit_temperature
+
+    i = len(val.unit_starts) // 2
+    cut = int(val.unit_starts[i])
+    starts = np.asarray(val.unit_starts)
+    halves = [
+        Split(val.tokens[:cut], starts[:i], 0, 0),
+        Split(val.tokens[cut:], starts[i:] - cut, 0, 0),
+    ]
+    fitted = [fit_temperature(net, half, seq_len)[0] for half in halves]
+    totals = {"fitted": 0.0, "t1": 0.0}
+    count = 0
+    for half, other in zip(halves, reversed(fitted)):
+        for label, value in (("fitted", other), ("t1", 0.0)):
+            net.log_temperature.fill_(value)
+            with torch.no_grad():
+                loss, n = evaluate(net, half, seq_len)
+            totals[label] += loss * n
+        count += n
+    return totals["fitted"] / count, totals["t1"] / count
 
 
 def main(argv: list[str] | None = None) -> None:
