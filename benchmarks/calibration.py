@@ -66,7 +66,7 @@ def measure(corpus: Path, flags: tuple[str, ...], test: Path | None) -> dict:
         t = info["train"]
         _, val = open_dataset(info).split(t["val_fraction"], t["split"], t["split_cut"])
         log_t = float(net.log_temperature)
-        row: dict = {"temperature": math.exp(log_t), "steps": model.loaded.meta.get("step")}
+        row: dict = {"temperature": math.exp(log_t), "kept_step": model.loaded.meta.get("step")}
         row["cross_fitted"], row["cross_t1"] = cross_fitted(net, val, t["seq_len"])
         for label, value in (("calibrated", log_t), ("t1", 0.0)):
             net.log_temperature.fill_(value)
