@@ -33,7 +33,7 @@ from benchmarks.reference import (
     forward_seconds,
     sample_tokens_per_s,
 )
-from charrnn.cli.train import TrainView
+from charrnn.cli.trainview import TrainView
 from charrnn.config import Cell, ModelConfig, SampleConfig, Stop, TrainConfig
 from charrnn.data import Dataset, prepare
 from charrnn.generate import Sampler

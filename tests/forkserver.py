@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _install_hook(hook: dict[str, Any]) -> None:
     """Test-only instrumentation of the child, applied before charrnn runs."""
     if "signal_at_step" in hook:
-        import charrnn.cli.train
+        import charrnn.cli.trainview
 
         at, signum = hook["signal_at_step"], hook.get("signal", signal.SIGINT)
-        on_step = charrnn.cli.train.TrainView.on_step
+        on_step = charrnn.cli.trainview.TrainView.on_step
 
         def signalling(self: Any, s: Any) -> None:
             on_step(self, s)
@@ -48,7 +48,7 @@ def _install_hook(hook: dict[str, Any]) -> None:
                 self._signalled = True
                 os.kill(os.getpid(), signum)  # a real signal, through the CLI's own handler
 
-        charrnn.cli.train.TrainView.on_step = signalling
+        charrnn.cli.trainview.TrainView.on_step = signalling
     if "die_in_write" in hook:
         # The n-th checkpoint write is torn: half the bytes reach the temporary file, then
         # the process dies before the rename, as a power cut or kill -9 would leave it.
