@@ -19,12 +19,11 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.defaults import trained
 from benchmarks.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +53,7 @@ def measure(corpus: Path, flags: tuple[str, ...], test: Path | None) -> dict:
     from charrnn.evaluate import bits_per_char, evaluate
     from charrnn.stopfit import open_dataset
 
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "CHARRNN_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(ROOT)}
-        folder = Path(tmp) / "ck" / "bench"
-        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--run", "bench"]
-        cmd += ["--checkpoints", str(folder.parent), *flags]
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    with trained(corpus, *flags) as (folder, env, _):
         os.environ["CHARRNN_CACHE"] = env["CHARRNN_CACHE"]
         model = charrnn.load(folder)
         net, info = model.loaded.model, model.loaded.info

@@ -47,6 +47,7 @@ Writes benchmarks/out/defaults.md (and .json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -55,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -216,12 +217,10 @@ def lstm_reference(seconds: float = 140.0, batch: int = 64, bptt: int = 128) -> 
 # -- charrnn itself -----------------------------------------------------------------------
 
 
-def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
-    """The CLI in a fresh process, timed from outside; the kept model's figures from its
-    checkpoint (validation bits per character over the whole held-out split, times ln 2),
-    and on a ``test`` text (charrnn eval) where one is given."""
-    from charrnn.checkpoint import load_tensors, read_meta
-
+@contextlib.contextmanager
+def trained(corpus: Path, *args: str) -> Iterator[tuple[Path, dict[str, str], float]]:
+    """`charrnn train CORPUS ARGS` in a fresh process with a cache of its own: the run's
+    folder, the environment it ran in, and its wall time from outside; gone after the block."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CHARRNN_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(ROOT)}
         ck = Path(tmp) / "ck"
@@ -229,14 +228,23 @@ def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
         cmd += ["--checkpoints", str(ck), *args]
         t0 = time.monotonic()
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-        seconds = time.monotonic() - t0
-        meta = read_meta(ck / "bench" / "best.safetensors")
-        loop = read_meta(ck / "bench" / "last.safetensors")["loop"]
-        run = json.loads((ck / "bench" / "run.json").read_text())
-        kept = load_tensors(ck / "bench" / "best.safetensors", "model.")
+        yield ck / "bench", env, time.monotonic() - t0
+
+
+def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
+    """The CLI in a fresh process, timed from outside; the kept model's figures from its
+    checkpoint (validation bits per character over the whole held-out split, times ln 2),
+    and on a ``test`` text (charrnn eval) where one is given."""
+    from charrnn.checkpoint import load_tensors, read_meta
+
+    with trained(corpus, *args) as (folder, env, seconds):
+        meta = read_meta(folder / "best.safetensors")
+        loop = read_meta(folder / "last.safetensors")["loop"]
+        run = json.loads((folder / "run.json").read_text())
+        kept = load_tensors(folder / "best.safetensors", "model.")
         evaluation = None
         if test is not None:
-            cmd = [sys.executable, "-m", "charrnn", "eval", str(test), "-c", str(ck / "bench")]
+            cmd = [sys.executable, "-m", "charrnn", "eval", str(test), "-c", str(folder)]
             out = subprocess.run([*cmd, "--json"], env=env, check=True, capture_output=True)
             evaluation = json.loads(out.stdout)
     config, tok = run["model"], run["data"]["config"]["tokenizer"]
