@@ -23,22 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.defaults import trained
+from benchmarks.defaults import ROOT, SHAKESPEARE, WIKI, WIKI_TEST, trained
 from benchmarks.machine import describe
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "corpora"
 OUT = ROOT / "benchmarks" / "out"
-WIKI, TEST = SHARED / "wikitext2-valid.txt", SHARED / "wikitext2-test.txt"
 WORDS = ("--level", "word", "--unit", "line")
 
 
 def cases(small: dict[str, Path]) -> list[tuple[str, Path, tuple[str, ...], Path | None]]:
     """(name, corpus, train flags, test text or None); ``small``: benchmarks.smalltexts."""
     out = [
-        ("tinyshakespeare 150s", SHARED / "tinyshakespeare.txt", ("--time-budget", "150s"), None),
-        ("wikitext2 chars 150s", WIKI, ("--time-budget", "150s", "--level", "char"), TEST),
-        ("wikitext2 words 4m", WIKI, (*WORDS, "--time-budget", "4m"), TEST),
+        ("tinyshakespeare 150s", SHAKESPEARE, ("--time-budget", "150s"), None),
+        ("wikitext2 chars 150s", WIKI, ("--time-budget", "150s", "--level", "char"), WIKI_TEST),
+        ("wikitext2 words 4m", WIKI, (*WORDS, "--time-budget", "4m"), WIKI_TEST),
     ]
     for name in ("shakespeare-100k", "zh-ui-80k", "cjk-synth-80k"):
         if name in small:

@@ -69,6 +69,7 @@ from benchmarks.reference import CHARS, BareLM
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
+WIKI, WIKI_TEST = SHARED / "wikitext2-valid.txt", SHARED / "wikitext2-test.txt"
 ROWS = ("gpt", "lstm", "budget", "noflags", "other", "levels", "regularize", "small", "words")
 ROWS += ("wordlevers", "precision", "precision15", "sweep", "calibrate", "calibratewords")
 LIGHT = ("--weight-decay", "0.1", "--min-lr-ratio", "0.1")  # the light end of the rule, fixed
@@ -76,6 +77,7 @@ CHAR = ("--level", "char")
 # The defaults before issue 29: no weight drop or dropout, no extra decay of the rows, no
 # averaged weights (the streams' start still moves from pass to pass: it has no option)
 BEFORE_29 = ("--weight-drop", "0", "--dropout", "0", "--row-decay", "0", "--average", "0")
+NO_CALIBRATE = ("--no-calibrate",)  # the logits as trained (docs/defaults.md, "A temperature")
 # Word level's usual levers, each with the defaults (docs/defaults.md, "Word level, 14 minutes")
 WORD_LEVERS = [("--tie-weights", "--dropout", "0.4"), ("--tie-weights",), ("--dropout", "0.4"), ()]
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
@@ -343,17 +345,16 @@ def _calibrate_rows(row: Callable[[str, dict], None], budget: tuple[str, ...]) -
     and 60 s on each small text."""
     from benchmarks.smalltexts import build
 
-    off = ("--no-calibrate",)
-    wiki, test = SHARED / "wikitext2-valid.txt", SHARED / "wikitext2-test.txt"
-    for flags in ((), off):
+    for flags in ((), NO_CALIBRATE):
         row(f"charrnn {' '.join((*budget, *flags))}", charrnn_run(SHAKESPEARE, *budget, *flags))
-    if wiki.exists() and test.exists():
-        for flags in (CHAR, (*CHAR, *off)):
+    if WIKI.exists() and WIKI_TEST.exists():
+        for flags in (CHAR, (*CHAR, *NO_CALIBRATE)):
             args = ("--time-budget", "150s", *flags)
-            row(f"charrnn WikiText-2 valid {' '.join(args)}", charrnn_run(wiki, *args, test=test))
+            name = f"charrnn WikiText-2 valid {' '.join(args)}"
+            row(name, charrnn_run(WIKI, *args, test=WIKI_TEST))
     with tempfile.TemporaryDirectory() as tmp:
         for name, corpus in build(Path(tmp)).items():
-            for flags in ((), off):
+            for flags in ((), NO_CALIBRATE):
                 args = ("--time-budget", "60s", *flags)
                 row(f"charrnn {name} {' '.join(args)}", charrnn_run(corpus, *args))
 
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
 
     budget = ("--time-budget", "150s", "--val-fraction", "0.1")
     words = ("--level", "word", "--unit", "line", "--time-budget", "14m")
-    wiki = SHARED / "wikitext2-valid.txt"
+    wiki = WIKI
     if "gpt" in which:
         row("nanoGPT CPU recipe (re-implemented)", gpt_reference())
     if "lstm" in which:
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     if "levels" in which:
         with tempfile.TemporaryDirectory() as tmp:
             corpora = [("tinyshakespeare", SHAKESPEARE, budget)]
-            corpora.append(("WikiText-2 test", SHARED / "wikitext2-test.txt", budget[:2]))
+            corpora.append(("WikiText-2 test", WIKI_TEST, budget[:2]))
             if wiki.exists():
                 small = head_of(wiki, 250_000, Path(tmp))
                 corpora.append(("WikiText-2 valid 250 KB", small, budget[:2]))
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
                     row(f"charrnn {name}, 150 s, chars", charrnn_run(corpus, *args, *CHAR))
     if "regularize" in which:
         with tempfile.TemporaryDirectory() as tmp:
-            corpora = [("WikiText-2 test chars", SHARED / "wikitext2-test.txt")]
+            corpora = [("WikiText-2 test chars", WIKI_TEST)]
             if wiki.exists():
                 corpora.append(("WikiText-2 valid 250 KB", head_of(wiki, 250_000, Path(tmp))))
             for name, corpus in corpora:
@@ -433,10 +434,10 @@ def main(argv: list[str] | None = None) -> None:
     if "calibrate" in which:
         _calibrate_rows(row, budget)
     if "calibratewords" in which and wiki.exists():
-        test = SHARED / "wikitext2-test.txt"
-        for flags in ((), ("--no-calibrate",)):
+        test = WIKI_TEST if WIKI_TEST.exists() else None
+        for flags in ((), NO_CALIBRATE):
             name = f"charrnn WikiText-2 valid, words, 14 min {' '.join(flags)}"
-            row(name, charrnn_run(wiki, *words, *flags, test=test if test.exists() else None))
+            row(name, charrnn_run(wiki, *words, *flags, test=test))
     if "precision" in which:
         for level in ((), CHAR):
             for flags in ((), ("--precision", "fp32")):

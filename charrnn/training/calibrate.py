@@ -116,9 +116,9 @@ def fit_temperature(
     autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> tuple[float, int]:
     """log T for the temperature T at which ``model`` loses least on ``split``, and the
-    tokens it was fitted on: up to ``max_tokens`` (0 = all) and TEMPERATURE_LOGITS logits, read as
-    evaluation reads them. ``split`` is validation text: on its training text a model is as
-    sure as training made it, and only held-out text shows how much surer than right."""
+    tokens it was fitted on: up to ``max_tokens`` (0 = all) and TEMPERATURE_LOGITS logits,
+    read as evaluation reads them. ``split`` is validation text: on its training text a model
+    is as sure as training made it, and only held-out text shows how much surer than right."""
     cap = max(1, TEMPERATURE_LOGITS // model.config.vocab_size)
     max_tokens = min(max_tokens, cap) if max_tokens > 0 else cap
     zs, ys = [], []
