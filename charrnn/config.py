@@ -170,7 +170,7 @@ class ModelConfig:
     nonlinearity: Nonlinearity = Nonlinearity.tanh  # Elman rnn only
     layers: int = 1
     hidden: int = 0  # 0: sized from the time budget when training starts (hidden_for_budget)
-    embed: int = 128
+    embed: int = 0  # 0: from the level when training starts (embed_for)
     # Dropout of the recurrent stack's input and output (and between layers); None: from how
     # much the run can memorize (defaults)
     dropout: float | None = None
@@ -190,7 +190,7 @@ class ModelConfig:
         "nonlinearity": Choice(Nonlinearity),
         "layers": Whole(1, MAX_LAYERS),
         "hidden": Whole(0, MAX_WIDTH),
-        "embed": Whole(1, MAX_WIDTH),
+        "embed": Whole(0, MAX_WIDTH),
         "dropout": Maybe(Real(0.0, 1.0, open_hi=True)),
         "weight_drop": Maybe(Real(0.0, 1.0, open_hi=True)),
         "tie_weights": Flag(),

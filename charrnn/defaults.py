@@ -46,6 +46,7 @@ HIDDEN_UNSIZED = 512  # without a budget, or on a device the rule was not measur
 BF16_CPU_SPEEDUP = 2.5  # the width of a bf16 run on a CPU with AMX: an fp32 run this much longer
 BF16_ROW_LOAD = 4.0  # ... unless its rows hold more parameters than this per training token
 PEAK_LR, PEAK_LR_WIDTH = 1e-2, 256  # the peak learning rate up to this width; 1/sqrt(width) above
+EMBED, EMBED_SUBWORD = 128, 256  # the embedding's width; a piece stands for several characters
 
 
 def hidden_for_budget(
@@ -67,6 +68,11 @@ def bf16_speedup(vocab: int, embed: int, hidden: int, train_tokens: int) -> floa
     thousands of symbols, or words: a wider model memorized more there)."""
     load = vocab * (embed + hidden) / max(1, train_tokens)
     return BF16_CPU_SPEEDUP if load <= BF16_ROW_LOAD else 1.0
+
+
+def embed_for(tokenizer: TokenizerConfig) -> int:
+    """The embedding's width for tokens of this level: wider for subword pieces."""
+    return EMBED_SUBWORD if tokenizer.subword else EMBED
 
 
 def lr_for_width(hidden: int) -> float:
@@ -189,6 +195,10 @@ def hidden_help() -> str:
         f"where the text has many tokens per symbol); {HIDDEN_UNSIZED} without a budget or "
         "on a GPU."
     )
+
+
+def embed_help() -> str:
+    return f"Embedding size; 0 = {EMBED_SUBWORD} at a subword level, {EMBED} otherwise."
 
 
 def lr_help() -> str:

@@ -110,7 +110,8 @@ def train_cmd(
         ),
     ] = ModelConfig.hidden,
     embed: Annotated[
-        int, typer.Option(min=1, max=MAX_WIDTH, rich_help_panel=MODEL)
+        int,
+        typer.Option(min=0, max=MAX_WIDTH, help=defaults.embed_help(), rich_help_panel=MODEL),
     ] = ModelConfig.embed,
     dropout: Annotated[
         float | None,

@@ -94,9 +94,9 @@ class RNNLM(nn.Module):
     @staticmethod
     def check(c: ModelConfig) -> None:
         """Refuse a config no model can be made of (one not yet fitted to a corpus)."""
-        if c.vocab_size < 5 or c.max_len < 1 or c.hidden < 1:
+        if c.vocab_size < 5 or c.max_len < 1 or c.hidden < 1 or c.embed < 1:
             raise ConfigError(
-                "model config needs vocab_size >= 5, max_len >= 1 and hidden >= 1 "
+                "model config needs vocab_size >= 5, max_len >= 1, hidden >= 1 and embed >= 1 "
                 "(fit it to a corpus)"
             )
 

@@ -46,6 +46,7 @@ from charrnn.data import (
 from charrnn.defaults import (
     TRUSTED_VAL_TOKENS,
     bf16_speedup,
+    embed_for,
     hidden_for_budget,
     lr_for_width,
     max_len_for,
@@ -87,18 +88,19 @@ def fit_model_config(
     device: torch.device | None = None,
 ) -> ModelConfig:
     """Fill in what the corpus decides (vocabulary size, the longest length to predict) and,
-    unless it was given, the hidden size the time budget and precision allow (``config``'s;
-    none: 512)."""
+    unless they were given, the embedding's width the level takes and the hidden size the
+    time budget and precision allow (``config``'s; none: 512)."""
     longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
     budget = config.time_budget if config else None
     device, vocab = device or torch.device("cpu"), ds.tokenizer.vocab_size
-    hidden = model.hidden
+    embed, hidden = model.embed or embed_for(ds.tokenizer.config), model.hidden
     if not hidden:
         hidden = hidden_for_budget(budget, device.type)
         if config and resolve_precision(config.precision, device) is Precision.bf16:
-            speedup = bf16_speedup(vocab, model.embed, hidden, len(train))
+            speedup = bf16_speedup(vocab, embed, hidden, len(train))
             hidden = hidden_for_budget(budget, device.type, speedup)
-    return replace(model, vocab_size=vocab, max_len=max_len_for(longest), hidden=hidden)
+    fitted = dict(vocab_size=vocab, max_len=max_len_for(longest), hidden=hidden, embed=embed)
+    return replace(model, **fitted)
 
 
 # -- the whole job ------------------------------------------------------------------------
