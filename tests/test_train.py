@@ -249,8 +249,10 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
 
     monkeypatch.setattr(defaults, "AUTO_BYTES_PER_SECOND", 10)  # the corpus: a few KB
     job = tiny_job(level=Level.auto, max_steps=3, time_budget=60.0)
+    job = replace(job, model=replace(job.model, embed=0))  # the embedding's width: the level's
     train(corpus, job, run="r", root=tmp_path)
     saved = read_run_json(tmp_path / "r")["data"]
+    assert read_run_json(tmp_path / "r")["model"]["embed"] == defaults.EMBED_SUBWORD
     assert saved["level"] == "bpe"
     assert saved["config"]["tokenizer"]["level"] == "bpe"  # decided, not "auto"
     assert saved["config"]["tokenizer"]["vocab_size"] == 2048
@@ -264,6 +266,7 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     # a new run with that budget is char
     train(corpus, replace(job, train=replace(short, max_steps=2)), run="c", root=tmp_path)
     assert read_run_json(tmp_path / "c")["data"]["level"] == "char"
+    assert read_run_json(tmp_path / "c")["model"]["embed"] == defaults.EMBED
 
 
 def test_evaluations_spread_out_when_they_turn_out_cheaper_than_estimated():
