@@ -99,8 +99,8 @@ def fit_model_config(
         if config and resolve_precision(config.precision, device) is Precision.bf16:
             speedup = bf16_speedup(vocab, embed, hidden, len(train))
             hidden = hidden_for_budget(budget, device.type, speedup)
-    fitted = dict(vocab_size=vocab, max_len=max_len_for(longest), hidden=hidden, embed=embed)
-    return replace(model, **fitted)
+    max_len = max_len_for(longest)
+    return replace(model, vocab_size=vocab, max_len=max_len, hidden=hidden, embed=embed)
 
 
 # -- the whole job ------------------------------------------------------------------------
