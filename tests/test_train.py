@@ -251,8 +251,9 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     job = tiny_job(level=Level.auto, max_steps=3, time_budget=60.0)
     job = replace(job, model=replace(job.model, embed=0))  # the embedding's width: the level's
     train(corpus, job, run="r", root=tmp_path)
-    saved = read_run_json(tmp_path / "r")["data"]
-    assert read_run_json(tmp_path / "r")["model"]["embed"] == defaults.EMBED_SUBWORD
+    recorded = read_run_json(tmp_path / "r")
+    saved = recorded["data"]
+    assert recorded["model"]["embed"] == defaults.EMBED_SUBWORD
     assert saved["level"] == "bpe"
     assert saved["config"]["tokenizer"]["level"] == "bpe"  # decided, not "auto"
     assert saved["config"]["tokenizer"]["vocab_size"] == 2048
