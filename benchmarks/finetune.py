@@ -67,7 +67,8 @@ def arm(spec: dict[str, Any]) -> dict[str, Any]:
     options; its kept model's validation figures."""
     import charrnn.model.grow as grow
     from charrnn import api
-    from charrnn.defaults import lr_for_width
+    from charrnn.config import Level, TokenizerConfig
+    from charrnn.defaults import lr_for
 
     torch.set_num_threads(1)
     options = dict(spec.get("options", {}))
@@ -75,7 +76,7 @@ def arm(spec: dict[str, Any]) -> dict[str, Any]:
         grow.NEW_SYMBOL_MARGIN = options.pop("margin")
     scale = options.pop("lr_scale", None)
     if scale is not None:
-        options["lr"] = round(scale * lr_for_width(spec["hidden"]), 6)
+        options["lr"] = round(scale * lr_for(TokenizerConfig(level=Level.char), spec["hidden"]), 6)
     t0 = time.monotonic()
     model = api.train(
         spec["corpus"],

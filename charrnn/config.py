@@ -229,7 +229,7 @@ class Precision(str, Enum):
 class TrainConfig:
     seq_len: int = 64
     batch_size: int = 32
-    lr: float = 0.0  # 0: fitted to the model's width when training starts (lr_for_width)
+    lr: float = 0.0  # 0: fitted to the model's width and level when training starts (lr_for)
     # None: from how much the run can memorize, decided as it goes (see regularization)
     min_lr_ratio: float | None = None  # the learning rate decays to lr * this by the end
     warmup_steps: int = 20

@@ -46,6 +46,7 @@ HIDDEN_UNSIZED = 512  # without a budget, or on a device the rule was not measur
 BF16_CPU_SPEEDUP = 2.5  # the width of a bf16 run on a CPU with AMX: an fp32 run this much longer
 BF16_ROW_LOAD = 4.0  # ... unless its rows hold more parameters than this per training token
 PEAK_LR, PEAK_LR_WIDTH = 1e-2, 256  # the peak learning rate up to this width; 1/sqrt(width) above
+SUBWORD_LR = 1.5  # a subword level's rate: this many times a character model's of its width
 EMBED, EMBED_SUBWORD = 128, 256  # the embedding's width; a piece stands for several characters
 
 
@@ -75,10 +76,11 @@ def embed_for(tokenizer: TokenizerConfig) -> int:
     return EMBED_SUBWORD if tokenizer.subword else EMBED
 
 
-def lr_for_width(hidden: int) -> float:
-    """The peak learning rate for a model ``hidden`` units wide: wider layers take smaller
-    steps."""
-    return round(PEAK_LR * min(1.0, math.sqrt(PEAK_LR_WIDTH / hidden)), 5)
+def lr_for(tokenizer: TokenizerConfig, hidden: int) -> float:
+    """The peak learning rate for a model ``hidden`` units wide reading tokens of this level:
+    wider layers take smaller steps, and a model of pieces larger ones."""
+    scale = SUBWORD_LR if tokenizer.subword else 1.0
+    return round(scale * PEAK_LR * min(1.0, math.sqrt(PEAK_LR_WIDTH / hidden)), 5)
 
 
 # -- fine-tuning a trained run on new text (--from): a new model's rate, warmed up longer
@@ -86,10 +88,11 @@ def lr_for_width(hidden: int) -> float:
 FINETUNE_WARMUP = 100  # steps of linear warm-up (a new run: TrainConfig.warmup_steps)
 
 
-def finetune_lr(hidden: int) -> float:
+def finetune_lr(tokenizer: TokenizerConfig, hidden: int) -> float:
     """The peak learning rate for fine-tuning a model ``hidden`` units wide: a new model's of
-    that width (a lower one kept too much of a base far from the new text: docs/defaults.md)."""
-    return lr_for_width(hidden)
+    that width and level (a lower one kept too much of a base far from the new text:
+    docs/defaults.md)."""
+    return lr_for(tokenizer, hidden)
 
 
 def max_len_for(longest: int) -> int:
@@ -203,8 +206,8 @@ def embed_help() -> str:
 
 def lr_help() -> str:
     return (
-        f"Peak learning rate; 0 = fitted to the width ({PEAK_LR:g} up to {PEAK_LR_WIDTH} units, "
-        "as 1/sqrt(hidden) above)."
+        f"Peak learning rate; 0 = fitted to the width and level ({PEAK_LR:g} up to "
+        f"{PEAK_LR_WIDTH} units, as 1/sqrt(hidden) above; x{SUBWORD_LR:g} at a subword level)."
     )
 
 

@@ -211,7 +211,10 @@ def test_fine_tuning_takes_its_own_defaults_and_the_users_training_options(base_
     job = tiny_job(max_steps=2, lr=0.0)
     result = train(new_text, job, root=base_root, base="verses")
     info = read_run_json(result.run)["train"]
-    assert info["lr"] == finetune_lr(32) and info["warmup_steps"] == FINETUNE_WARMUP
+    assert (
+        info["lr"] == finetune_lr(TokenizerConfig(level=Level.char), 32)
+        and info["warmup_steps"] == FINETUNE_WARMUP
+    )
     mine = tiny_job(max_steps=2, lr=3e-3, warmup_steps=7)
     result = train(new_text, mine, root=base_root, base="verses", overrides={"lr"})
     info = read_run_json(result.run)["train"]

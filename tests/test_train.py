@@ -4,8 +4,8 @@ from dataclasses import replace
 import pytest
 
 from charrnn.checkpoint import BEST, LAST, MetricsLog, load_run, read_meta, read_run_json
-from charrnn.config import Level, SampleConfig, TrainConfig
-from charrnn.defaults import hidden_for_budget, lr_for_width, regularization
+from charrnn.config import Level, SampleConfig, TokenizerConfig, TrainConfig
+from charrnn.defaults import SUBWORD_LR, hidden_for_budget, lr_for, regularization
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.generate import Sampler
 from charrnn.model import count_parameters
@@ -230,17 +230,20 @@ def test_the_width_follows_the_time_budget_and_the_rate_follows_the_width():
     widths = [hidden_for_budget(b, cpu) for b in (30, 150, 600, 900, 3600, 10**6)]
     assert widths == [128, 256, 448, 512, 896, 1024]  # 256, doubled for each 6x the budget
     assert hidden_for_budget(None, cpu) == hidden_for_budget(150, cuda) == 512
-    assert lr_for_width(128) == lr_for_width(256) == pytest.approx(1e-2)
-    assert lr_for_width(1024) == pytest.approx(5e-3)  # 1 / sqrt(width)
+    char, bpe = TokenizerConfig(level=Level.char), TokenizerConfig(level=Level.bpe)
+    assert lr_for(char, 128) == lr_for(char, 256) == pytest.approx(1e-2)
+    assert lr_for(char, 1024) == pytest.approx(5e-3)  # 1 / sqrt(width)
+    assert lr_for(bpe, 1024) == pytest.approx(SUBWORD_LR * 5e-3)  # pieces: larger steps
 
 
-def test_an_unsized_run_records_the_width_and_rate_it_was_given(corpus, tmp_path):
-    job = tiny_job(max_steps=2, time_budget=600.0, lr=0.0, precision="fp32")  # bf16: wider
+@pytest.mark.parametrize("level", [Level.char, Level.bpe])
+def test_an_unsized_run_records_the_width_and_rate_it_was_given(level, corpus, tmp_path):
+    job = tiny_job(level, max_steps=2, time_budget=600.0, lr=0.0, precision="fp32")  # bf16: wider
     job = replace(job, model=replace(job.model, hidden=0))
     train(corpus, job, root=tmp_path, run="sized")
     info = read_run_json(tmp_path / "sized")
     assert info["model"]["hidden"] == 448
-    assert info["train"]["lr"] == pytest.approx(lr_for_width(448))
+    assert info["train"]["lr"] == pytest.approx(lr_for(TokenizerConfig(level=level), 448))
     assert load_run(tmp_path / "sized").model.config.hidden == 448
 
 

@@ -89,7 +89,7 @@ def fine_tune_job(job: Job, base: Base, given: Collection[str]) -> Job:
     dropout = job.model.dropout if "dropout" in given else base.config.dropout
     train = job.train
     if not train.lr:
-        train = replace(train, lr=finetune_lr(base.config.hidden))
+        train = replace(train, lr=finetune_lr(base.tokenizer.config, base.config.hidden))
     if "warmup_steps" not in given:
         train = replace(train, warmup_steps=FINETUNE_WARMUP)
     return Job(

@@ -48,7 +48,7 @@ from charrnn.defaults import (
     bf16_speedup,
     embed_for,
     hidden_for_budget,
-    lr_for_width,
+    lr_for,
     max_len_for,
 )
 from charrnn.device import resolve_device
@@ -269,7 +269,7 @@ def _model(
         job.model if resume else fit_model_config(job.model, ds, train_split, job.train, device)
     )
     if not job.train.lr:
-        job = replace(job, train=replace(job.train, lr=lr_for_width(config.hidden)))
+        job = replace(job, train=replace(job.train, lr=lr_for(ds.tokenizer.config, config.hidden)))
     return job, RNNLM(config).to(device)
 
 
