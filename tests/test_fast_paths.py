@@ -1,9 +1,12 @@
 """The fast paths compute what the straightforward ones do: the one-step sampler against
-``model.features`` token by token, and the fast sampler against the reference sampler."""
+``model.features`` token by token, the fast sampler against the reference sampler, and the
+training step's blocked loss and folded output bias against F.cross_entropy and the model's
+own calibration."""
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from charrnn.config import Cell, ModelConfig, Nonlinearity, SampleConfig, Stop
 from charrnn.generate import Sampler
@@ -11,7 +14,8 @@ from charrnn.model import RNNLM
 from charrnn.model.stepper import Stepper
 from charrnn.score import _target_log_probs
 from charrnn.stopping import rule_logits
-from charrnn.tokenizers import EOS, SOS
+from charrnn.tokenizers import EOS, PAD, SOS
+from charrnn.training import tokenloss
 
 KINDS = [
     (Cell.rnn, Nonlinearity.tanh),
@@ -146,3 +150,39 @@ def test_scoring_logits_in_slices_equals_all_at_once():
     assert whole.shape == sliced.shape == (50,)
     torch.testing.assert_close(whole, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sliced, whole, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab", [7, 65, 700])
+def test_blocked_cross_entropy_equals_f_cross_entropy(monkeypatch, dtype, vocab):
+    monkeypatch.setattr(tokenloss, "BLOCK", 1000)  # several blocks, the last one short
+    torch.manual_seed(vocab)
+    logits = (4 * torch.randn(301, vocab)).to(dtype).requires_grad_()
+    targets = torch.randint(0, vocab, (301,))
+    targets[::13] = PAD
+    before = logits.detach().clone()
+    ours = tokenloss.cross_entropy_sum(logits, targets)
+    (ours / 7).backward()
+    grad, logits.grad = logits.grad, None
+    assert torch.equal(logits.detach(), before)  # backward leaves the saved logits alone
+    theirs = F.cross_entropy(logits.float(), targets, ignore_index=PAD, reduction="sum")
+    (theirs / 7).backward()
+    assert ours.dtype == torch.float32
+    assert abs(float(ours.detach()) - float(theirs.detach())) <= 1e-5 * float(theirs.detach())
+    assert grad.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 4e-3  # bf16: one rounding of the same value
+    assert torch.allclose(grad.float(), logits.grad.float(), atol=tol, rtol=0)
+    assert grad[targets == PAD].abs().max() == 0
+
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_training_logits_fold_the_end_shift_into_the_bias(tie_weights):
+    model = random_model(Cell.lstm, Nonlinearity.tanh, tie_weights=tie_weights)
+    h = torch.randn(3, 5, 24)
+    with torch.no_grad():
+        model.log_temperature.fill_(0.4)  # out of training only
+        expected = model.calibrated(model.head_logits(h), torch.ones(()))
+        model.train()
+        folded = model.token_logits(h)
+    assert expected[..., EOS].sub(model.head_logits(h)[..., EOS]).abs().min() > 1.0
+    assert torch.allclose(folded, expected, atol=1e-5)

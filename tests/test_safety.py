@@ -24,6 +24,7 @@ from charrnn.checkpoint import BEST, LAST, META_KEY, RUN_JSON, load_run, load_te
 from charrnn.cli import app
 from charrnn.errors import CheckpointError
 from charrnn.tokenizers import TOKENIZER_JSON
+from charrnn.training import loop
 from charrnn.training.run import train
 from tests.conftest import tiny_job
 
@@ -543,18 +544,15 @@ def test_a_checkpoints_folder_that_cannot_be_made_is_one_line(corpus, tmp_path):
 
 def _nan_on_training_steps(monkeypatch, steps: set[int]) -> None:
     """Make the training loss NaN at the given (1-based) training calls."""
-    real = torch.nn.functional.cross_entropy
+    real = loop.cross_entropy_sum
     count = {"n": 0}
 
-    def fake(logits, target, *args, **kwargs):
-        loss = real(logits, target, *args, **kwargs)
-        if torch.is_grad_enabled() and kwargs.get("ignore_index") == 0:  # the token loss
-            count["n"] += 1
-            if count["n"] in steps:
-                return loss * math.nan
-        return loss
+    def fake(logits, targets):
+        count["n"] += 1
+        loss = real(logits, targets)
+        return loss * math.nan if count["n"] in steps else loss
 
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", fake)
+    monkeypatch.setattr(loop, "cross_entropy_sum", fake)
 
 
 def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(

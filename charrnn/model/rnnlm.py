@@ -182,14 +182,23 @@ class RNNLM(nn.Module):
 
     def token_logits(self, h: Tensor) -> Tensor:
         """Next-token logits (..., V) from features (..., H)."""
+        if self.training and self.config.stop_heads:  # T is 1: the end shift joins the bias
+            shift = self.end_bias.new_zeros(self.config.vocab_size)
+            shift[EOS] = self.end_bias[0]
+            return self.head_logits(h, shift)
         return self.calibrated(self.head_logits(h))
 
-    def head_logits(self, h: Tensor) -> Tensor:
-        """The output layer's logits (..., V), before the calibrations."""
+    def head_logits(self, h: Tensor, shift: Tensor | None = None) -> Tensor:
+        """The output layer's logits (..., V), before the calibrations; ``shift`` (V,) is added
+        to its bias. The features are flattened so that the bias is added inside the matrix
+        product, not in a pass of its own over the logits."""
         if self.head is not None:
-            return self.head(h)
-        h = h if self.proj is None else self.proj(h)
-        return F.linear(h, self.embed.weight, self.head_bias)
+            weight, bias = self.head.weight, self.head.bias
+        else:
+            weight, bias = self.embed.weight, self.head_bias
+            h = h if self.proj is None else self.proj(h)
+        bias = bias if shift is None else bias + shift
+        return F.linear(h.reshape(-1, h.shape[-1]), weight, bias).view(*h.shape[:-1], -1)
 
     def calibrated(self, z: Tensor, scale: Tensor | None = None) -> Tensor:
         """Logits from the output layer's ``z`` (..., V): times ``scale`` (default: 1 / T out

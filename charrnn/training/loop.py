@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charrnn.checkpoint import (
     LAST,
@@ -48,7 +47,6 @@ from charrnn.errors import CheckpointError, ConfigError, TrainingError, one_line
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM, count_parameters, detach_state
 from charrnn.stopping import head_loss, head_targets, target_counts
-from charrnn.tokenizers import PAD
 from charrnn.training.average import Averager
 from charrnn.training.budget import Budget
 from charrnn.training.callbacks import Callbacks, StepStats, TrainResult
@@ -57,6 +55,7 @@ from charrnn.training.evals import Evaluations
 from charrnn.training.optim import adamw, clip_gradients, lr_at
 from charrnn.training.precision import Amp
 from charrnn.training.state import LoopState
+from charrnn.training.tokenloss import cross_entropy_sum
 
 
 class _NoLog(MetricsLog):
@@ -236,9 +235,7 @@ class Trainer(Evaluations):
         with self.amp.autocast():
             h, state = self.features(x, self.state, targets[0] if heads else None)  # (B, T, H)
             logits = m.token_logits(h)  # (B, T, V)
-            token_loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
-            ) / float(norm[0])
+            token_loss = cross_entropy_sum(logits.flatten(0, 1), y.flatten()) / float(norm[0])
             loss = token_loss
             if heads:
                 loss = loss + self._stop_loss(h, targets[1:], norm)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from charrnn.data import Batch
 from charrnn.stopping import TRAINED, head_targets, target_counts
-from charrnn.tokenizers import PAD
 from charrnn.training.loop import Trainer
 from charrnn.training.optim import clip_gradients, lr_at
+from charrnn.training.tokenloss import cross_entropy_sum
 
 
 class StaticStep:
@@ -98,12 +97,7 @@ class StaticStep:
         with t.amp.autocast(cache=False):
             h, state = t.features(x, self.state, self.inputs[2] if self.heads else None)
             logits = m.token_logits(h)  # (B, T, V)
-            token_loss = (
-                F.cross_entropy(
-                    logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
-                )
-                / self.norm[0]
-            )
+            token_loss = cross_entropy_sum(logits.flatten(0, 1), y.flatten()) / self.norm[0]
             loss = token_loss
             if self.heads:
                 hh = h if c.head_grad else h.detach()
