@@ -4,7 +4,8 @@ On the CPU it is computed a block of rows at a time, each block read while it si
 cache: forward, the log-sum-exp of each row; backward, softmax minus the one-hot target in
 one pass, in the logits' dtype. F.cross_entropy on bf16 logits makes a float32 copy, writes
 the log-softmax, fills a zero gradient, scatters into it and converts it back: five passes
-over logits as large as the step's matrix products (docs/training.md, "Speed").
+over logits as large as the step's matrix products (docs/benchmarks.md, "A training
+step's output layer and loss").
 """
 
 from __future__ import annotations
