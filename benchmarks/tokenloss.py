@@ -4,7 +4,7 @@
 
 charrnn's: the end shift added to the output layer's bias, the features flattened so that
 the bias is added inside the matrix product, the blocked cross-entropy of
-``charrnn.training.tokenloss``. The straightforward: F.linear on (B, T, H), the shift added to
+``charrnn.tokenloss``. The straightforward: F.linear on (B, T, H), the shift added to
 the logits' <eos> column, F.cross_entropy on a float32 copy of the logits (the step before
 2026-12-06). Whole training steps at the shapes the defaults train, both forms one after the
 other in one process, each round in turn; milliseconds per step over steps 20 to --steps of

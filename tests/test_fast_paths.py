@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from charrnn import tokenloss
 from charrnn.config import Cell, ModelConfig, Nonlinearity, SampleConfig, Stop
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM
@@ -15,7 +16,6 @@ from charrnn.model.stepper import Stepper
 from charrnn.score import _target_log_probs
 from charrnn.stopping import rule_logits
 from charrnn.tokenizers import EOS, PAD, SOS
-from charrnn.training import tokenloss
 
 KINDS = [
     (Cell.rnn, Nonlinearity.tanh),

@@ -47,6 +47,7 @@ from charrnn.errors import CheckpointError, ConfigError, TrainingError, one_line
 from charrnn.generate import Sampler
 from charrnn.model import RNNLM, count_parameters, detach_state
 from charrnn.stopping import head_loss, head_targets, target_counts
+from charrnn.tokenloss import cross_entropy_sum
 from charrnn.training.average import Averager
 from charrnn.training.budget import Budget
 from charrnn.training.callbacks import Callbacks, StepStats, TrainResult
@@ -55,7 +56,6 @@ from charrnn.training.evals import Evaluations
 from charrnn.training.optim import adamw, clip_gradients, lr_at
 from charrnn.training.precision import Amp
 from charrnn.training.state import LoopState
-from charrnn.training.tokenloss import cross_entropy_sum
 
 
 class _NoLog(MetricsLog):

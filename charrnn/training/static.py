@@ -20,9 +20,9 @@ from torch import Tensor
 
 from charrnn.data import Batch
 from charrnn.stopping import TRAINED, head_targets, target_counts
+from charrnn.tokenloss import cross_entropy_sum
 from charrnn.training.loop import Trainer
 from charrnn.training.optim import clip_gradients, lr_at
-from charrnn.training.tokenloss import cross_entropy_sum
 
 
 class StaticStep:
