@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from charrnn.data import (
@@ -24,6 +23,7 @@ from charrnn.data import (
 from charrnn.device import to_device
 from charrnn.model import RNNLM, detach_state
 from charrnn.tokenizers import PAD
+from charrnn.tokenloss import cross_entropy_sum
 
 LOG2 = math.log(2.0)
 
@@ -93,9 +93,7 @@ def window_loss(
     with autocast():
         logits = model.token_logits(h)  # (B, T, V)
     (y,) = to_device([b.y], device)
-    loss = F.cross_entropy(
-        logits.flatten(0, 1).float(), y.flatten(), ignore_index=PAD, reduction="sum"
-    )
+    loss = cross_entropy_sum(logits.flatten(0, 1), y.flatten())
     return loss, int(np.count_nonzero(b.y != PAD))
 
 

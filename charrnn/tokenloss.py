@@ -1,4 +1,5 @@
-"""The token loss of a training step: cross-entropy summed over the targets, <pad> ignored.
+"""The token loss of training and evaluation: cross-entropy summed over the targets, <pad>
+ignored.
 
 On the CPU it is computed a block of rows at a time, each block read while it sits in the
 cache: forward, the log-sum-exp of each row; backward, softmax minus the one-hot target in
