@@ -2,7 +2,7 @@
 same run, same split (tinyshakespeare; the last 10% of the text held out).
 
     python -m benchmarks.defaults                   # every row (hours: words and wordlevers
-                                                    # alone take 30 and 60 minutes)
+                                                    # alone take 30 and 90 minutes)
     python -m benchmarks.defaults --only gpt budget # some rows
 
 Rows (validation loss in nats per character, over the whole held-out tail):
@@ -28,8 +28,9 @@ Rows (validation loss in nats per character, over the whole held-out tail):
              after the other: the step the kept model was saved at, of the steps made
     words    charrnn train wikitext2-valid.txt --level word --unit line --time-budget 14m, with
              the defaults and with BEFORE_29 (about 30 minutes)
-    wordlevers  the same words run with tied embeddings, dropout 0.4, both, and neither (about
-             an hour)
+    wordlevers  the same words run with tied embeddings, dropout 0.4, both, a width of 256,
+             the 2,000 steps the run made before the faster step, and none of these (about
+             an hour and a half)
     precision  the defaults (bf16 on a CPU with AMX) and --precision fp32, one command after the
              other, on tinyshakespeare: --time-budget 150s --val-fraction 0.1 at the default
              level and at --level char (10 minutes)
@@ -78,8 +79,16 @@ CHAR = ("--level", "char")
 # averaged weights (the streams' start still moves from pass to pass: it has no option)
 BEFORE_29 = ("--weight-drop", "0", "--dropout", "0", "--row-decay", "0", "--average", "0")
 NO_CALIBRATE = ("--no-calibrate",)  # the logits as trained (docs/defaults.md, "A temperature")
-# Word level's usual levers, each with the defaults (docs/defaults.md, "Word level, 14 minutes")
-WORD_LEVERS = [("--tie-weights", "--dropout", "0.4"), ("--tie-weights",), ("--dropout", "0.4"), ()]
+# Word level's usual levers, each with the defaults (docs/defaults.md, "Word level, 14 minutes"
+# and "Words at 14 minutes, again"); 2,000 steps: the run's schedule before the faster step
+WORD_LEVERS = [
+    ("--tie-weights", "--dropout", "0.4"),
+    ("--tie-weights",),
+    ("--dropout", "0.4"),
+    ("--hidden", "256"),
+    ("--max-steps", "2000"),
+    (),
+]
 # The 150-second sweep behind the defaults (docs/defaults.md): (layers, hidden, lr, B, T)
 SWEEP = [
     (1, 512, 3e-3, 32, 64),
