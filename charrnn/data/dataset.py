@@ -105,6 +105,12 @@ class Dataset:
         text = Text(self.tokens, self.units, self.meta["n_chars"], self.meta["n_bytes"])
         return split(text, val_fraction, holdout, cut)
 
+    def symbol_counts(self, train: Split) -> tuple[np.ndarray, np.ndarray]:
+        """How often each symbol occurs in ``train`` and in the rest of the text (V,) each."""
+        vocab = self.tokenizer.vocab_size
+        trained = train.symbol_counts(vocab)
+        return trained, self.whole().symbol_counts(vocab) - trained
+
 
 # -- building -----------------------------------------------------------------------------
 

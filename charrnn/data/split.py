@@ -47,6 +47,21 @@ class Split:
         ends = np.append(self.unit_starts[1:], len(self.tokens))
         return ends - self.unit_starts - 2
 
+    def symbol_counts(self, vocab_size: int, chunk: int = 1 << 24) -> np.ndarray:
+        """How often each symbol occurs (vocab_size,), read a chunk at a time (a memory map
+        stays unread in memory)."""
+        t = self.tokens
+        stretches = (
+            [(t.tokens, lo, lo + n) for lo, n in zip(t.starts, np.diff(t.at))]
+            if isinstance(t, Pieces)
+            else [(t, 0, len(t))]
+        )
+        counts = np.zeros(vocab_size, dtype=np.int64)
+        for tokens, lo, hi in stretches:
+            for k in range(lo, hi, chunk):
+                counts += np.bincount(tokens[k : min(hi, k + chunk)], minlength=vocab_size)
+        return counts
+
 
 @dataclass(frozen=True)
 class Text:
