@@ -25,7 +25,7 @@ KINDS = [
 ]
 
 
-def random_model(cell: Cell, nonlinearity: Nonlinearity, **kw) -> RNNLM:
+def random_model(cell: Cell, nonlinearity: Nonlinearity, unseen: bool = False, **kw) -> RNNLM:
     torch.manual_seed(0)
     base = dict(vocab_size=23, cell=cell, nonlinearity=nonlinearity, layers=3, hidden=24)
     base.update(embed=10, max_len=40, dropout=0.1, **kw)
@@ -35,13 +35,19 @@ def random_model(cell: Cell, nonlinearity: Nonlinearity, **kw) -> RNNLM:
             p.mul_(2.0)
         if model.config.stop_heads:
             model.end_bias.copy_(torch.tensor([1.5, -0.5]))  # a calibrated end, as after training
+    if unseen:  # symbols 5, 9 and 17 only in held-out text, a third of the chance for them
+        trained, held = np.full(23, 4), np.zeros(23, dtype=np.int64)
+        trained[[5, 9, 17]], held[[5, 9, 17]] = 0, 1
+        trained[[10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22]] = 1
+        model.set_unseen(trained, held)
+        assert 0.2 < model.unseen_share.item() < 0.5
     return model
 
 
 @pytest.mark.parametrize(("cell", "nonlinearity"), KINDS)
-@pytest.mark.parametrize("tie_weights", [False, True])
-def test_one_step_equals_features_step_by_step(cell, nonlinearity, tie_weights):
-    model = random_model(cell, nonlinearity, tie_weights=tie_weights)
+@pytest.mark.parametrize(("tie_weights", "unseen"), [(False, False), (True, False), (True, True)])
+def test_one_step_equals_features_step_by_step(cell, nonlinearity, tie_weights, unseen):
+    model = random_model(cell, nonlinearity, unseen, tie_weights=tie_weights)
     step = Stepper(model)
     g = torch.Generator().manual_seed(1)
     n, steps = 3, 12
@@ -88,10 +94,13 @@ def run_sampler(sampler: Sampler, n: int, config: SampleConfig, prompt: list[int
     return steps, info
 
 
-@pytest.mark.parametrize(("cell", "nonlinearity"), KINDS)
+@pytest.mark.parametrize(
+    ("cell", "nonlinearity", "unseen"),
+    [*[(*k, False) for k in KINDS], (Cell.lstm, Nonlinearity.tanh, True)],
+)
 @pytest.mark.parametrize("stop", list(Stop))
-def test_fast_sampler_gives_the_reference_samples(cell, nonlinearity, stop):
-    model = random_model(cell, nonlinearity)
+def test_fast_sampler_gives_the_reference_samples(cell, nonlinearity, unseen, stop):
+    model = random_model(cell, nonlinearity, unseen)
     fast, ref = Sampler(model, None, fast=True), Sampler(model, None, fast=False)  # type: ignore[arg-type]
     length = 9 if stop is Stop.length else None
     for temperature, seed in ((0.0, None), (1.0, 5), (0.7, 9)):

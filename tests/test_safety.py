@@ -218,7 +218,11 @@ TAMPERED = [
         "metadata is not valid JSON",
     ),
     ("weights metadata a list", rewrite_meta(BEST, lambda m: "[]"), "not a JSON object"),
-    ("weights from the future", rewrite_meta(BEST, _set("format_version", 9)), "format version 9"),
+    (
+        "weights from the future",
+        rewrite_meta(BEST, _set("format_version", 99)),
+        "format version 99",
+    ),
 ]
 
 
@@ -265,7 +269,7 @@ RESUME_TAMPERED = [
         "invalid",
     ),
     ("hidden state reshaped", _retensor(LAST, "loop.state.0", torch.zeros(1, 4, 7)), "invalid"),
-    ("last from the future", rewrite_meta(LAST, _set("format_version", 9)), "format version 9"),
+    ("last from the future", rewrite_meta(LAST, _set("format_version", 99)), "format version 99"),
     ("last shapes disagree", edit_json(RUN_JSON, _set_model("hidden", 48)), "do not match"),
 ]
 

@@ -11,7 +11,7 @@ from charrnn.checkpoint.records import check_run_info
 from charrnn.errors import CheckpointError
 from charrnn.schema import read_json
 
-FORMAT_VERSION = 8  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 9  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
@@ -26,6 +26,8 @@ FORMAT_VERSION = 8  # 2: the weights hold the state a unit starts from (model.st
 #    a run may decide its dropout as it goes (ModelConfig.dropout None)
 # 8: the weights hold a temperature fitted on validation text (log_temperature), fitted where
 #    a run calibrates (TrainConfig.calibrate)
+# 9: the weights mark the symbols the training text never holds and hold their chance
+#    (unseen, unseen_share: RNNLM.set_unseen); runs before it have none marked
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
@@ -41,6 +43,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     5: lambda info: _with(_with(info, "model", **BEFORE_6["model"]), "train", **BEFORE_6["train"]),
     6: lambda info: _with(info, "train", **BEFORE_7["train"]),
     7: lambda info: _with(info, "train", **BEFORE_8["train"]),  # and ADDED_IN
+    8: lambda info: info,  # 8 -> 9 changed the weights only: see ADDED_IN
 }
 
 # How runs before format 6 trained, where today's defaults differ: no weight drop, no
@@ -71,9 +74,9 @@ def _with(info: dict[str, Any], config: str, **settings: Any) -> dict[str, Any]:
 
 # Model tensors a newer format added, and the version that added them. A file of an older
 # format loads without them; they keep the value that format implied (zeros: a unit started
-# from h = 0 before start_h existed; T = 1 before log_temperature), so the model computes
-# what it computed then.
-ADDED_IN = {"start_h": 2, "end_bias": 3, "log_temperature": 8}
+# from h = 0 before start_h existed; T = 1 before log_temperature; no symbol marked before
+# unseen), so the model computes what it computed then.
+ADDED_IN = {"start_h": 2, "end_bias": 3, "log_temperature": 8, "unseen": 9, "unseen_share": 9}
 TOKENIZER_HASHED = 6  # weights of this format on name their tokenizer (load.check_tokenizer)
 
 

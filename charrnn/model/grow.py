@@ -59,6 +59,7 @@ def _grown_symbols(
     embed = w["embed.weight"]  # (V, E)
     mean = embed[N_SPECIALS:].mean(dim=0, keepdim=True)  # (1, E) the corpus's own symbols
     out = {"embed.weight": torch.cat([embed, mean.expand(n_new, -1)])}
+    out["unseen"] = torch.cat([w["unseen"], w["unseen"].new_zeros(n_new)])
     bias_name = "head_bias" if old.tie_weights else "head.bias"
     bias = w[bias_name]  # (V,)
     low = bias[N_SPECIALS:].min() - NEW_SYMBOL_MARGIN

@@ -4,7 +4,9 @@
                                                          "unknown, j tokens of the unit read"
     h(t) = cell(h(t-1), x(t))                            nn.RNN / nn.GRU / nn.LSTM, stacked
     token head:   y^(t) = softmax((W_yh h(t) + b_y) / T) next token; T fitted on validation
-                                                         text, 1 while training
+                                                         text, 1 while training; symbols the
+                                                         training text never holds share a
+                                                         fixed chance evenly (set_unseen)
     halt head:    p(t)  = sigmoid(w_h . h(t) + b_h)      "the unit ends after this token"
     length head:  q(t)  = softmax(W_l h(t) + b_l)        remaining length, in buckets
 
@@ -34,7 +36,7 @@ from charrnn.errors import ConfigError
 from charrnn.model.cells import CELLS, State
 from charrnn.model.dropout import dropout
 from charrnn.model.lengths import bucket_edges, bucket_widths, bucketize
-from charrnn.tokenizers import EOS, SOS
+from charrnn.tokenizers import EOS, SOS, UNK
 
 LENGTH_INPUT_SCALE = 10.0  # the remaining-length rows learn this many times faster (_init_weights)
 
@@ -69,6 +71,13 @@ class RNNLM(nn.Module):
         # log T: a model trained past its text is surer of its guesses than held-out text bears
         # out; out of training its logits are divided by T (calibrate.fit_temperature)
         self.register_buffer("log_temperature", torch.zeros(1))
+        # Symbols training never reads as a target (1; a word only the held-out text holds):
+        # left out of training's softmax, where the optimizer would push them down at every
+        # step without end; out of training they share unseen_share evenly (set_unseen).
+        self.register_buffer("unseen", torch.zeros(c.vocab_size))
+        self.register_buffer("unseen_share", torch.zeros(1))
+        self.any_unseen = False  # read from the buffer where it changes, not at every call
+        self.register_load_state_dict_post_hook(lambda m, _: m.note_unseen())
         if c.stop_heads:
             # Shifts of the <eos> logit and of the halt logit that make the chance of ending,
             # with the remaining length unknown, match training text (fit_end_bias): a model
@@ -123,6 +132,36 @@ class RNNLM(nn.Module):
         last_sos = torch.where(tokens == SOS, t, -1).cummax(dim=1).values
         offsets = torch.where(last_sos >= 0, t - last_sos, t).clamp(max=self.config.max_len)
         return self.n_buckets + torch.bucketize(offsets, self.edges_t, right=True) - 1
+
+    def set_unseen(self, trained: np.ndarray, held: np.ndarray, kept: int = 0) -> None:
+        """Mark the symbols the training text never holds but the held-out text does, from
+        each one's count in them (V,); the first ``kept`` symbols (a base model's, grown)
+        keep their mark unless the training text holds them. Their chance together is the
+        Good-Turing estimate: the share of training tokens whose symbol occurs once there."""
+        marked = torch.from_numpy(held > 0)
+        marked[:kept] = self.unseen[:kept].cpu() > 0
+        never = marked & torch.from_numpy(trained == 0)
+        never[:UNK] = False  # <pad>, <sos> and <eos> are no symbol of a text
+        ones = max(1, int(np.count_nonzero(trained[UNK:] == 1)))
+        share = ones / max(1, int(trained[EOS:].sum())) if bool(never.any()) else 0.0
+        self.unseen.copy_(never.float())
+        self.unseen_share.fill_(min(share, 0.5))
+        self.note_unseen()
+
+    def note_unseen(self) -> None:
+        self.any_unseen = bool(self.unseen.any())
+
+    def with_unseen(self, logits: Tensor) -> Tensor:
+        """``logits`` (..., V), unseen symbols at -inf (head_logits), with each unseen symbol's
+        logit set so that together they hold ``unseen_share`` and the others the rest in the
+        same proportions as before."""
+        if not self.any_unseen:
+            return logits
+        unseen = self.unseen > 0
+        share = self.unseen_share.float()
+        each = share.log() - torch.log1p(-share) - unseen.sum().clamp(min=1).log()
+        lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)  # the seen symbols'
+        return torch.where(unseen, (lse + each).to(logits.dtype), logits)
 
     def start_state(self, batch: int) -> State:
         """The state a unit starts from, for ``batch`` rows."""
@@ -186,7 +225,8 @@ class RNNLM(nn.Module):
             shift = self.end_bias.new_zeros(self.config.vocab_size)
             shift[EOS] = self.end_bias[0]
             return self.head_logits(h, shift)
-        return self.calibrated(self.head_logits(h))
+        logits = self.calibrated(self.head_logits(h))
+        return logits if self.training else self.with_unseen(logits)
 
     def head_logits(self, h: Tensor, shift: Tensor | None = None) -> Tensor:
         """The output layer's logits (..., V), before the calibrations; ``shift`` (V,) is added
@@ -198,6 +238,8 @@ class RNNLM(nn.Module):
             weight, bias = self.embed.weight, self.head_bias
             h = h if self.proj is None else self.proj(h)
         bias = bias if shift is None else bias + shift
+        if self.any_unseen:  # with_unseen gives them their share
+            bias = bias.masked_fill(self.unseen > 0, -torch.inf)
         return F.linear(h.reshape(-1, h.shape[-1]), weight, bias).view(*h.shape[:-1], -1)
 
     def calibrated(self, z: Tensor, scale: Tensor | None = None) -> Tensor:
@@ -251,6 +293,7 @@ def model_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes |= {"head.weight": (c.vocab_size, c.hidden), "head.bias": (c.vocab_size,)}
     shapes["start_h"] = (cell.state_size, c.layers, 1, c.hidden)
     shapes["log_temperature"] = (1,)
+    shapes |= {"unseen": (c.vocab_size,), "unseen_share": (1,)}
     if c.stop_heads:
         n = len(bucket_edges(c.max_len))
         shapes |= {"end_bias": (2,), "len_embed.weight": (2 * n, c.embed)}

@@ -34,7 +34,7 @@ class Stepper:
     stream, with the top layer's output (n, H) instead of (n, 1, H)."""
 
     def __init__(self, model: RNNLM, mask: Tensor | None = None):
-        """``mask`` (V,), 0 or -inf per token, is added to the logits with the head's bias."""
+        """``mask`` (V,), 0 or -inf per token, is added to the logits."""
         c = model.config
         self.model = model
         self.kernel = model.cell.kernel(c.nonlinearity)
@@ -47,7 +47,8 @@ class Stepper:
             for layer in range(c.layers)
         ]
         # the token head, likewise (with tied weights: the embedding, after the projection),
-        # with the temperature, the end calibration and the mask folded in once rather than
+        # with the temperature, the end calibration and the unseen symbols' -inf (their share
+        # is given after: RNNLM.with_unseen) folded in once rather than
         # applied to every step's logits: ((h W + b) / T) + e and h (W / T) + (b / T + e) agree
         # to rounding
         self.proj = None if model.proj is None else _transposed_copy(model.proj.weight)
@@ -61,8 +62,9 @@ class Stepper:
         if c.stop_heads:
             self.head_bias[EOS] += model.end_bias[0]
             self.len_embed = model.length_table().detach()
-        if mask is not None:
-            self.head_bias += mask
+        if model.any_unseen:
+            self.head_bias.masked_fill_(model.unseen > 0, -torch.inf)
+        self.mask = mask  # added after the unseen symbols' share, as the model's callers add it
 
     @staticmethod
     def usable(model: RNNLM) -> bool:
@@ -89,7 +91,8 @@ class Stepper:
         """``RNNLM.token_logits`` for features (n, H) -> (n, V), plus the mask."""
         if self.proj is not None:
             h = F.linear(h, self.proj)  # (n, E)
-        return F.linear(h, self.head, self.head_bias)
+        logits = self.model.with_unseen(F.linear(h, self.head, self.head_bias))
+        return logits if self.mask is None else logits + self.mask
 
     def __call__(
         self, tokens: Tensor, state: State, remaining: Tensor | None = None

@@ -20,6 +20,7 @@ from charrnn.tokenizers import EOS, PAD
 
 TEMPERATURE_LOGITS = 2**25  # the most logits the temperature fit holds (128 MiB of float32)
 LOGIT_CHUNK = 2**22  # ... in pieces of this many, each read at once
+UNSEEN_FLOOR = -1e4  # an unseen symbol's logit in the fit: exp(s * floor) is 0 for every s tried
 
 
 @torch.no_grad()
@@ -129,7 +130,11 @@ def fit_temperature(
         with autocast():
             z = model.head_logits(h)
         y, z = y.flatten(), z.flatten(0, 1).float()
-        counted = y != PAD
+        # an unseen symbol's chance is fixed whatever T (RNNLM.with_unseen): its targets are
+        # left out, and its -inf logit made a floor that keeps p * z at 0
+        unseen = model.unseen > 0
+        counted = (y != PAD) & ~unseen[y]
+        z = z.masked_fill(unseen, UNSEEN_FLOOR)
         zs += z[counted].split(rows)
         ys += y[counted].split(rows)
     n = sum(len(y) for y in ys)

@@ -178,8 +178,12 @@ def check_dataset(ds: Dataset, base: Base) -> None:
 def grown_model(base: Base, config: ModelConfig, ds: Dataset, train: Split) -> RNNLM:
     """The base's model with rows for the dataset's new symbols, and length buckets up to
     the longer units of the two texts (its max_len as training computes it, or the base's);
-    ``config`` is the run's (the base's, with its own dropout)."""
+    ``config`` is the run's (the base's, with its own dropout). Its unseen symbols
+    (RNNLM.set_unseen): its own, and those of the new text's held-out part that neither
+    training text holds."""
     longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
     max_len = max(base.config.max_len, max_len_for(longest))
     grown = replace(config, vocab_size=ds.tokenizer.vocab_size, max_len=max_len)
-    return grow(base.loaded.model, grown)
+    model = grow(base.loaded.model, grown)
+    model.set_unseen(*ds.symbol_counts(train), kept=base.config.vocab_size)
+    return model

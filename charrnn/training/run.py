@@ -270,7 +270,10 @@ def _model(
     )
     if not job.train.lr:
         job = replace(job, train=replace(job.train, lr=lr_for(ds.tokenizer.config, config.hidden)))
-    return job, RNNLM(config).to(device)
+    model = RNNLM(config).to(device)
+    if not resume:
+        model.set_unseen(*ds.symbol_counts(train_split))
+    return job, model
 
 
 def _base(ref: str | Path | None, root: Path, resume: bool, ranks: Ranks) -> Base | None:
