@@ -19,7 +19,7 @@ from charrnn.model.grow import grow
 from charrnn.training.run import train
 from tests.conftest import tiny_job
 
-#            pad sos eos unk  4  5  6  7  8  9 10 11
+# each symbol's count in the training and the held-out text: <pad> <sos> <eos> <unk>, 4..11
 TRAINED = np.array([0, 5, 9, 0, 3, 1, 1, 0, 2, 0, 0, 4])
 HELD = np.array([0, 1, 1, 2, 1, 0, 0, 3, 0, 0, 1, 1])
 
@@ -101,3 +101,16 @@ def test_a_run_gives_its_held_out_only_symbols_their_share_and_old_runs_load_wit
         save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
     old = load_run(result.run)
     assert not old.model.any_unseen and not old.model.unseen.any()
+
+
+def test_symbol_counts_read_every_piece_of_a_split_a_chunk_at_a_time():
+    from charrnn.data.split import Pieces, Split
+
+    tokens = np.array([1, 4, 5, 5, 2, 1, 6, 7, 2, 1, 4, 2], dtype=np.uint16)
+    pieces = Pieces(tokens, [(0, 5), (9, 12)])  # the first and the last unit
+    split = Split(pieces, np.array([0, 5]), 0, 0)
+    want = np.bincount(np.r_[tokens[0:5], tokens[9:12]], minlength=9)
+    for chunk in (2, 3, 1 << 24):
+        assert np.array_equal(split.symbol_counts(9, chunk=chunk), want)
+    whole = Split(tokens, np.array([0, 5, 9]), 0, 0)
+    assert np.array_equal(whole.symbol_counts(9, chunk=5), np.bincount(tokens, minlength=9))

@@ -137,7 +137,8 @@ class RNNLM(nn.Module):
         """Mark the symbols the training text never holds but the held-out text does, from
         each one's count in them (V,); the first ``kept`` symbols (a base model's, grown)
         keep their mark unless the training text holds them. Their chance together is the
-        Good-Turing estimate: the share of training tokens whose symbol occurs once there."""
+        Good-Turing estimate, the share of training tokens whose symbol occurs once there (at
+        least one such token, at most a half)."""
         marked = torch.from_numpy(held > 0)
         marked[:kept] = self.unseen[:kept].cpu() > 0
         never = marked & torch.from_numpy(trained == 0)

@@ -48,9 +48,8 @@ class Stepper:
         ]
         # the token head, likewise (with tied weights: the embedding, after the projection),
         # with the temperature, the end calibration and the unseen symbols' -inf (their share
-        # is given after: RNNLM.with_unseen) folded in once rather than
-        # applied to every step's logits: ((h W + b) / T) + e and h (W / T) + (b / T + e) agree
-        # to rounding
+        # is given after: RNNLM.with_unseen) folded in once rather than applied to every
+        # step's logits: ((h W + b) / T) + e and h (W / T) + (b / T + e) agree to rounding
         self.proj = None if model.proj is None else _transposed_copy(model.proj.weight)
         scale = torch.exp(-model.log_temperature.detach())
         if model.head is not None:
