@@ -88,32 +88,40 @@ def data_config(level: str, unit: str) -> Any:
     return DataConfig(tok, unit=Unit(unit)) if unit != "auto" else DataConfig(tok)
 
 
+def step_job(settings: str, steps: int, seed: int, data: Any, val_fraction: float = 0.1) -> Any:
+    """The Job of a run of ``steps`` steps with these settings (``parse``): no time budget, no
+    stop fit, no samples, on the CPU."""
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.job import Job
+
+    model, training = parse(settings)
+    config = TrainConfig(
+        max_steps=steps,
+        time_budget=None,
+        stop_fit=0,
+        sample_every=0,
+        device="cpu",
+        seed=seed,
+        val_fraction=val_fraction,
+        **training,
+    )
+    return Job(model=ModelConfig(**model), train=config, data=data)
+
+
 def run_one(args: dict[str, Any]) -> dict[str, Any]:
     """One run in this (worker) process, on one thread."""
     import torch
 
     torch.set_num_threads(1)
     from charrnn.checkpoint import read_meta
-    from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.job import Job
     from charrnn.training.run import train
 
-    model, training = parse(f"{args['base']} {args['candidate']}")
+    settings = f"{args['base']} {args['candidate']}"
     data = data_config(args["level"], args["unit"])
-    config = TrainConfig(
-        max_steps=args["steps"],
-        time_budget=None,
-        stop_fit=0,
-        sample_every=0,
-        device="cpu",
-        seed=args["seed"],
-        val_fraction=args["val_fraction"],
-        **training,
-    )
+    job = step_job(settings, args["steps"], args["seed"], data, args["val_fraction"])
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CHARRNN_CACHE"] = args["cache"]
-        job = Job(model=ModelConfig(**model), train=config, data=data)
         result = train(args["corpus"], job, root=Path(tmp), callbacks=StopAt(args["stop_at"]))
         metrics = [json.loads(line) for line in (result.run / "metrics.jsonl").open()]
         loop = read_meta(result.run / "last.safetensors")["loop"]

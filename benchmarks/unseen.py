@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.equalsteps import OUT, StopAt, data_config, parse
+from benchmarks.equalsteps import OUT, StopAt, data_config, step_job
 
 
 def held_out_split(model: Any, split: Any, seq_len: int, trained: Any, autocast: Any) -> dict:
@@ -63,8 +63,6 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     import charrnn.training.evals as evals
-    from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.job import Job
     from charrnn.model import RNNLM
     from charrnn.training.run import train
 
@@ -83,19 +81,9 @@ def run_one(args: dict[str, Any]) -> dict[str, Any]:
         return loss, n
 
     evals.evaluate = split_too
-    model, training = parse(args["base"])
-    config = TrainConfig(
-        max_steps=args["steps"],
-        time_budget=None,
-        stop_fit=0,
-        sample_every=0,
-        device="cpu",
-        seed=args["seed"],
-        **training,
-    )
+    job = step_job(args["base"], args["steps"], args["seed"], args["data"])
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CHARRNN_CACHE"] = args["cache"]
-        job = Job(model=ModelConfig(**model), train=config, data=args["data"])
         result = train(args["corpus"], job, root=Path(tmp), callbacks=StopAt(0))
     return {
         "marked": args["marked"],
