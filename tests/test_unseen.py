@@ -92,7 +92,7 @@ def test_a_run_gives_its_held_out_only_symbols_their_share_and_old_runs_load_wit
     loss, _ = evaluate(run.model, val, 16)
     assert np.isfinite(loss) and abs(loss - result.val.loss) < 1e-4
 
-    # a run of format 8 marks nothing, and computes the raw logits as it did
+    # a run of format 8 loads with nothing marked
     for name in ("best.safetensors", "last.safetensors"):
         path = result.run / name
         tensors = load_tensors(path)

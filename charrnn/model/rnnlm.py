@@ -76,7 +76,11 @@ class RNNLM(nn.Module):
         # step without end; out of training they share unseen_share evenly (set_unseen).
         self.register_buffer("unseen", torch.zeros(c.vocab_size))
         self.register_buffer("unseen_share", torch.zeros(1))
-        self.any_unseen = False  # read from the buffer where it changes, not at every call
+        # ... and what a sampled token would otherwise derive from them at every step
+        mask = torch.zeros(c.vocab_size, dtype=torch.bool)
+        self.register_buffer("unseen_mask", mask, persistent=False)
+        self.register_buffer("unseen_logit", torch.zeros(1), persistent=False)  # each one's
+        self.note_unseen()  # and any_unseen, read where it changes, not at every call
         self.register_load_state_dict_post_hook(lambda m, _: m.note_unseen())
         if c.stop_heads:
             # Shifts of the <eos> logit and of the halt logit that make the chance of ending,
@@ -150,7 +154,12 @@ class RNNLM(nn.Module):
         self.note_unseen()
 
     def note_unseen(self) -> None:
-        self.any_unseen = bool(self.unseen.any())
+        """What with_unseen reads, from the buffers (where they are set or loaded)."""
+        self.unseen_mask.copy_(self.unseen > 0)
+        share = self.unseen_share.float()
+        n = self.unseen_mask.sum().clamp(min=1)
+        self.unseen_logit.copy_(share.log() - torch.log1p(-share) - n.log())
+        self.any_unseen = bool(self.unseen_mask.any())
 
     def with_unseen(self, logits: Tensor) -> Tensor:
         """``logits`` (..., V), unseen symbols at -inf (head_logits), with each unseen symbol's
@@ -158,11 +167,8 @@ class RNNLM(nn.Module):
         same proportions as before."""
         if not self.any_unseen:
             return logits
-        unseen = self.unseen > 0
-        share = self.unseen_share.float()
-        each = share.log() - torch.log1p(-share) - unseen.sum().clamp(min=1).log()
         lse = torch.logsumexp(logits.float(), dim=-1, keepdim=True)  # the seen symbols'
-        return torch.where(unseen, (lse + each).to(logits.dtype), logits)
+        return torch.where(self.unseen_mask, (lse + self.unseen_logit).to(logits.dtype), logits)
 
     def start_state(self, batch: int) -> State:
         """The state a unit starts from, for ``batch`` rows."""
@@ -240,7 +246,7 @@ class RNNLM(nn.Module):
             h = h if self.proj is None else self.proj(h)
         bias = bias if shift is None else bias + shift
         if self.any_unseen:  # with_unseen gives them their share
-            bias = bias.masked_fill(self.unseen > 0, -torch.inf)
+            bias = bias.masked_fill(self.unseen_mask, -torch.inf)
         return F.linear(h.reshape(-1, h.shape[-1]), weight, bias).view(*h.shape[:-1], -1)
 
     def calibrated(self, z: Tensor, scale: Tensor | None = None) -> Tensor:

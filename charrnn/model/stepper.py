@@ -62,7 +62,7 @@ class Stepper:
             self.head_bias[EOS] += model.end_bias[0]
             self.len_embed = model.length_table().detach()
         if model.any_unseen:
-            self.head_bias.masked_fill_(model.unseen > 0, -torch.inf)
+            self.head_bias.masked_fill_(model.unseen_mask, -torch.inf)
         self.mask = mask  # added after the unseen symbols' share, as the model's callers add it
 
     @staticmethod

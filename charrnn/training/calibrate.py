@@ -132,7 +132,7 @@ def fit_temperature(
         y, z = y.flatten(), z.flatten(0, 1).float()
         # an unseen symbol's chance is fixed whatever T (RNNLM.with_unseen): its targets are
         # left out, and its -inf logit made a floor that keeps p * z at 0
-        unseen = model.unseen > 0
+        unseen = model.unseen_mask
         counted = (y != PAD) & ~unseen[y]
         z = z.masked_fill(unseen, UNSEEN_FLOOR)
         zs += z[counted].split(rows)
