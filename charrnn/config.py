@@ -177,7 +177,9 @@ class ModelConfig:
     # DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop), applied to the
     # weights before the fused kernel; None: from how much the run can memorize (defaults)
     weight_drop: float | None = None
-    tie_weights: bool = False
+    # The output layer reuses the embedding's rows; None: decided when training starts, from
+    # how many parameters the rows would hold per training token (tie_for); else untied
+    tie_weights: bool | None = None
     stop_heads: bool = True  # halt and length heads, and the remaining-length input
     # How the length input's "unknown" rows are read: as they are (runs of format 3 and before
     # read them times LENGTH_INPUT_SCALE, as the remaining-length rows are; see _init_weights)
@@ -193,7 +195,7 @@ class ModelConfig:
         "embed": Whole(0, MAX_WIDTH),
         "dropout": Maybe(Real(0.0, 1.0, open_hi=True)),
         "weight_drop": Maybe(Real(0.0, 1.0, open_hi=True)),
-        "tie_weights": Flag(),
+        "tie_weights": Maybe(Flag()),
         "stop_heads": Flag(),
         "unknown_scale": Real(0.0, open_lo=True),
         "max_len": Whole(0, MAX_LEN),

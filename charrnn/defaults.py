@@ -48,6 +48,9 @@ BF16_ROW_LOAD = 4.0  # ... unless its rows hold more parameters than this per tr
 PEAK_LR, PEAK_LR_WIDTH = 1e-2, 256  # the peak learning rate up to this width; 1/sqrt(width) above
 SUBWORD_LR = 1.5  # a subword level's rate: this many times a character model's of its width
 EMBED, EMBED_SUBWORD = 128, 256  # the embedding's width; a piece stands for several characters
+# Words: the output layer reuses the embedding's rows, and the stack's input and output drop
+# this share of their features from the first step (a word model learns its rows by heart)
+WORD_DROPOUT = 0.4
 
 
 def hidden_for_budget(
@@ -74,6 +77,17 @@ def bf16_speedup(vocab: int, embed: int, hidden: int, train_tokens: int) -> floa
 def embed_for(tokenizer: TokenizerConfig) -> int:
     """The embedding's width for tokens of this level: wider for subword pieces."""
     return EMBED_SUBWORD if tokenizer.subword else EMBED
+
+
+def tie_for(tokenizer: TokenizerConfig) -> bool:
+    """Whether the output layer reuses the embedding's rows: for words."""
+    return tokenizer.level is Level.word
+
+
+def level_dropout(tokenizer: TokenizerConfig) -> float | None:
+    """The dropout tokens of this level train with from the first step (WORD_DROPOUT for
+    words); None: decided as the run goes, from how much it can memorize (dropout_for)."""
+    return WORD_DROPOUT if tokenizer.level is Level.word else None
 
 
 def lr_for(tokenizer: TokenizerConfig, hidden: int) -> float:
@@ -200,6 +214,10 @@ def hidden_help() -> str:
     )
 
 
+def tie_weights_help() -> str:
+    return "Share input and output embeddings. Default: shared at word level."
+
+
 def embed_help() -> str:
     return f"Embedding size; 0 = {EMBED_SUBWORD} at a subword level, {EMBED} otherwise."
 
@@ -222,8 +240,8 @@ def weight_drop_help() -> str:
 def dropout_help() -> str:
     return (
         "Dropout of the recurrent layers' input and output (and between layers). Default: "
-        f"from how much the run can memorize (as --weight-decay): 0 up to {DROPOUT_FROM:g}, "
-        f"rising to {DROPOUT:g} at {DROPOUT_FULL:g}."
+        f"{WORD_DROPOUT:g} at word level; otherwise from how much the run can memorize (as "
+        f"--weight-decay): 0 up to {DROPOUT_FROM:g}, rising to {DROPOUT:g} at {DROPOUT_FULL:g}."
     )
 
 

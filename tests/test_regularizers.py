@@ -18,7 +18,7 @@ from charrnn.checkpoint import (
     read_run_json,
 )
 from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7, BEFORE_8
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import Level, ModelConfig, TrainConfig
 from charrnn.defaults import (
     DROP_FROM,
     DROPOUT,
@@ -30,6 +30,7 @@ from charrnn.defaults import (
     ROWS_FROM,
     ROWS_FULL,
     WEIGHT_DROP,
+    WORD_DROPOUT,
     dropout_for,
     row_decay_for,
     weight_drop_for,
@@ -191,6 +192,28 @@ def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, mo
     told = replace(job, model=replace(job.model, weight_drop=0.1, dropout=0.05))
     train(corpus, told, root=tmp_path, callbacks=Recorder(stop_at=20))
     assert set(seen) == {(0.1, 0.05)}  # the rates given, from the first step to the last
+
+
+def test_words_are_tied_and_dropped_from_the_first_step_unless_told(corpus, tmp_path, monkeypatch):
+    seen: list[float] = []  # the dropout of each training step
+    recurrent = RNNLM.recurrent
+
+    def spy(self, x, state):
+        if self.training:
+            seen.append(self.dropout)
+        return recurrent(self, x, state)
+
+    monkeypatch.setattr(RNNLM, "recurrent", spy)
+    words = train(corpus, tiny_job(Level.word, max_steps=4), root=tmp_path)
+    model = read_run_json(words.run)["model"]
+    assert (model["tie_weights"], model["dropout"]) == (True, WORD_DROPOUT)
+    assert set(seen) == {WORD_DROPOUT}
+    chars = read_run_json(train(corpus, tiny_job(max_steps=4), root=tmp_path).run)["model"]
+    assert (chars["tie_weights"], chars["dropout"]) == (False, None)  # dropout: as it goes
+    told = tiny_job(Level.word, max_steps=4)
+    told = replace(told, model=replace(told.model, tie_weights=False, dropout=0.1))
+    model = read_run_json(train(corpus, told, root=tmp_path).run)["model"]
+    assert (model["tie_weights"], model["dropout"]) == (False, 0.1)
 
 
 def test_row_decay_follows_how_often_the_rows_are_read():

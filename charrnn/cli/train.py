@@ -134,7 +134,8 @@ def train_cmd(
         ),
     ] = ModelConfig.weight_drop,
     tie_weights: Annotated[
-        bool, typer.Option(help="Share input and output embeddings.", rich_help_panel=MODEL)
+        bool | None,
+        typer.Option(show_default=False, help=defaults.tie_weights_help(), rich_help_panel=MODEL),
     ] = ModelConfig.tie_weights,
     seq_len: Annotated[
         int, typer.Option(min=1, help="BPTT window.", rich_help_panel=TRAINING)

@@ -124,7 +124,8 @@ def _refuse_contradictions(job: Job, base: Base, given: Collection[str]) -> None
         for name in SHAPE
         if name in given
         and getattr(model, name) != getattr(base.config, name)
-        and not (name in ("hidden", "embed") and getattr(model, name) == 0)  # 0: not chosen
+        and getattr(model, name) is not None  # None, and 0 below: not chosen
+        and not (name in ("hidden", "embed") and getattr(model, name) == 0)
     ]
     wrong += _tokenizer_contradictions(tok, kept, base.tokenizer.vocab_size, given)
     if wrong:

@@ -48,8 +48,10 @@ from charrnn.defaults import (
     bf16_speedup,
     embed_for,
     hidden_for_budget,
+    level_dropout,
     lr_for,
     max_len_for,
+    tie_for,
 )
 from charrnn.device import resolve_device
 from charrnn.errors import (
@@ -88,19 +90,24 @@ def fit_model_config(
     device: torch.device | None = None,
 ) -> ModelConfig:
     """Fill in what the corpus decides (vocabulary size, the longest length to predict) and,
-    unless they were given, the embedding's width the level takes and the hidden size the
-    time budget and precision allow (``config``'s; none: 512)."""
+    unless they were given, what the level decides (the embedding's width, tied rows, the
+    dropout of words) and the hidden size the time budget and precision allow (``config``'s;
+    none: 512)."""
     longest = int(train.unit_lengths().max()) if len(train.unit_starts) else 1
     budget = config.time_budget if config else None
-    device, vocab = device or torch.device("cpu"), ds.tokenizer.vocab_size
-    embed, hidden = model.embed or embed_for(ds.tokenizer.config), model.hidden
+    device, level = device or torch.device("cpu"), ds.tokenizer.config
+    vocab = ds.tokenizer.vocab_size
+    embed, hidden = model.embed or embed_for(level), model.hidden
+    tie = tie_for(level) if model.tie_weights is None else model.tie_weights
+    dropout = level_dropout(level) if model.dropout is None else model.dropout
     if not hidden:
         hidden = hidden_for_budget(budget, device.type)
         if config and resolve_precision(config.precision, device) is Precision.bf16:
             speedup = bf16_speedup(vocab, embed, hidden, len(train))
             hidden = hidden_for_budget(budget, device.type, speedup)
     max_len = max_len_for(longest)
-    return replace(model, vocab_size=vocab, max_len=max_len, hidden=hidden, embed=embed)
+    fitted = {"vocab_size": vocab, "max_len": max_len, "hidden": hidden, "embed": embed}
+    return replace(model, **fitted, tie_weights=tie, dropout=dropout)
 
 
 # -- the whole job ------------------------------------------------------------------------
