@@ -247,6 +247,7 @@ def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
     checkpoint (validation bits per character over the whole held-out split, times ln 2),
     and on a ``test`` text (charrnn eval) where one is given."""
     from charrnn.checkpoint import load_tensors, read_meta
+    from charrnn.defaults import in_force, in_use
 
     with trained(corpus, *args) as (folder, env, seconds):
         meta = read_meta(folder / "best.safetensors")
@@ -264,16 +265,23 @@ def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
     val = meta["val_bpc"] * math.log(2)
     note = f"{' '.join(args) or 'no flags'}; {level}; {size}; {loop['step']:,} steps"
     note += f", kept step {meta['step']:,}, perplexity {math.exp(meta['val_loss']):,.1f} per token"
-    if loop.get("passes") is not None:  # what the run decided, where its flags left it open
+    given = run["train"]
+    if loop.get("passes") is not None:  # in force: what the flags give, else the run decided
+        decided = (loop["weight_decay"], loop["min_lr_ratio"])
+        wd, floor = in_force((given.get("weight_decay"), given.get("min_lr_ratio")), decided)
         note += (
             f"; expected {loop['passes']} passes, pressure {loop['pressure']}: weight decay "
-            f"{loop['weight_decay']}, rate to {loop['min_lr_ratio']} x peak"
+            f"{wd}, rate to {floor} x peak"
         )
     if loop.get("row_pressure") is not None:
+        drop, dropout = (in_use(config[k], loop.get(k)) for k in ("weight_drop", "dropout"))
+        row_decay = in_use(given.get("row_decay"), loop["row_decay"])
         note += (
-            f", weight drop {loop['weight_drop']}, dropout {loop.get('dropout')}; row pressure "
-            f"{loop['row_pressure']}: row decay {loop['row_decay']}"
+            f", weight drop {drop}, dropout {dropout}; row pressure {loop['row_pressure']}: row "
+            f"decay {row_decay}"
         )
+    if config.get("tie_weights"):
+        note += "; tied"
     if "log_temperature" in kept:
         note += f"; temperature {math.exp(float(kept['log_temperature'])):.3f}"
     if evaluation is not None:

@@ -55,7 +55,7 @@ def parse(candidate: str) -> tuple[dict[str, Any], dict[str, Any]]:
                 except ValueError:
                     value = raw
         if key in model_fields:
-            if model_fields[key].type in ("bool", bool):
+            if model_fields[key].type in ("bool", bool, "bool | None"):
                 value = bool(value)
             model[key] = value
         elif key in train_fields:

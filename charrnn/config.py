@@ -171,14 +171,14 @@ class ModelConfig:
     layers: int = 1
     hidden: int = 0  # 0: sized from the time budget when training starts (hidden_for_budget)
     embed: int = 0  # 0: from the level when training starts (embed_for)
-    # Dropout of the recurrent stack's input and output (and between layers); None: from how
-    # much the run can memorize (defaults)
+    # Dropout of the recurrent stack's input and output (and between layers); None: the
+    # level's (words) or, as the run goes, from how much it can memorize (defaults)
     dropout: float | None = None
     # DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop), applied to the
     # weights before the fused kernel; None: from how much the run can memorize (defaults)
     weight_drop: float | None = None
-    # The output layer reuses the embedding's rows; None: decided when training starts, from
-    # how many parameters the rows would hold per training token (tie_for); else untied
+    # The output layer reuses the embedding's rows; None: decided by the level when training
+    # starts (tie_for), and untied in a model made of a config no training fitted
     tie_weights: bool | None = None
     stop_heads: bool = True  # halt and length heads, and the remaining-length input
     # How the length input's "unknown" rows are read: as they are (runs of format 3 and before
