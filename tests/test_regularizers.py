@@ -170,8 +170,9 @@ def test_dropping_follows_how_much_a_run_can_memorize(rule, start, full, top):
     assert weight_drop_for(DROPOUT_FROM) == WEIGHT_DROP  # features are dropped after weights
 
 
-def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, monkeypatch):
-    seen: list[tuple[float, float]] = []  # (weight drop, dropout) of each training step
+def spy_drops(monkeypatch) -> list[tuple[float, float]]:
+    """(weight drop, dropout) of each training step from now on."""
+    seen: list[tuple[float, float]] = []
     recurrent = RNNLM.recurrent
 
     def spy(self, x, state):
@@ -180,6 +181,11 @@ def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, mo
         return recurrent(self, x, state)
 
     monkeypatch.setattr(RNNLM, "recurrent", spy)
+    return seen
+
+
+def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, monkeypatch):
+    seen = spy_drops(monkeypatch)
     job = tiny_job(max_steps=20_000, time_budget=None)  # many passes over a tiny text
     result = train(corpus, job, root=tmp_path, callbacks=Recorder(stop_at=20))
     loop = read_meta(result.run / LAST)["loop"]
@@ -195,19 +201,11 @@ def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, mo
 
 
 def test_words_are_tied_and_dropped_from_the_first_step_unless_told(corpus, tmp_path, monkeypatch):
-    seen: list[float] = []  # the dropout of each training step
-    recurrent = RNNLM.recurrent
-
-    def spy(self, x, state):
-        if self.training:
-            seen.append(self.dropout)
-        return recurrent(self, x, state)
-
-    monkeypatch.setattr(RNNLM, "recurrent", spy)
+    seen = spy_drops(monkeypatch)
     words = train(corpus, tiny_job(Level.word, max_steps=4), root=tmp_path)
     model = read_run_json(words.run)["model"]
     assert (model["tie_weights"], model["dropout"]) == (True, WORD_DROPOUT)
-    assert set(seen) == {WORD_DROPOUT}
+    assert {dropout for _, dropout in seen} == {WORD_DROPOUT}
     chars = read_run_json(train(corpus, tiny_job(max_steps=4), root=tmp_path).run)["model"]
     assert (chars["tie_weights"], chars["dropout"]) == (False, None)  # dropout: as it goes
     told = tiny_job(Level.word, max_steps=4)
