@@ -136,7 +136,9 @@ class Trainer(Evaluations):
             if passes is not None:
                 tokens = len(self.train_split)
                 per_token = count_parameters(self.model.rnn) / tokens
-                rows_per_token = sum(p.numel() for p in self.row_params) / tokens
+                # a tied row is read twice (as the input and as the output): counted twice
+                uses = 2 if self.model.head is None else 1
+                rows_per_token = uses * sum(p.numel() for p in self.row_params) / tokens
                 loop.passes, loop.pressure = round(passes, 2), round(passes * per_token, 2)
                 loop.row_pressure = round(passes * rows_per_token, 2)
                 loop.weight_decay, loop.min_lr_ratio = regularization(loop.pressure)
