@@ -239,12 +239,15 @@ def test_row_decay_shrinks_the_rows_and_nothing_else(corpus, tmp_path):
     assert not torch.equal(plain["head.weight"], decayed["head.weight"])
 
 
-def test_a_run_of_many_symbols_decays_its_rows(corpus, tmp_path):
-    job = tiny_job(max_steps=150_000, time_budget=None)  # its rows read many times over
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_run_of_many_symbols_decays_its_rows(corpus, tmp_path, tied):
+    job = tiny_job(max_steps=200_000, time_budget=None)  # its rows read many times over
+    job = replace(job, model=replace(job.model, tie_weights=tied))
     result = train(corpus, job, root=tmp_path, callbacks=Recorder(stop_at=20))
     loop = read_meta(result.run / LAST)["loop"]
     model = load_run(result.run).model
-    rows = model.embed.weight.numel() + model.head.weight.numel()
+    # a tied row is read as the input and as the output
+    rows = model.embed.weight.numel() + (model.head or model.embed).weight.numel()
     tokens = read_run_json(result.run)["data"]["train_tokens"]
     assert loop["row_pressure"] == pytest.approx(loop["passes"] * rows / tokens, abs=0.01)
     assert loop["row_pressure"] > ROWS_FULL and loop["row_decay"] == ROW_DECAY
