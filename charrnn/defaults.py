@@ -248,7 +248,8 @@ def dropout_help() -> str:
 def row_decay_help() -> str:
     return (
         "Weight decay of the embedding and output rows on top of --weight-decay. Default: "
-        "from the passes over the text x those rows' parameters per training token: 0 up to "
+        "from the passes over the text x those rows' parameters per training token (a tied "
+        "row counts twice): 0 up to "
         f"{ROWS_FROM:g}, rising to {ROW_DECAY:g} at {ROWS_FULL:g} (thousands of symbols, or "
         "words)."
     )
