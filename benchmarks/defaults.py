@@ -247,11 +247,12 @@ def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
     checkpoint (validation bits per character over the whole held-out split, times ln 2),
     and on a ``test`` text (charrnn eval) where one is given."""
     from charrnn.checkpoint import load_tensors, read_meta
-    from charrnn.defaults import in_force, in_use
+    from charrnn.runs import details
 
     with trained(corpus, *args) as (folder, env, seconds):
         meta = read_meta(folder / "best.safetensors")
         loop = read_meta(folder / "last.safetensors")["loop"]
+        reg = details(folder).regularization()  # in force: the flags', else the run's own
         run = json.loads((folder / "run.json").read_text())
         kept = load_tensors(folder / "best.safetensors", "model.")
         evaluation = None
@@ -265,20 +266,15 @@ def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
     val = meta["val_bpc"] * math.log(2)
     note = f"{' '.join(args) or 'no flags'}; {level}; {size}; {loop['step']:,} steps"
     note += f", kept step {meta['step']:,}, perplexity {math.exp(meta['val_loss']):,.1f} per token"
-    given = run["train"]
-    if loop.get("passes") is not None:  # in force: what the flags give, else the run decided
-        decided = (loop["weight_decay"], loop["min_lr_ratio"])
-        wd, floor = in_force((given.get("weight_decay"), given.get("min_lr_ratio")), decided)
+    if reg is not None:
         note += (
-            f"; expected {loop['passes']} passes, pressure {loop['pressure']}: weight decay "
-            f"{wd}, rate to {floor} x peak"
+            f"; expected {reg.passes} passes, pressure {reg.pressure}: weight decay "
+            f"{reg.weight_decay}, rate to {reg.min_lr_ratio} x peak"
         )
-    if loop.get("row_pressure") is not None:
-        drop, dropout = (in_use(config[k], loop.get(k)) for k in ("weight_drop", "dropout"))
-        row_decay = in_use(given.get("row_decay"), loop["row_decay"])
+    if reg is not None and reg.row_pressure is not None:
         note += (
-            f", weight drop {drop}, dropout {dropout}; row pressure {loop['row_pressure']}: row "
-            f"decay {row_decay}"
+            f", weight drop {reg.weight_drop}, dropout {reg.dropout}; row pressure "
+            f"{reg.row_pressure}: row decay {reg.row_decay}"
         )
     if config.get("tie_weights"):
         note += "; tied"
