@@ -263,6 +263,9 @@ class TrainConfig:
     # Decoupled decay of the embedding and output rows on top of weight_decay; None: from
     # how many times the run reads each row's worth of text (defaults.row_decay_for)
     row_decay: float | None = None
+    # Added to the dropout after each evaluation no better than the best, up to
+    # defaults.DROPOUT_CAP: a run that has begun to learn its text by heart is held back
+    dropout_rise: float = 0.2
     # Start the streams at another point of the text each pass (a pure function of the seed
     # and the pass), so a run that reads its text many times does not see the same windows
     shift_windows: bool = True
@@ -301,6 +304,7 @@ class TrainConfig:
         "stop_fit": Whole(0, MAX_STOP_FIT),
         "average": Real(0.0),
         "row_decay": Maybe(Real(0.0)),
+        "dropout_rise": Real(0.0, 1.0),
         "shift_windows": Flag(),
         "calibrate": Flag(),
     }

@@ -131,6 +131,8 @@ DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP = 15.0, 45.0, 0.3
 ROWS_FROM, ROWS_FULL, ROW_DECAY = 200.0, 1000.0, 0.8
 # Further still, a run that reads its text a hundred times over needs its features dropped too
 DROPOUT_FROM, DROPOUT_FULL, DROPOUT = 100.0, 600.0, 0.3
+# ... and an evaluation no better than the best adds TrainConfig.dropout_rise, up to this
+DROPOUT_CAP = 0.7
 
 
 def regularization(pressure: float | None) -> tuple[float, float]:
@@ -180,6 +182,17 @@ def in_use(given: float | None, decided: float | None) -> float:
     """A drop or extra decay a run trains with: what its config gives, else what it decided
     (None while undecided, and in runs from before the rule: none)."""
     return (decided if given is None else given) or 0.0
+
+
+def dropout_in_use(given: float | None, decided: float | None, raised: float | None) -> float:
+    """The dropout a run trains with: what its config gives, else what it decided, plus what
+    its evaluations no better than the best have added (``raised``)."""
+    return round(in_use(given, decided) + (raised or 0.0), 4)
+
+
+def raised_dropout(base: float, raised: float, rise: float) -> float:
+    """What the dropout's rises come to after one more (``rise``), never past DROPOUT_CAP."""
+    return round(max(raised, min(DROPOUT_CAP - base, raised + rise)), 4)
 
 
 # -- the shares of a time budget kept for measuring the model
@@ -242,6 +255,14 @@ def dropout_help() -> str:
         "Dropout of the recurrent layers' input and output (and between layers). Default: "
         f"{WORD_DROPOUT:g} at word level; otherwise from how much the run can memorize (as "
         f"--weight-decay): 0 up to {DROPOUT_FROM:g}, rising to {DROPOUT:g} at {DROPOUT_FULL:g}."
+    )
+
+
+def dropout_rise_help() -> str:
+    return (
+        "Added to the dropout after each evaluation that is no better than the best so far "
+        f"(up to {DROPOUT_CAP:g}): a run that has begun to learn its text by heart is held "
+        "back. 0 = the dropout stays as it is."
     )
 
 

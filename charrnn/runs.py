@@ -32,7 +32,7 @@ from charrnn.checkpoint import (
 from charrnn.checkpoint.load import model_config
 from charrnn.checkpoint.records import check_stopfit, metrics_record
 from charrnn.checkpoint.tensors import tensor_shapes
-from charrnn.defaults import in_force, in_use
+from charrnn.defaults import dropout_in_use, in_force, in_use
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.schema import read_json
 
@@ -246,7 +246,7 @@ class RunDetails:
             in_use(model.get("weight_drop"), loop.get("weight_drop")),
             in_use(given.get("row_decay"), loop.get("row_decay")),
             loop.get("row_pressure"),
-            in_use(model.get("dropout"), loop.get("dropout")),
+            dropout_in_use(model.get("dropout"), loop.get("dropout"), loop.get("dropout_raised")),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from charrnn.checkpoint import (
     read_meta,
     read_run_json,
 )
-from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7, BEFORE_8
+from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7, BEFORE_8, BEFORE_10
 from charrnn.config import Level, ModelConfig, TrainConfig
 from charrnn.defaults import (
     DROP_FROM,
     DROPOUT,
+    DROPOUT_CAP,
     DROPOUT_FROM,
     DROPOUT_FULL,
     HEAVY_FROM,
@@ -32,14 +33,17 @@ from charrnn.defaults import (
     WEIGHT_DROP,
     WORD_DROPOUT,
     dropout_for,
+    raised_dropout,
     row_decay_for,
     weight_drop_for,
 )
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLM
 from charrnn.model.dropout import dropout
+from charrnn.runs import details
 from charrnn.tokenizers import PAD
 from charrnn.training.average import Averager
+from charrnn.training.evals import Evaluations
 from charrnn.training.optim import lr_at
 from charrnn.training.run import train
 from tests.conftest import tiny_job
@@ -146,6 +150,7 @@ def test_a_resumed_run_averages_as_an_unbroken_one(corpus, tmp_path):
         ({"average": float("nan")}, "--average"),
         ({"row_decay": -0.1}, "--row-decay"),
         ({"row_decay": float("inf")}, "--row-decay"),
+        ({"dropout_rise": 1.5}, "--dropout-rise"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_option(settings, option):
@@ -291,6 +296,27 @@ def _expected_after_a_pause(per_eval: float) -> float | None:
     return None
 
 
+def test_the_dropout_rises_after_each_evaluation_no_better_than_the_best(
+    corpus, tmp_path, monkeypatch
+):
+    losses = iter([3.0, 3.2, 2.9, 3.1, 3.3, 3.4] + [3.0] * 20)  # then the whole split's
+    monkeypatch.setattr(Evaluations, "_evaluate", lambda *_, **__: (next(losses), 256))
+    seen = spy_drops(monkeypatch)
+    job = tiny_job(max_steps=60, evals=6, time_budget=None)
+    job = replace(job, model=replace(job.model, dropout=0.1))
+    result = train(corpus, job, root=tmp_path)
+    # up 0.2 after the evaluations at 20, 40 and 50, the last only to DROPOUT_CAP
+    assert [d for _, d in seen[9::10]] == [0.1, 0.1, 0.3, 0.3, 0.5, DROPOUT_CAP]
+    assert read_meta(result.run / LAST)["loop"]["dropout_raised"] == DROPOUT_CAP - 0.1
+    assert details(result.run).regularization().dropout == DROPOUT_CAP
+    assert raised_dropout(0.8, 0.0, 0.2) == 0.0  # a dropout given above the cap stays
+    seen.clear()
+    losses = iter([3.0, 3.2, 2.9, 3.1, 3.3, 3.4] + [3.0] * 20)
+    steady = replace(job, train=replace(job.train, dropout_rise=0.0))
+    train(corpus, steady, root=tmp_path)
+    assert {d for _, d in seen} == {0.1}
+
+
 def test_the_passes_a_run_expects_come_from_the_pace_of_training_alone():
     # 16 s spent at step 110, 84 s left: 840 more steps at 0.1 s (not at the 0.145 s a step
     # the evaluation would make of it); evaluations still to come (4 of 2 s) take their time
@@ -302,24 +328,28 @@ def test_the_options_reach_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
     from tests.test_cli import TINY, run
 
     ck = tmp_path / "ck"
-    given = ("--weight-drop", "0.2", "--row-decay", "0.5", "--average", "0")
+    given = ("--weight-drop", "0.2", "--row-decay", "0.5", "--average", "0", "--dropout-rise", "0")
     r = run("train", corpus, *TINY, "--max-steps", "3", *given, "--name", "r", "--checkpoints", ck)
     assert r.exit_code == 0, r.output
     info = read_run_json(ck / "r")
     assert info["model"]["weight_drop"] == 0.2
     assert info["train"]["row_decay"] == 0.5 and info["train"]["average"] == 0.0
+    assert info["train"]["dropout_rise"] == 0.0
     bad = run("train", corpus, *TINY, "--weight-drop", "0.99", "--checkpoints", ck)
     assert bad.exit_code != 0 and "Traceback" not in bad.output and "--weight-drop" in bad.output
 
 
-@pytest.mark.parametrize("version", [5, 6, 7])
+@pytest.mark.parametrize("version", [5, 6, 7, 9])
 def test_an_older_run_goes_on_bit_for_bit_as_it_started(corpus, tmp_path, version):
-    """A run of format 5, 6 or 7 cut short and resumed under today's defaults ends with the
+    """A run of format 5, 6, 7 or 9 cut short and resumed under today's defaults ends with the
     weights of an unbroken run without what came after it (format 6's three levers, format
-    7's shifted streams, format 8's temperature; those runs saved their dropout, 0): it goes
-    on as it started."""
-    gone = [BEFORE_6, BEFORE_7, BEFORE_8][version - 5 :]
-    off = tiny_job(max_steps=30, evals=3, shift_windows=version >= 7, calibrate=False)
+    7's shifted streams, format 8's temperature, format 10's rising dropout; those runs saved
+    their dropout, 0): it goes on as it started."""
+    gone = {5: [BEFORE_6, BEFORE_7, BEFORE_8], 6: [BEFORE_7, BEFORE_8], 7: [BEFORE_8]}
+    gone = [*gone.get(version, []), BEFORE_10]
+    off = tiny_job(
+        max_steps=30, evals=3, shift_windows=version >= 7, calibrate=version >= 8, dropout_rise=0
+    )
     off = replace(off, model=replace(off.model, dropout=0.0))
     if version < 6:
         off = replace(off, train=replace(off.train, average=0.0, row_decay=0.0))

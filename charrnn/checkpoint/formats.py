@@ -11,7 +11,7 @@ from charrnn.checkpoint.records import check_run_info
 from charrnn.errors import CheckpointError
 from charrnn.schema import read_json
 
-FORMAT_VERSION = 9  # 2: the weights hold the state a unit starts from (model.start_h)
+FORMAT_VERSION = 10  # 2: the weights hold the state a unit starts from (model.start_h)
 # 3: the length input says "unknown, j tokens into the unit" (one row per offset bucket, read
 #    through model.LENGTH_INPUT_SCALE), and the weights hold the end calibration (end_bias)
 # 4: the "unknown" rows are read as they are (ModelConfig.unknown_scale)
@@ -28,6 +28,7 @@ FORMAT_VERSION = 9  # 2: the weights hold the state a unit starts from (model.st
 #    a run calibrates (TrainConfig.calibrate)
 # 9: the weights mark the symbols the training text never holds and hold their chance
 #    (unseen, unseen_share: RNNLM.set_unseen); runs before it have none marked
+# 10: an evaluation no better than the best raises the dropout (TrainConfig.dropout_rise)
 OLDEST_FORMAT = 1  # the oldest run format this charrnn still reads (through MIGRATIONS)
 
 
@@ -44,6 +45,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     6: lambda info: _with(info, "train", **BEFORE_7["train"]),
     7: lambda info: _with(info, "train", **BEFORE_8["train"]),  # and ADDED_IN
     8: lambda info: info,  # 8 -> 9 changed the weights only: see ADDED_IN
+    9: lambda info: _with(info, "train", **BEFORE_10["train"]),
 }
 
 # How runs before format 6 trained, where today's defaults differ: no weight drop, no
@@ -57,6 +59,8 @@ BEFORE_6: dict[str, dict[str, Any]] = {
 BEFORE_7: dict[str, dict[str, Any]] = {"train": {"shift_windows": False}}
 # ... and before format 8: no temperature was fitted
 BEFORE_8: dict[str, dict[str, Any]] = {"train": {"calibrate": False}}
+# ... and before format 10: the dropout stayed as it was
+BEFORE_10: dict[str, dict[str, Any]] = {"train": {"dropout_rise": 0.0}}
 
 
 OLD_UNKNOWN_SCALE = 10.0  # how runs of format 3 and before read the length input's unknown rows

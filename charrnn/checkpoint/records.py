@@ -46,6 +46,7 @@ LOOP: dict[str, Kind] = {
     "dropout": Maybe(Real(0.0, 1.0, open_hi=True)),
     "row_pressure": Maybe(SIZE),
     "row_decay": Maybe(SIZE),
+    "dropout_raised": Real(0.0, 1.0),
 }
 
 # The kept model's figures in best.safetensors.

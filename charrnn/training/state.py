@@ -31,6 +31,7 @@ class LoopState:
     dropout: float | None = None  # None also in a checkpoint from before the rule
     row_pressure: float | None = None  # passes x embedding and output parameters per token
     row_decay: float | None = None
+    dropout_raised: float = 0.0  # added to the dropout by evaluations no better than the best
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
