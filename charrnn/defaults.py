@@ -186,8 +186,10 @@ def in_use(given: float | None, decided: float | None) -> float:
 
 def dropout_in_use(given: float | None, decided: float | None, raised: float | None) -> float:
     """The dropout a run trains with: what its config gives, else what it decided, plus what
-    its evaluations no better than the best have added (``raised``)."""
-    return round(in_use(given, decided) + (raised or 0.0), 4)
+    its evaluations no better than the best have added (``raised``), never past DROPOUT_CAP
+    by them."""
+    base = in_use(given, decided)
+    return round(max(base, min(DROPOUT_CAP, base + (raised or 0.0))), 4)
 
 
 def raised_dropout(base: float, raised: float, rise: float) -> float:

@@ -44,6 +44,7 @@ from charrnn.runs import details
 from charrnn.tokenizers import PAD
 from charrnn.training.average import Averager
 from charrnn.training.evals import Evaluations
+from charrnn.training.loop import Trainer
 from charrnn.training.optim import lr_at
 from charrnn.training.run import train
 from tests.conftest import tiny_job
@@ -299,19 +300,28 @@ def _expected_after_a_pause(per_eval: float) -> float | None:
 def test_the_dropout_rises_after_each_evaluation_no_better_than_the_best(
     corpus, tmp_path, monkeypatch
 ):
-    losses = iter([3.0, 3.2, 2.9, 3.1, 3.3, 3.4] + [3.0] * 20)  # then the whole split's
-    monkeypatch.setattr(Evaluations, "_evaluate", lambda *_, **__: (next(losses), 256))
-    seen = spy_drops(monkeypatch)
+    losses = {10: 3.0, 20: 3.2, 30: 2.9, 40: 3.1, 50: 3.3, 60: 3.4}  # then the whole split's
+    monkeypatch.setattr(
+        Evaluations, "_evaluate", lambda t, *_, **__: (losses.get(t.loop.step, 3), 256)
+    )
+    seen, saved = spy_drops(monkeypatch), []
+    save_last = Trainer.save_last
+    monkeypatch.setattr(
+        Trainer,
+        "save_last",
+        lambda t: (saved.append((t.loop.step, t.loop.dropout_raised)), save_last(t)),
+    )
     job = tiny_job(max_steps=60, evals=6, time_budget=None)
     job = replace(job, model=replace(job.model, dropout=0.1))
     result = train(corpus, job, root=tmp_path)
     # up 0.2 after the evaluations at 20, 40 and 50, the last only to DROPOUT_CAP
     assert [d for _, d in seen[9::10]] == [0.1, 0.1, 0.3, 0.3, 0.5, DROPOUT_CAP]
+    at_20 = [raised for step, raised in saved if step == 20]
+    assert at_20[0] == 0.2  # the checkpoint the evaluation writes holds its rise: resumable
     assert read_meta(result.run / LAST)["loop"]["dropout_raised"] == DROPOUT_CAP - 0.1
     assert details(result.run).regularization().dropout == DROPOUT_CAP
     assert raised_dropout(0.8, 0.0, 0.2) == 0.0  # a dropout given above the cap stays
     seen.clear()
-    losses = iter([3.0, 3.2, 2.9, 3.1, 3.3, 3.4] + [3.0] * 20)
     steady = replace(job, train=replace(job.train, dropout_rise=0.0))
     train(corpus, steady, root=tmp_path)
     assert {d for _, d in seen} == {0.1}

@@ -59,6 +59,9 @@ class Evaluations:
     def save_last(self) -> None:
         raise NotImplementedError
 
+    def raise_dropout(self) -> None:
+        raise NotImplementedError
+
     def save_best(self, stats: EvalStats) -> None:
         """The model as best.safetensors, with the figures that made it the best."""
         if self.ranks.is_main:
@@ -163,6 +166,7 @@ class Evaluations:
                 self.save_best(stats)
             else:
                 loop.evals_since_best += 1
+                self.raise_dropout()  # before save_last, so a resumed run goes on as raised
         self.log.append(
             {"step": loop.step, "val_loss": loss, "val_bpc": stats.bpc, "val_bpb": stats.bpb}
         )

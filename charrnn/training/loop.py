@@ -162,6 +162,15 @@ class Trainer(Evaluations):
         self.model.set_dropout(dropout_in_use(m.dropout, loop.dropout, loop.dropout_raised))
         self.row_decay = in_use(c.row_decay, loop.row_decay)
 
+    def raise_dropout(self) -> None:
+        """After an evaluation no better than the best, drop more of the features: the run
+        has begun to learn its text by heart (docs/defaults.md, "Dropout that rises")."""
+        loop, rise = self.loop, self.config.dropout_rise
+        if rise:
+            base = in_use(self.model.config.dropout, loop.dropout)
+            loop.dropout_raised = raised_dropout(base, loop.dropout_raised, rise)
+            self._set_regularization()
+
     # -- checkpoints --
 
     def save_last(self) -> None:
@@ -345,21 +354,11 @@ class Trainer(Evaluations):
         c, step = self.config, self.loop.step
         if self._eval_due():
             self._periodic_eval()
-            self._raise_dropout()
             self.budget.paused()
         if c.sample_every and step % c.sample_every == 0:
             self.budget.paused()  # on every rank, as rank 0 alone samples
             if self.ranks.is_main:
                 self.cb.on_sample(step, self._sample_text())
-
-    def _raise_dropout(self) -> None:
-        """After an evaluation no better than the best, drop more of the features: the run
-        has begun to learn its text by heart (docs/defaults.md, "Dropout that rises")."""
-        loop, rise = self.loop, self.config.dropout_rise
-        if rise and loop.evals_since_best:
-            base = in_use(self.model.config.dropout, loop.dropout)
-            loop.dropout_raised = raised_dropout(base, loop.dropout_raised, rise)
-            self._set_regularization()
 
     def _should_stop(self) -> str:
         """Why to stop now, agreed by every rank (one stops, all stop), and the clock."""
