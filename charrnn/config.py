@@ -263,8 +263,7 @@ class TrainConfig:
     # Decoupled decay of the embedding and output rows on top of weight_decay; None: from
     # how many times the run reads each row's worth of text (defaults.row_decay_for)
     row_decay: float | None = None
-    # Added to the dropout after each evaluation no better than the best, up to
-    # defaults.DROPOUT_CAP: a run that has begun to learn its text by heart is held back
+    # Added to the dropout after each evaluation no better than the best (defaults.DROPOUT_CAP)
     dropout_rise: float = 0.2
     # Start the streams at another point of the text each pass (a pure function of the seed
     # and the pass), so a run that reads its text many times does not see the same windows
