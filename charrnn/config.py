@@ -263,8 +263,8 @@ class TrainConfig:
     # Decoupled decay of the embedding and output rows on top of weight_decay; None: from
     # how many times the run reads each row's worth of text (defaults.row_decay_for)
     row_decay: float | None = None
-    # Added to the dropout after each evaluation no better than the best (defaults.DROPOUT_CAP)
-    dropout_rise: float = 0.2
+    # Added to the dropout after each evaluation no better than the best; None: the level's
+    dropout_rise: float | None = None
     # Start the streams at another point of the text each pass (a pure function of the seed
     # and the pass), so a run that reads its text many times does not see the same windows
     shift_windows: bool = True
@@ -303,7 +303,7 @@ class TrainConfig:
         "stop_fit": Whole(0, MAX_STOP_FIT),
         "average": Real(0.0),
         "row_decay": Maybe(Real(0.0)),
-        "dropout_rise": Real(0.0, 1.0),
+        "dropout_rise": Maybe(Real(0.0, 1.0)),
         "shift_windows": Flag(),
         "calibrate": Flag(),
     }

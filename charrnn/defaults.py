@@ -51,6 +51,7 @@ EMBED, EMBED_SUBWORD = 128, 256  # the embedding's width; a piece stands for sev
 # Words: the output layer reuses the embedding's rows, and the stack's input and output drop
 # this share of their features from the first step (a word model learns its rows by heart)
 WORD_DROPOUT = 0.4
+WORD_DROPOUT_RISE = 0.2  # ... raised by this after each evaluation no better than the best
 
 
 def hidden_for_budget(
@@ -88,6 +89,12 @@ def level_dropout(tokenizer: TokenizerConfig) -> float | None:
     """The dropout tokens of this level train with from the first step (WORD_DROPOUT for
     words); None: decided as the run goes, from how much it can memorize (dropout_for)."""
     return WORD_DROPOUT if tokenizer.level is Level.word else None
+
+
+def level_rise(tokenizer: TokenizerConfig) -> float:
+    """What an evaluation no better than the best adds to the dropout of this level's run:
+    WORD_DROPOUT_RISE for words (measured to help only there), none otherwise."""
+    return WORD_DROPOUT_RISE if tokenizer.level is Level.word else 0.0
 
 
 def lr_for(tokenizer: TokenizerConfig, hidden: int) -> float:
@@ -264,7 +271,7 @@ def dropout_rise_help() -> str:
     return (
         "Added to the dropout after each evaluation that is no better than the best so far "
         f"(up to {DROPOUT_CAP:g}): a run that has begun to learn its text by heart is held "
-        "back. 0 = the dropout stays as it is."
+        f"back. Default: {WORD_DROPOUT_RISE:g} at word level, 0 (the dropout stays) otherwise."
     )
 
 

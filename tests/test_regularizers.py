@@ -18,7 +18,7 @@ from charrnn.checkpoint import (
     read_run_json,
 )
 from charrnn.checkpoint.formats import BEFORE_6, BEFORE_7, BEFORE_8, BEFORE_10
-from charrnn.config import Level, ModelConfig, TrainConfig
+from charrnn.config import Level, ModelConfig, TokenizerConfig, TrainConfig
 from charrnn.defaults import (
     DROP_FROM,
     DROPOUT,
@@ -32,7 +32,9 @@ from charrnn.defaults import (
     ROWS_FULL,
     WEIGHT_DROP,
     WORD_DROPOUT,
+    WORD_DROPOUT_RISE,
     dropout_for,
+    level_rise,
     raised_dropout,
     row_decay_for,
     weight_drop_for,
@@ -311,7 +313,7 @@ def test_the_dropout_rises_after_each_evaluation_no_better_than_the_best(
         "save_last",
         lambda t: (saved.append((t.loop.step, t.loop.dropout_raised)), save_last(t)),
     )
-    job = tiny_job(max_steps=60, evals=6, time_budget=None)
+    job = tiny_job(max_steps=60, evals=6, time_budget=None, dropout_rise=0.2)
     job = replace(job, model=replace(job.model, dropout=0.1))
     result = train(corpus, job, root=tmp_path)
     # up 0.2 after the evaluations at 20, 40 and 50, the last only to DROPOUT_CAP
@@ -322,9 +324,10 @@ def test_the_dropout_rises_after_each_evaluation_no_better_than_the_best(
     assert details(result.run).regularization().dropout == DROPOUT_CAP
     assert raised_dropout(0.8, 0.0, 0.2) == 0.0  # a dropout given above the cap stays
     seen.clear()
-    steady = replace(job, train=replace(job.train, dropout_rise=0.0))
+    steady = replace(job, train=replace(job.train, dropout_rise=None))  # characters: none
     train(corpus, steady, root=tmp_path)
     assert {d for _, d in seen} == {0.1}
+    assert level_rise(TokenizerConfig(level=Level.word)) == WORD_DROPOUT_RISE > 0
 
 
 def test_the_passes_a_run_expects_come_from_the_pace_of_training_alone():

@@ -184,8 +184,14 @@ def train_cmd(
         ),
     ] = TrainConfig.row_decay,
     dropout_rise: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help=defaults.dropout_rise_help(), rich_help_panel=TRAINING),
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            show_default=False,
+            help=defaults.dropout_rise_help(),
+            rich_help_panel=TRAINING,
+        ),
     ] = TrainConfig.dropout_rise,
     average: Annotated[
         float,

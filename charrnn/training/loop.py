@@ -39,6 +39,7 @@ from charrnn.defaults import (
     dropout_in_use,
     in_force,
     in_use,
+    level_rise,
     raised_dropout,
     regularization,
     row_decay_for,
@@ -165,7 +166,8 @@ class Trainer(Evaluations):
     def raise_dropout(self) -> None:
         """After an evaluation no better than the best, drop more of the features: the run
         has begun to learn its text by heart (docs/defaults.md, "Dropout that rises")."""
-        loop, rise = self.loop, self.config.dropout_rise
+        loop = self.loop
+        rise = in_use(self.config.dropout_rise, level_rise(self.ds.tokenizer.config))
         if rise:
             base = in_use(self.model.config.dropout, loop.dropout)
             loop.dropout_raised = raised_dropout(base, loop.dropout_raised, rise)
