@@ -12,6 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The test's own budget, after the quickstart's train command: a few steps of a small model.
 SHORT = ["--max-steps", "15", "--hidden", "64", "--embed", "32", "--stop-fit", "0"]
+# ... and a fixed draw: a model of 15 steps ends about one sample in 300 at once ("\n")
+EXTRA = {"train": SHORT, "sample": ["--seed", "1"]}
 
 
 def quickstart() -> list[list[str]]:
@@ -32,7 +34,7 @@ def test_the_quickstart_runs_as_printed(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CHARRNN_CACHE": str(tmp_path / "cache")}
     outputs = []
     for command in commands:
-        args = [*command[1:], *(SHORT if command[1] == "train" else [])]
+        args = [*command[1:], *EXTRA.get(command[1], [])]
         done = subprocess.run(
             [sys.executable, "-m", "charrnn", *args],
             cwd=tmp_path,
