@@ -18,7 +18,7 @@ AUTO_BYTES_PER_SECOND = 3500  # bpe from this much text per second of the time b
 AUTO_MAX_SYMBOLS = 256  # ... for a text with at most this many characters in its first MiB
 AUTO_ENCODE_SHARE = 0.1  # ... that encodes in this share of the budget at SUBWORD_ENCODE_RATE
 SUBWORD_ENCODE_RATE = 5e6  # bytes/s: a slow moment of the 2-core machine
-SUBWORD_VOCAB = 4096  # pieces when none is given
+SUBWORD_VOCAB = 2048  # pieces when none is given
 
 
 def resolve_level(

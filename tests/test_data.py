@@ -447,7 +447,7 @@ def test_auto_level_is_bpe_where_the_text_outlasts_the_budget_in_a_small_alphabe
     # what the user chose stays; a subword vocabulary of 0 gets SUBWORD_VOCAB
     assert resolve_level(replace(auto, vocab_size=700), big, text, budget).vocab_size == 700
     unigram = replace(auto, level=Level.unigram)
-    assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=4096)
+    assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=2048)
     char = replace(auto, level=Level.char)
     assert resolve_level(char, big, text, budget) == char
 
@@ -457,6 +457,6 @@ def test_auto_level_decided_for_a_corpus_and_budget(corpus):
     assert ds.tokenizer.level is Level.char  # no budget: auto is char
     assert resolve_data(corpus, DataConfig(), 60.0).tokenizer.level is Level.char  # a few KB
     ds, _ = prepare(corpus, resolve_data(corpus, DataConfig(), 1.0))
-    assert ds.config.tokenizer == TokenizerConfig(level=Level.bpe, vocab_size=4096)
+    assert ds.config.tokenizer == TokenizerConfig(level=Level.bpe, vocab_size=2048)
     again, cached = prepare(corpus, DataConfig(TokenizerConfig(level=Level.bpe)))
     assert cached and again.folder == ds.folder  # the same encoding, asked for by name

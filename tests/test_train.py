@@ -259,7 +259,7 @@ def test_a_run_keeps_the_level_its_corpus_and_budget_decided(corpus, tmp_path, m
     assert recorded["model"]["embed"] == defaults.EMBED_SUBWORD
     assert saved["level"] == "bpe"
     assert saved["config"]["tokenizer"]["level"] == "bpe"  # decided, not "auto"
-    assert saved["config"]["tokenizer"]["vocab_size"] == defaults.SUBWORD_VOCAB
+    assert saved["config"]["tokenizer"]["vocab_size"] == 2048
     # once auto would choose char (encoding now too slow for the budget), a resume still
     # reads the pieces the run started with
     monkeypatch.setattr(defaults, "SUBWORD_ENCODE_RATE", 1.0)  # bytes/s
