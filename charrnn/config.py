@@ -36,6 +36,22 @@ class Level(str, Enum):
     unigram = "unigram"
 
 
+class Holdout(str, Enum):
+    """Which text validates a run.
+
+    ``tail``: the last part of the corpus, as nanoGPT and char-rnn split a stream.
+    ``spread``: the last part of each of ``SPREAD_SECTIONS`` equal stretches of the text, so
+    that validation samples the whole corpus; fit for a corpus of many units whose kind
+    drifts through the file (speeches, songs, posts by date).
+    """
+
+    tail = "tail"
+    spread = "spread"
+
+
+SPREAD_SECTIONS = 20
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     level: Level = Level.auto
@@ -119,22 +135,6 @@ class DataConfig:
     def key(self) -> dict[str, Any]:
         """The settings an encoding depends on (those unused at its level left out)."""
         return {**self.to_dict(), "tokenizer": self.tokenizer.key()}
-
-
-class Holdout(str, Enum):
-    """Which text validates a run.
-
-    ``tail``: the last part of the corpus, as nanoGPT and char-rnn split a stream.
-    ``spread``: the last part of each of ``SPREAD_SECTIONS`` equal stretches of the text, so
-    that validation samples the whole corpus; fit for a corpus of many units whose kind
-    drifts through the file (speeches, songs, posts by date).
-    """
-
-    tail = "tail"
-    spread = "spread"
-
-
-SPREAD_SECTIONS = 20
 
 
 class SplitCut(str, Enum):
