@@ -59,6 +59,10 @@ class TokenizerConfig:
     max_vocab: int | None = None  # including the four specials
     vocab_size: int = 0  # subword levels only; 0: SUBWORD_VOCAB
     sample_chars: int = 10_000_000  # subword levels: how much text trains the tokenizer
+    # subword levels: the validation text of a run (its share and split), which the pieces
+    # are not learned from
+    held_out: float = 0.0
+    held_split: Holdout = Holdout.tail
 
     SPEC: ClassVar[dict[str, Kind]] = {
         "level": Choice(Level),
@@ -66,6 +70,8 @@ class TokenizerConfig:
         "max_vocab": Maybe(Whole(5)),  # the four specials and one symbol
         "vocab_size": Whole(0, SUBWORD_MAX_VOCAB),
         "sample_chars": Whole(1),
+        "held_out": Real(0.0, 1.0, open_hi=True),
+        "held_split": Choice(Holdout),
     }
 
     def __post_init__(self) -> None:
@@ -82,16 +88,20 @@ class TokenizerConfig:
         return self.level is not Level.auto and (bool(self.vocab_size) or not self.subword)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON; no validation text is left out, as tokenizers saved before
+        it was a setting have it, so that their fingerprints stay what they were."""
         d = asdict(self)
-        d["level"] = self.level.value
+        d["level"], d["held_split"] = self.level.value, self.held_split.value
+        if not self.held_out:
+            del d["held_out"], d["held_split"]
         return d
 
     def key(self) -> dict[str, Any]:
         """The settings that change the encoding at this level (what a cache is keyed by)."""
         d = self.to_dict()
         unused = ("min_freq", "max_vocab") if self.subword else ("vocab_size", "sample_chars")
-        for k in unused:
-            d.pop(k)
+        for k in unused + (() if self.subword else ("held_out", "held_split")):
+            d.pop(k, None)
         return d
 
     @classmethod

@@ -21,14 +21,14 @@ class Job:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-# Fields the corpus decides, or that other options already name.
-_NOT_OPTIONS = {"vocab_size", "max_len", "tokenizer"}
+# Fields the corpus or the run decides, or that other options already name.
+_NOT_OPTIONS = {"vocab_size", "max_len", "tokenizer", "held_out", "held_split"}
 
 
 def with_options(job: Job, options: dict[str, Any]) -> Job:
     """``job`` with each option set on the one config that has a field of that name (enum
     values may be given as their names); a ConfigError names an option no config has."""
-    tok = {f.name for f in fields(TokenizerConfig)}
+    tok = {f.name for f in fields(TokenizerConfig)} - (_NOT_OPTIONS - {"vocab_size"})
     tokenizer_options = {k: v for k, v in options.items() if k in tok}  # vocab_size: subword
     rest = {k: v for k, v in options.items() if k not in tokenizer_options}
     parts: dict[str, Any] = {"model": job.model, "train": job.train, "data": job.data}

@@ -21,7 +21,7 @@ import codecs
 import functools
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,21 +133,28 @@ def decode_chunks(
 
 
 def iter_sample(
-    path: Path, n_chars: int, errors: str = "strict", window: int = SAMPLE_WINDOW
+    path: Path,
+    n_chars: int,
+    errors: str = "strict",
+    window: int = SAMPLE_WINDOW,
+    spans: Sequence[tuple[float, float]] = ((0.0, 1.0),),
 ) -> Iterator[str]:
     """About ``n_chars`` characters of a file, in whole lines, from windows spread evenly over
-    it (the whole file when it is that small): what a subword tokenizer is trained on."""
+    ``spans`` of it (shares of its bytes; the whole file when it is that small): what a
+    subword tokenizer is trained on."""
     size = Path(path).stat().st_size
-    if size <= n_chars:
+    if size <= n_chars and list(spans) == [(0.0, 1.0)]:
         yield from iter_text(path, errors)
         return
-    window = max(1, min(window, n_chars))
-    k = -(-n_chars // window)
+    bounds = [(int(lo * size), int(hi * size)) for lo, hi in spans]
+    total = sum(hi - lo for lo, hi in bounds)
+    window = max(1, min(window, n_chars, total))
+    k = -(-min(n_chars, total) // window)
     with Path(path).open("rb") as f:
         for i in range(k):
-            start = i * (size - window) // max(1, k - 1)
+            start, end = _placed(bounds, i * (total - window) // max(1, k - 1))
             f.seek(start)
-            raw = f.read(window)
+            raw = f.read(min(window, end - start))
             lo = raw.find(b"\n") + 1 if start > 0 else 0  # from the first whole line
             hi = raw.rfind(b"\n") + 1 if start + len(raw) < size else len(raw)
             if (lo <= 0 and start > 0) or hi <= lo:
@@ -159,6 +166,16 @@ def iter_sample(
             if start == 0:
                 text = text.removeprefix("\ufeff")
             yield text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _placed(bounds: list[tuple[int, int]], offset: int) -> tuple[int, int]:
+    """The byte ``offset`` bytes into the stretches ``bounds`` read as one, and the end of
+    the stretch that holds it."""
+    for lo, hi in bounds:
+        if offset < hi - lo:
+            return lo + offset, hi
+        offset -= hi - lo
+    return bounds[-1][1], bounds[-1][1]
 
 
 def resolve_unit(unit: Unit, sample: str) -> Unit:

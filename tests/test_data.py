@@ -12,12 +12,12 @@ from charrnn.corpus import read_text
 from charrnn.data import Dataset, LengthPlan, StreamBatches, prepare, resolve_data, reveal_points
 from charrnn.data.batches import NEVER
 from charrnn.data.encode import TOKENS_BIN, UNITS_NPY, _stream, _UnitIndex, encode_corpus
-from charrnn.data.split import Split
+from charrnn.data.split import Split, trained_spans, trained_text
 from charrnn.defaults import resolve_level
 from charrnn.errors import CorpusError
 from charrnn.evaluate import bits_per_byte, bits_per_char
 from charrnn.model.lengths import EXACT, bucket_edges, bucketize
-from charrnn.text import iter_text, iter_unit_blocks, split_units
+from charrnn.text import iter_sample, iter_text, iter_unit_blocks, split_units
 from charrnn.tokenizers import EOS, PAD, SOS, UNK
 from tests.conftest import VERSES, drifting_corpus
 
@@ -450,6 +450,46 @@ def test_auto_level_is_bpe_where_the_text_outlasts_the_budget_in_a_small_alphabe
     assert resolve_level(unigram, 1, many) == replace(unigram, vocab_size=2048)
     char = replace(auto, level=Level.char)
     assert resolve_level(char, big, text, budget) == char
+
+
+@pytest.mark.parametrize("holdout", list(Holdout))
+@pytest.mark.parametrize("unit", [Unit.line, Unit.paragraph, Unit.document])
+def test_the_text_pieces_learn_from_is_what_the_split_trains_on(tmp_path, holdout, unit):
+    path = drifting_corpus(tmp_path)
+    path.write_text(path.read_text().replace("0\n", "0\n\n"), encoding="utf-8")  # paragraphs
+    ds, _ = prepare(path, DataConfig(TokenizerConfig(level=Level.char), unit=unit))
+    trained, _ = ds.split(0.15, holdout)
+    expected = ds.tokenizer.decode(trained.tokens[np.arange(len(trained))])
+    got = trained_text(read_text(path), unit, 0.15, holdout)
+    assert got == expected and 0.75 < len(got) / ds.meta["n_chars"] < 0.95
+
+
+def test_a_runs_pieces_never_learn_its_validation_text(tmp_path):
+    path = tmp_path / "tail.txt"
+    lines = [f"the {w} sat on the mat" for w in ("cat", "dog", "hen") * 300]
+    path.write_text("\n".join(lines + ["zyxwvu qzyxwv"] * 100) + "\n", encoding="utf-8")
+    bpe = DataConfig(TokenizerConfig(level=Level.bpe, vocab_size=400))
+    held = resolve_data(path, bpe, held_out=(0.1, Holdout.tail))
+    assert held.tokenizer.held_out == 0.1 and "held_out" not in bpe.tokenizer.to_dict()
+    for config, learned in ((bpe, True), (held, False)):
+        ds, cached = prepare(path, config)
+        pieces = [ds.tokenizer.piece(i) for i in range(ds.tokenizer.vocab_size)]
+        assert not cached and any("zyx" in p for p in pieces) == learned
+    # char and word vocabularies are the whole text's: nothing to hold out
+    word = DataConfig(TokenizerConfig(level=Level.word))
+    assert resolve_data(path, word, held_out=(0.1, Holdout.tail)) == word
+
+
+def test_a_sample_of_a_long_text_is_drawn_from_the_spans_asked_for(tmp_path):
+    lines = [f"line {i:05d} " + "x" * 40 for i in range(2000)]
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for val, holdout in ((0.1, Holdout.tail), (0.25, Holdout.spread)):
+        spans = trained_spans(val, holdout)
+        got = "".join(iter_sample(path, 20_000, window=1000, spans=spans)).splitlines()
+        at = [lines.index(g) / len(lines) for g in got]
+        assert len(got) > 300 and all(any(lo <= a < hi for lo, hi in spans) for a in at)
+        assert max(at) > spans[-1][1] - 0.05  # spread to the last span's end
 
 
 def test_auto_level_decided_for_a_corpus_and_budget(corpus):

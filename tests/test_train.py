@@ -64,6 +64,11 @@ def test_subword_training_keeps_sentencepieces_model_with_the_run(corpus, tmp_pa
     rec, level = Recorder(), Level.bpe
     result = train(corpus, tiny_job(level, max_steps=4), root=tmp_path, callbacks=rec)
     assert (result.run / "tokenizer.model").exists()
+    # its pieces were learned without the text it validates on, and resume finds them again
+    tokenizer = read_run_json(result.run)["data"]["config"]["tokenizer"]
+    assert (tokenizer["held_out"], tokenizer["held_split"]) == (0.1, "tail")
+    job = tiny_job(level, max_steps=6)
+    assert train(corpus, job, run=result.run.name, root=tmp_path, resume=True).steps == 6
     (corpus.parent / "gone").mkdir()
     corpus.rename(corpus.parent / "gone" / corpus.name)  # the run stands on its own
     loaded = load_run(result.run)

@@ -264,15 +264,23 @@ def is_dataset(path: Path) -> bool:
 
 
 def resolve_data(
-    source: Path | Corpus, config: DataConfig, time_budget: float | None = None
+    source: Path | Corpus,
+    config: DataConfig,
+    time_budget: float | None = None,
+    held_out: tuple[float, Holdout] | None = None,
 ) -> DataConfig:
     """``config`` with its tokenizer's level and vocabulary size decided for the corpus and a
     CPU run of ``time_budget`` seconds (``defaults.resolve_level``; without one, ``auto`` is
-    char). A dataset folder's were decided when it was made."""
-    if config.tokenizer.decided or (isinstance(source, Path) and is_dataset(source)):
+    char), and a subword level's pieces learned without the text a new run validates on
+    (``held_out``: its share and split). A dataset folder's were decided when it was made."""
+    if isinstance(source, Path) and is_dataset(source):
         return config
-    with _corpus(source, config) as text:
-        tok = resolve_level(config.tokenizer, text.size, text.head, time_budget)
+    tok = config.tokenizer
+    if not tok.decided:
+        with _corpus(source, config) as text:
+            tok = resolve_level(tok, text.size, text.head, time_budget)
+    if held_out and tok.subword:
+        tok = replace(tok, held_out=held_out[0], held_split=held_out[1])
     return replace(config, tokenizer=tok)
 
 

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from charrnn.config import Level, TokenizerConfig, Unit
+from charrnn.data.split import trained_spans, trained_text
 from charrnn.errors import CorpusError
 from charrnn.text import UnitBlock, iter_sample, iter_text, iter_unit_blocks
 from charrnn.tokenizers import (
@@ -224,7 +225,7 @@ def encode_corpus(
             extra["added_symbols"] = tokenizer.vocab_size - base.vocab_size
         elif config.subword:
             phases = _Phases(progress, size, 1.0)
-            tokenizer = _train_subwords(config, corpus, errors)
+            tokenizer = _train_subwords(config, corpus, unit, errors)
             extra["tokenizer_sample_chars"] = tokenizer.sample_chars
         else:
             phases = _Phases(progress, size, 2.0)
@@ -278,7 +279,20 @@ def grow(
     return base.grown(fitted.pieces[N_SPECIALS:], config.max_vocab)
 
 
-def _train_subwords(config: TokenizerConfig, corpus: Path, errors: str) -> SentencePieceTokenizer:
+def _train_subwords(
+    config: TokenizerConfig, corpus: Path, unit: Unit, errors: str
+) -> SentencePieceTokenizer:
+    """A sentencepiece model learned from a sample of ``corpus``: the whole text when it is
+    that small, else windows spread over it; never from the text ``config`` holds out."""
+    held = config.held_out, config.held_split
+    if corpus.stat().st_size > config.sample_chars:
+        sample: Iterable[str] = iter_sample(
+            corpus, config.sample_chars, errors, spans=trained_spans(*held)
+        )
+    else:
+        sample = iter_text(corpus, errors)
+        if config.held_out:
+            sample = [trained_text("".join(sample), unit, *held)]
     seen = 0
 
     def counted(chunks: Iterable[str]) -> Iterator[str]:
@@ -287,8 +301,7 @@ def _train_subwords(config: TokenizerConfig, corpus: Path, errors: str) -> Sente
             seen += len(chunk)
             yield chunk
 
-    sample = counted(iter_sample(corpus, config.sample_chars, errors))
-    tokenizer = SentencePieceTokenizer.train(config, training_sentences(sample))
+    tokenizer = SentencePieceTokenizer.train(config, training_sentences(counted(sample)))
     tokenizer.sample_chars = seen
     return tokenizer
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.config import SPREAD_SECTIONS, Holdout, SplitCut
+from charrnn.config import SPREAD_SECTIONS, Holdout, SplitCut, Unit
+from charrnn.text import split_units
 
 
 class Pieces:
@@ -220,3 +221,41 @@ def _holding(units: np.ndarray, targets: Any, step: int = 1 << 20) -> tuple[np.n
 def _share(total: int, frac: float) -> tuple[int, int]:
     tail = max(1, int(round(total * frac)))
     return max(1, total - tail), tail
+
+
+# -- the text a split trains on, before it is encoded -------------------------------------
+
+_SOS, _EOS = 0x110000, 0x110001  # past every code point
+
+
+def trained_text(text: str, unit: Unit, val_fraction: float, holdout: Holdout) -> str:
+    """The part of ``text`` that a run holding out ``val_fraction`` of it trains on, its units
+    ended by line breaks: what a subword tokenizer may learn from. Found by ``split`` itself,
+    on the text encoded one token per character, so it is the run's cut to the character."""
+    units = split_units(text, unit)
+    if not units:
+        return ""
+    lengths = np.fromiter(map(len, units), np.int64, len(units))
+    at = np.cumsum(lengths) - lengths
+    # <sos> before each unit's characters and <eos> after them, as an encoding has
+    codes = np.frombuffer("".join(units).encode("utf-32-le", "surrogatepass"), np.uint32)
+    marks = np.stack([at, at + lengths], axis=1).ravel()
+    stream = np.insert(codes.astype(np.int32), marks, np.tile([_SOS, _EOS], len(units)))
+    nbytes = [len(u.encode("utf-8", "surrogatepass")) for u in units]
+    rows = np.stack([at + 2 * np.arange(len(units)), lengths + 1, np.add(nbytes, 1)], axis=1)
+    whole = Text(stream, rows, int(rows[:, 1].sum()), int(rows[:, 2].sum()))
+    tokens = split(whole, val_fraction, holdout)[0].tokens
+    kept = tokens[np.arange(len(tokens))]  # a stretch of the stream, or Pieces read as one
+    kept = np.where(kept == _EOS, ord("\n"), kept)[kept != _SOS]
+    return kept.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def trained_spans(val_fraction: float, holdout: Holdout) -> list[tuple[float, float]]:
+    """Where the text ``split`` trains on lies, as shares of the text: what a sample of a text
+    too long to read whole is drawn from (placed by bytes, so only about the split's cuts)."""
+    if holdout is Holdout.tail:
+        return [(0.0, 1.0 - val_fraction)]
+    return [
+        (s / SPREAD_SECTIONS, (s + 1 - val_fraction) / SPREAD_SECTIONS)
+        for s in range(SPREAD_SECTIONS)
+    ]

@@ -195,7 +195,7 @@ def _train(
     folder = Path(ranks.from_main(str(folder)))  # the name rank 0 chose
     ranks.streams(job.train.batch_size)  # fail early if the ranks cannot share the streams
     grow_from = start.tokenizer if start else _own_tokenizer(folder, info)
-    job, ds = _dataset(Path(corpus), job, ranks, on_data, grow_from)
+    job, ds = _dataset(Path(corpus), job, ranks, on_data, grow_from, new=not resume)
     if start is not None:
         check_dataset(ds, start)
     lineage = start.lineage(ds.tokenizer) if start else info.get("base")
@@ -233,14 +233,17 @@ def _dataset(
     ranks: Ranks,
     on_data: Callable[[int, int], None] | None,
     grow_from: Tokenizer | None = None,
+    new: bool = True,
 ) -> tuple[Job, Dataset]:
     """The encoded corpus (rank 0 encodes it, the others find it in the cache), and the job
     with the level and vocabulary the corpus and the budget decided. A fine-tuned run's text
-    is encoded with ``grow_from``, grown by the symbols of the text it lacks."""
+    is encoded with ``grow_from``, grown by the symbols of the text it lacks; a ``new`` run's
+    subword pieces are learned without its validation text."""
     budget = job.train.time_budget if ranks.device.type == "cpu" else None
+    held = (job.train.val_fraction, job.train.split) if new and grow_from is None else None
     source = open_source(corpus, job.data)
     try:
-        job = replace(job, data=resolve_data(source, job.data, budget))
+        job = replace(job, data=resolve_data(source, job.data, budget, held))
         ds, _cached = ranks.main_first(
             lambda: prepare(source, job.data, progress=on_data, base=grow_from)
         )
