@@ -88,8 +88,8 @@ class TokenizerConfig:
         return self.level is not Level.auto and (bool(self.vocab_size) or not self.subword)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as JSON; no validation text is left out, as tokenizers saved before
-        it was a setting have it, so that their fingerprints stay what they were."""
+        """The settings as JSON; with no held-out text the held_* fields are left out, as in
+        tokenizers saved before they existed, whose fingerprints (a hash of this) stay."""
         d = asdict(self)
         d["level"], d["held_split"] = self.level.value, self.held_split.value
         if not self.held_out:
