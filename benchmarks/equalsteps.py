@@ -227,10 +227,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds.split(",")
         for c in args.candidates
     ]
-    from charrnn.data import prepare
+    from charrnn.config import Holdout
+    from charrnn.data import prepare, resolve_data
 
     os.environ["CHARRNN_CACHE"] = cache
-    prepare(args.corpus, data_config(args.level, args.unit))  # encoded once, then shared
+    # encoded once as the runs encode it (subword pieces without the held-out text), then shared
+    held = (args.val_fraction, Holdout.tail)
+    prepare(args.corpus, resolve_data(args.corpus, data_config(args.level, args.unit), None, held))
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"equalsteps-{args.tag}{time.strftime('%Y%m%d-%H%M%S')}.json"
     rows: list[dict[str, Any]] = []

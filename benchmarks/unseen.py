@@ -106,12 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
-    from charrnn.data import prepare
+    from charrnn.config import Holdout
+    from charrnn.data import prepare, resolve_data
 
     cache = tempfile.mkdtemp(prefix="unseen-cache-")
     os.environ["CHARRNN_CACHE"] = cache
     data = data_config(args.level, args.unit)
-    ds, _ = prepare(args.corpus, data)  # encoded once, then shared
+    # encoded once as the runs encode it (subword pieces without the held-out text), then shared
+    ds, _ = prepare(args.corpus, resolve_data(args.corpus, data, None, (0.1, Holdout.tail)))
     train_split, _ = ds.split(0.1)
     trained, _ = ds.symbol_counts(train_split)
     jobs = [
