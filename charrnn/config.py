@@ -59,8 +59,7 @@ class TokenizerConfig:
     max_vocab: int | None = None  # including the four specials
     vocab_size: int = 0  # subword levels only; 0: SUBWORD_VOCAB
     sample_chars: int = 10_000_000  # subword levels: how much text trains the tokenizer
-    # subword levels: the validation text of a run (its share and split), which the pieces
-    # are not learned from
+    # subword levels: the share and split a run validates on, which the pieces never read
     held_out: float = 0.0
     held_split: Holdout = Holdout.tail
 
@@ -88,8 +87,7 @@ class TokenizerConfig:
         return self.level is not Level.auto and (bool(self.vocab_size) or not self.subword)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as JSON; with no held-out text the held_* fields are left out, as in
-        tokenizers saved before they existed, whose fingerprints (a hash of this) stay."""
+        """As JSON; held_* left out at 0, as before they existed (old fingerprints stay)."""
         d = asdict(self)
         d["level"], d["held_split"] = self.level.value, self.held_split.value
         if not self.held_out:
