@@ -7,13 +7,25 @@ is a ConfigError when the config is made, whoever makes it (the CLI or the Pytho
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
 from charrnn.errors import ConfigError
-from charrnn.schema import Choice, Flag, Kind, Maybe, Nested, Real, Text, Whole, check, make
+from charrnn.schema import (
+    Biases,
+    Choice,
+    Flag,
+    Kind,
+    Maybe,
+    Nested,
+    Real,
+    Strings,
+    Text,
+    Whole,
+    check,
+    make,
+)
 
 # Ranges no option may leave, whoever gives it (the command line, the Python API, a run's files)
 SUBWORD_MAX_VOCAB = 1_000_000  # sentencepiece counts pieces in an int32; more is never sensible
@@ -385,16 +397,16 @@ class SampleConfig:
         "presence_penalty": Real(0.0),
         "frequency_penalty": Real(0.0),
         "no_repeat_ngram": Whole(0),  # 0 is off
+        "stop_at": Strings(),
         "keep_stop": Flag(),
+        "ban": Strings(),
+        "bias": Biases(),
         "beam": Maybe(Whole(1, MAX_BEAM)),
         "length_penalty": Real(),
     }
     NAMES: ClassVar[dict[str, str]] = {"temperature": "--temp"}
 
     def __post_init__(self) -> None:
-        for name in ("stop_at", "ban"):
-            object.__setattr__(self, name, _strings(getattr(self, name)))
-        object.__setattr__(self, "bias", _biases(self.bias))
         check(self)
         for ok, message in self._checks():
             if not ok:
@@ -423,39 +435,6 @@ class SampleConfig:
             or self.ban
             or self.bias
         )
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    """One string or several, as a tuple (a lone string is one item, not its characters)."""
-    if isinstance(value, str):
-        return (value,)
-    items = tuple(value)
-    if not all(isinstance(s, str) for s in items):
-        raise ConfigError("--stop-at and --ban take strings")
-    return items
-
-
-def _biases(value: Any) -> tuple[tuple[str, float], ...]:
-    """``{token: value}``, ``"TOKEN=VALUE"`` strings or (token, value) pairs, as pairs."""
-    if isinstance(value, str):
-        value = (value,)
-    items = value.items() if isinstance(value, dict) else value
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            token, eq, number = item.rpartition("=")
-            if not eq or not token:
-                raise ConfigError(f"--bias {item!r}: write TOKEN=VALUE, as in 'e=-2'")
-            item = (token, number)
-        token, number = item
-        try:
-            number = float(number)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--bias {token}={number}: the value must be a number") from None
-        if not token or not math.isfinite(number):
-            raise ConfigError(f"--bias {token}={number}: give a token and a finite value")
-        out.append((str(token), number))
-    return tuple(out)
 
 
 # -- scoring

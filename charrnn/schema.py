@@ -236,6 +236,63 @@ class Nested(Kind):
         return make(self.cls, value) if isinstance(value, dict) else value
 
 
+@dataclass(frozen=True)
+class Strings(Kind):
+    """One string or a list of them, held as a tuple (a lone string is one item, not its
+    characters)."""
+
+    def problem(self, value: Any) -> str | None:
+        items = (value,) if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(s, str) for s in items):
+            return None
+        return f"takes strings, not {shown(value)}"
+
+    def convert(self, value: Any) -> tuple[str, ...]:
+        return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True)
+class Biases(Kind):
+    """``{token: value}``, "TOKEN=VALUE" strings or (token, value) pairs, held as pairs of a
+    token and a finite number."""
+
+    def problem(self, value: Any) -> str | None:
+        pairs = self._pairs(value)
+        return pairs if isinstance(pairs, str) else None
+
+    def convert(self, value: Any) -> tuple[tuple[str, float], ...]:
+        pairs = self._pairs(value)
+        assert not isinstance(pairs, str), pairs
+        return pairs
+
+    @staticmethod
+    def _pairs(value: Any) -> tuple[tuple[str, float], ...] | str:
+        """The pairs, or what is wrong with ``value``."""
+        if isinstance(value, dict):
+            items = list(value.items())
+        elif isinstance(value, (str, list, tuple)):
+            items = [value] if isinstance(value, str) else list(value)
+        else:
+            return f"takes TOKEN=VALUE strings, not {shown(value)}"
+        out = []
+        for given in items:
+            item = given
+            if isinstance(given, str):
+                token, eq, number = given.rpartition("=")
+                item = (token, number) if eq and token else None
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                return f"{given!r}: write TOKEN=VALUE, as in 'e=-2'"
+            token, number = item
+            try:
+                number = float(number)
+            except (TypeError, ValueError):
+                return f"{token}={number}: the value must be a number"
+            if not token or not math.isfinite(number):
+                return f"{token}={number}: give a token and a finite value"
+            out.append((str(token), number))
+        return tuple(out)
+
+
 def option(name: str) -> str:
     """A setting as the command line spells it: max_steps -> --max-steps."""
     return "--" + name.replace("_", "-")

@@ -2,6 +2,7 @@
 every level, a seeded run with every control on, and prompts read in one batched forward."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -68,6 +69,23 @@ def test_bias_bans_and_ngrams_change_exactly_their_tokens():
     ngram = controls(SampleConfig(no_repeat_ngram=2), [SOS, 4, 5, 4, 6, 4])
     x = ngram.apply(logits, torch.tensor([0]))[0]  # "ab", "ac" seen: after "a", no b or c
     assert torch.isinf(x).tolist() == [0, 0, 0, 0, 0, 1, 1, 0]
+
+
+def test_controls_given_in_each_form_the_api_takes():
+    forms = ({"e": -2}, "e=-2", ["e=-2"], [("e", -2)], (["e", "-2"],))
+    assert {SampleConfig(bias=b).bias for b in forms} == {(("e", -2.0),)}
+    assert SampleConfig(stop_at="ab", ban=["x", "yz"]).stop_at == ("ab",)
+    for bad, said in (
+        ({"bias": "e"}, "--bias 'e': write TOKEN=VALUE"),
+        ({"bias": 5}, "--bias takes TOKEN=VALUE strings"),
+        ({"bias": [("e",)]}, "write TOKEN=VALUE"),
+        ({"bias": "e=x"}, "the value must be a number"),
+        ({"bias": "e=nan"}, "a finite value"),
+        ({"stop_at": 5}, "--stop-at takes strings"),
+        ({"ban": ["a", 1]}, "--ban takes strings"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            SampleConfig(**bad)
 
 
 def test_histories_stay_bounded_and_keep_the_latest_tokens():
