@@ -143,11 +143,11 @@ def iter_sample(
     ``spans`` of it (shares of its bytes; the whole file when it is that small): what a
     subword tokenizer is trained on."""
     size = Path(path).stat().st_size
-    if size <= n_chars and list(spans) == [(0.0, 1.0)]:
-        yield from iter_text(path, errors)
-        return
     bounds = [(int(lo * size), int(hi * size)) for lo, hi in spans]
     total = sum(hi - lo for lo, hi in bounds)
+    if size <= n_chars and total >= size:
+        yield from iter_text(path, errors)
+        return
     window = max(1, min(window, n_chars, total))
     k = -(-min(n_chars, total) // window)
     with Path(path).open("rb") as f:

@@ -285,14 +285,11 @@ def _train_subwords(
     """A sentencepiece model learned from a sample of ``corpus``: the whole text when it is
     that small, else windows spread over it; never from the text ``config`` holds out."""
     held = config.held_out, config.held_split
-    if corpus.stat().st_size > config.sample_chars:
-        sample: Iterable[str] = iter_sample(
-            corpus, config.sample_chars, errors, spans=trained_spans(*held)
-        )
+    sample: Iterable[str]
+    if config.held_out and corpus.stat().st_size <= config.sample_chars:
+        sample = [trained_text("".join(iter_text(corpus, errors)), unit, *held)]
     else:
-        sample = iter_text(corpus, errors)
-        if config.held_out:
-            sample = [trained_text("".join(sample), unit, *held)]
+        sample = iter_sample(corpus, config.sample_chars, errors, spans=trained_spans(*held))
     seen = 0
 
     def counted(chunks: Iterable[str]) -> Iterator[str]:
