@@ -271,7 +271,7 @@ class Biases(Kind):
         if isinstance(value, dict):
             items = list(value.items())
         elif isinstance(value, (str, list, tuple)):
-            items = [value] if isinstance(value, str) else list(value)
+            items = list(Strings().convert(value))  # a lone string is one item
         else:
             return f"takes TOKEN=VALUE strings, not {shown(value)}"
         out = []
