@@ -30,9 +30,9 @@ Rows (validation loss in nats per character, over the whole held-out tail):
              the defaults and with BEFORE_29 (about 30 minutes)
     wordlevers  the same words run untied, with a dropout that does not rise, with dropout 0.3
              and 0.5, a width of 256, and none of these (about 90 minutes)
-    precision  the defaults (bf16 on a CPU with AMX) and --precision fp32, one command after the
-             other, on tinyshakespeare: --time-budget 150s --val-fraction 0.1 at the default
-             level and at --level char (10 minutes)
+    precision  the defaults (bf16 on a CPU with AMX or AVX-512 BF16) and --precision fp32, one
+             command after the other, on tinyshakespeare: --time-budget 150s --val-fraction
+             0.1 at the default level and at --level char (10 minutes)
     precision15  the same pair with no other flags (30 minutes)
     sweep    150-second runs of other sizes and learning rates (SWEEP), through the library
     calibrate  the defaults and --no-calibrate, one command after the other: the budget row,

@@ -43,7 +43,7 @@ def resolve_level(
 HIDDEN_AT_150S = 256  # what a 150-second run on a 2-core CPU does best with
 BUDGET_PER_DOUBLING = 6.0  # a budget this many times longer doubles the width
 HIDDEN_UNSIZED = 512  # without a budget, or on a device the rule was not measured on
-BF16_CPU_SPEEDUP = 2.5  # the width of a bf16 run on a CPU with AMX: an fp32 run this much longer
+BF16_CPU_SPEEDUP = 2.5  # the width of a bf16 run on a CPU: an fp32 run this much longer
 BF16_ROW_LOAD = 4.0  # ... unless its rows hold more parameters than this per training token
 PEAK_LR, PEAK_LR_WIDTH = 1e-2, 256  # the peak learning rate up to this width; 1/sqrt(width) above
 SUBWORD_LR = 1.5  # a subword level's rate: this many times a character model's of its width
@@ -67,7 +67,7 @@ def hidden_for_budget(
 
 
 def bf16_speedup(vocab: int, embed: int, hidden: int, train_tokens: int) -> float:
-    """The pace a bf16 run on a CPU with AMX is sized for (hidden_for_budget's ``speedup``):
+    """The pace a bf16 run on a CPU is sized for (hidden_for_budget's ``speedup``):
     BF16_CPU_SPEEDUP, or fp32's where the embedding and output rows at the fp32 width
     ``hidden`` already hold more than BF16_ROW_LOAD parameters per training token (a text of
     thousands of symbols, or words: a wider model memorized more there)."""

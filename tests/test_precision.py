@@ -1,4 +1,4 @@
-"""Mixed precision on the CPU: --precision auto trains in bf16 where the CPU multiplies bfloat16
+"""Mixed precision on the CPU: --precision auto trains in bf16 where the CPU computes in bfloat16
 in hardware, a bf16 run is wider in the same time, and it trains and resumes bit for bit."""
 
 import math
@@ -21,14 +21,31 @@ from tests.conftest import StopAt, tiny_job
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
 
-def test_auto_is_bf16_only_on_a_cpu_with_bfloat16_units(monkeypatch):
-    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: True)
+def test_auto_is_bf16_only_on_a_cpu_that_computes_in_bfloat16(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", CPU) is Precision.bf16
     assert resolve_precision("auto", CUDA) is Precision.fp32  # unmeasured there: as before
     assert resolve_precision("fp32", CPU) is Precision.fp32
-    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", CPU) is Precision.fp32
     assert resolve_precision("bf16", CPU) is Precision.bf16  # asked for: honoured, if slow
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, expected", [(True, False, True), (False, True, True), (False, False, False)]
+)
+def test_either_amx_or_avx512_bf16_counts_as_bfloat16_in_hardware(
+    monkeypatch, amx, avx512_bf16, expected
+):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert precision.cpu_has_bf16() is expected
+
+
+def test_a_torch_without_the_probes_counts_as_fp32_only(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert precision.cpu_has_bf16() is False
 
 
 @pytest.mark.parametrize(
@@ -51,7 +68,7 @@ def test_a_bf16_run_on_the_cpu_is_as_wide_as_a_longer_fp32_run_where_its_rows_ar
     job = tiny_job(time_budget=150.0, max_steps=None, precision="auto")
 
     def width(has_units: bool, row_load: float) -> int:
-        monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: has_units)
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_units)
         monkeypatch.setattr(defaults, "BF16_ROW_LOAD", row_load)
         return fit_model_config(ModelConfig(hidden=0), ds, split, job.train, CPU).hidden
 

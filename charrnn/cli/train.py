@@ -256,8 +256,8 @@ def train_cmd(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="auto: bf16 on a CPU with bfloat16 matrix units (Intel AMX), fp32 elsewhere; "
-            "fp32; bf16 mixed precision (CUDA or CPU); fp16 (CUDA).",
+            help="auto: bf16 on a CPU with bfloat16 arithmetic (Intel AMX, AVX-512 BF16), fp32 "
+            "elsewhere; fp32; bf16 mixed precision (CUDA or CPU); fp16 (CUDA).",
             rich_help_panel=TRAINING,
         ),
     ] = Precision(TrainConfig.precision),

@@ -6,7 +6,7 @@ loop.py         the loop: one optimizer step per window, evaluations, checkpoint
 callbacks.py    the hooks the loop calls (progress bars live in the CLI) and its figures
 calibrate.py    the start state and end calibration fitted on training text
 distributed.py  several processes training one model (torchrun)
-precision.py    mixed precision: bf16 on a CPU with AMX, bf16 or fp16 on a GPU
+precision.py    mixed precision: bf16 on a CPU with bfloat16 arithmetic, bf16 or fp16 on a GPU
 """
 
 from __future__ import annotations
