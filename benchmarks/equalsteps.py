@@ -88,6 +88,15 @@ def data_config(level: str, unit: str) -> Any:
     return DataConfig(tok, unit=Unit(unit)) if unit != "auto" else DataConfig(tok)
 
 
+def encode_once(corpus: Path, data: Any, val_fraction: float) -> Any:
+    """(dataset, split) of ``corpus`` encoded into the cache as its runs encode it (subword
+    pieces learned without the held-out tail): once, then every run reads it."""
+    from charrnn.config import Holdout
+    from charrnn.data import prepare, resolve_data
+
+    return prepare(corpus, resolve_data(corpus, data, None, (val_fraction, Holdout.tail)))
+
+
 def step_job(settings: str, steps: int, seed: int, data: Any, val_fraction: float = 0.1) -> Any:
     """The Job of a run of ``steps`` steps with these settings (``parse``): no time budget, no
     stop fit, no samples, on the CPU."""
@@ -227,13 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds.split(",")
         for c in args.candidates
     ]
-    from charrnn.config import Holdout
-    from charrnn.data import prepare, resolve_data
-
     os.environ["CHARRNN_CACHE"] = cache
-    # encoded once as the runs encode it (subword pieces without the held-out text), then shared
-    held = (args.val_fraction, Holdout.tail)
-    prepare(args.corpus, resolve_data(args.corpus, data_config(args.level, args.unit), None, held))
+    encode_once(args.corpus, data_config(args.level, args.unit), args.val_fraction)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"equalsteps-{args.tag}{time.strftime('%Y%m%d-%H%M%S')}.json"
     rows: list[dict[str, Any]] = []

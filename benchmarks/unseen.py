@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.equalsteps import OUT, StopAt, data_config, step_job
+from benchmarks.equalsteps import OUT, StopAt, data_config, encode_once, step_job
 
 
 def held_out_split(model: Any, split: Any, seq_len: int, trained: Any, autocast: Any) -> dict:
@@ -106,14 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
-    from charrnn.config import Holdout
-    from charrnn.data import prepare, resolve_data
-
     cache = tempfile.mkdtemp(prefix="unseen-cache-")
     os.environ["CHARRNN_CACHE"] = cache
     data = data_config(args.level, args.unit)
-    # encoded once as the runs encode it (subword pieces without the held-out text), then shared
-    ds, _ = prepare(args.corpus, resolve_data(args.corpus, data, None, (0.1, Holdout.tail)))
+    ds, _ = encode_once(args.corpus, data, 0.1)
     train_split, _ = ds.split(0.1)
     trained, _ = ds.symbol_counts(train_split)
     jobs = [

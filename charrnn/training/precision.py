@@ -34,7 +34,8 @@ def check_precision(name: str) -> Precision:
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 in hardware: AMX tiles (Intel) or AVX-512's
     bfloat16 dot products (AMD Zen 4 and later): a bf16 step of the LSTM took 0.4-0.6 of
-    fp32's time on both (docs/defaults.md). A torch that cannot tell: no."""
+    fp32's time with either (AMX and Zen 5 measured; docs/defaults.md). A torch that cannot
+    tell: no."""
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(torch.cpu, name, bool)() for name in probes)
 
