@@ -240,6 +240,11 @@ class ModelConfig:
 # -- training
 
 
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    muon = "muon"  # Muon on the recurrent matrices, AdamW on the rest (training/muon.py)
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -272,6 +277,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     precision: Precision = Precision.auto  # bf16 on a CPU with bfloat16 matrix units, else fp32
+    optimizer: Optimizer = Optimizer.adamw
     halt_weight: float = 1.0
     length_weight: float = 1.0
     head_grad: bool = False  # let the halt and length losses shape the recurrent state
@@ -316,6 +322,7 @@ class TrainConfig:
         "seed": SEEDS,
         "device": Text(),
         "precision": Choice(Precision),
+        "optimizer": Choice(Optimizer),
         "halt_weight": Real(0.0),
         "length_weight": Real(0.0),
         "head_grad": Flag(),
@@ -339,7 +346,9 @@ class TrainConfig:
         check(self)
 
     def to_dict(self) -> dict[str, Any]:
-        enums = {k: getattr(self, k).value for k in ("split", "split_cut", "precision")}
+        enums = {
+            k: getattr(self, k).value for k in ("split", "split_cut", "precision", "optimizer")
+        }
         return {**asdict(self), **enums}
 
 

@@ -42,6 +42,7 @@ from charrnn.config import (
     Holdout,
     ModelConfig,
     Nonlinearity,
+    Optimizer,
     Precision,
     TokenizerConfig,
     TrainConfig,
@@ -261,6 +262,13 @@ def train_cmd(
             rich_help_panel=TRAINING,
         ),
     ] = Precision(TrainConfig.precision),
+    optimizer: Annotated[
+        Optimizer,
+        typer.Option(
+            help="adamw; muon: Muon on the recurrent layers' matrices, AdamW on the rest.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = Optimizer(TrainConfig.optimizer),
     skip_nonfinite: Annotated[
         bool,
         typer.Option(

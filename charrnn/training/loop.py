@@ -27,7 +27,7 @@ from charrnn.checkpoint import (
     MetricsLog,
 )
 from charrnn.checkpoint.training import Resumed, load_resumable, save_resumable
-from charrnn.config import TrainConfig
+from charrnn.config import Precision, TrainConfig
 from charrnn.data import (
     Dataset,
     LengthPlan,
@@ -56,7 +56,7 @@ from charrnn.training.budget import Budget
 from charrnn.training.callbacks import Callbacks, StepStats, TrainResult
 from charrnn.training.distributed import Ranks
 from charrnn.training.evals import Evaluations
-from charrnn.training.optim import adamw, clip_gradients, lr_at
+from charrnn.training.optim import clip_gradients, lr_at, optimizer_for
 from charrnn.training.precision import Amp
 from charrnn.training.state import LoopState
 
@@ -102,8 +102,8 @@ class Trainer(Evaluations):
             shift_seed=c.seed if c.shift_windows else None,
         )
         self.features = ranks.wrap(model)  # model.features, through DDP with several ranks
-        self.opt = adamw(model, c.lr, device)
         self.amp = Amp(c.precision, device)
+        self.opt = optimizer_for(c, model, device, self.amp.precision is Precision.bf16)
         self.loop = LoopState()
         self.budget = Budget(c, len(self.batches), ranks)
         self.state = model.init_state(len(self.rows))

@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from charrnn.config import TrainConfig
+from charrnn.config import Optimizer, TrainConfig
 from charrnn.defaults import LIGHT
 from charrnn.model import RNNLM
+from charrnn.training.muon import MuonAdamW
 
 
 def lr_at(
@@ -44,6 +45,19 @@ def clip_gradients(model: RNNLM, max_norm: float) -> None:
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_([p.grad for p in lm], coef.to(lm[0].grad.dtype))
     torch.nn.utils.clip_grad_norm_(heads, max_norm)
+
+
+def optimizer_for(
+    config: TrainConfig, model: RNNLM, device: torch.device, bf16: bool
+) -> torch.optim.Optimizer:
+    """The run's optimizer: AdamW, or Muon on the recurrent layers' matrices (their
+    orthogonalization in bf16 where the step computes in it) and AdamW on the rest."""
+    if config.optimizer is Optimizer.adamw:
+        return adamw(model, config.lr, device)
+    matrices = [p for name, p in model.rnn.named_parameters() if name.startswith("weight_")]
+    dtype = torch.bfloat16 if bf16 or device.type == "cuda" else torch.float32
+    fused = device.type in ("cpu", "cuda")
+    return MuonAdamW(model.parameters(), matrices, config.lr, ns_dtype=dtype, fused=fused)
 
 
 def adamw(model: RNNLM, lr: float, device: torch.device) -> torch.optim.AdamW:
