@@ -33,10 +33,11 @@ def _pair(fused: bool = False):
     return params, MuonAdamW(params, params[:1], lr=1e-2, fused=fused)
 
 
-def test_the_other_parameters_take_adamws_step():
-    params, opt = _pair()
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_other_parameters_take_adamws_step(fused):
+    params, opt = _pair(fused)
     twin = torch.nn.Parameter(params[1].detach().clone())
-    ref = torch.optim.AdamW([twin], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    ref = torch.optim.AdamW([twin], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, fused=fused)
     for group in opt.param_groups:
         group["weight_decay"] = 0.1
     for step in range(5):
@@ -74,3 +75,26 @@ def test_a_muon_run_records_its_optimizer_and_resumes_as_an_unbroken_one(corpus,
     want, got = (load_tensors(tmp_path / r / LAST, "model.") for r in ("straight", "split"))
     assert want.keys() == got.keys()
     assert all(torch.equal(want[n], got[n]) for n in want)
+
+
+def test_the_option_reaches_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
+    from tests.test_cli import TINY, run
+
+    ck = tmp_path / "ck"
+    r = run(
+        "train",
+        corpus,
+        *TINY,
+        "--max-steps",
+        "3",
+        "--optimizer",
+        "muon",
+        "--name",
+        "r",
+        "--checkpoints",
+        ck,
+    )
+    assert r.exit_code == 0, r.output
+    assert read_run_json(ck / "r")["train"]["optimizer"] == "muon"
+    bad = run("train", corpus, *TINY, "--optimizer", "sgd", "--checkpoints", ck)
+    assert bad.exit_code != 0 and "Traceback" not in bad.output and "--optimizer" in bad.output

@@ -7,6 +7,7 @@ callbacks.py    the hooks the loop calls (progress bars live in the CLI) and its
 calibrate.py    the start state and end calibration fitted on training text
 distributed.py  several processes training one model (torchrun)
 precision.py    mixed precision: bf16 on a CPU with bfloat16 arithmetic, bf16 or fp16 on a GPU
+muon.py         Muon on the recurrent matrices, AdamW on the rest (--optimizer muon)
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ class MuonAdamW(torch.optim.Optimizer):
             [m["exp_avg_sq"] for m in moments],
             [],
             [m["step"] for m in moments],
+            capturable=group.get("capturable", False),  # a CUDA graph's (training/static)
             fused=self.fused or None,
             amsgrad=False,
             beta1=beta1,

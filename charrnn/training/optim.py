@@ -1,4 +1,4 @@
-"""The optimizer and its step: AdamW, the learning-rate schedule, gradient clipping."""
+"""The optimizer and its step: AdamW or Muon, the learning-rate schedule, gradient clipping."""
 
 from __future__ import annotations
 
