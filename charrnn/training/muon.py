@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
+BETAS = (0.9, 0.99)  # AdamW's, for every run's AdamW (training/optim.py)
 MOMENTUM = 0.95
 RMS_MATCH = 0.2  # an orthogonal update times this and sqrt(max dim) has AdamW's RMS
 NS_STEPS = 5
@@ -52,7 +53,7 @@ class MuonAdamW(torch.optim.Optimizer):
         ns_dtype: torch.dtype = torch.bfloat16,
         fused: bool = False,
     ):
-        defaults = {"lr": lr, "betas": (0.9, 0.99), "weight_decay": 0.0, "eps": 1e-8}
+        defaults = {"lr": lr, "betas": BETAS, "weight_decay": 0.0, "eps": 1e-8}
         super().__init__(params, defaults)
         self.matrices = {id(p) for p in matrices}
         self.ns_dtype, self.fused = ns_dtype, fused

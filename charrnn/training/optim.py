@@ -9,7 +9,7 @@ import torch
 from charrnn.config import Optimizer, TrainConfig
 from charrnn.defaults import LIGHT
 from charrnn.model import RNNLM
-from charrnn.training.muon import MuonAdamW
+from charrnn.training.muon import BETAS, MuonAdamW
 
 
 def lr_at(
@@ -56,8 +56,7 @@ def optimizer_for(
         return adamw(model, config.lr, device)
     matrices = [p for name, p in model.rnn.named_parameters() if name.startswith("weight_")]
     dtype = torch.bfloat16 if bf16 or device.type == "cuda" else torch.float32
-    fused = device.type in ("cpu", "cuda")
-    return MuonAdamW(model.parameters(), matrices, config.lr, ns_dtype=dtype, fused=fused)
+    return MuonAdamW(model.parameters(), matrices, config.lr, dtype, fused=fused(device))
 
 
 def adamw(model: RNNLM, lr: float, device: torch.device) -> torch.optim.AdamW:
@@ -65,7 +64,12 @@ def adamw(model: RNNLM, lr: float, device: torch.device) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         model.parameters(),
         lr=lr,
-        betas=(0.9, 0.99),
+        betas=BETAS,
         weight_decay=0.0,
-        fused=device.type in ("cpu", "cuda"),  # one kernel for all parameters
+        fused=fused(device),
     )
+
+
+def fused(device: torch.device) -> bool:
+    """Whether AdamW runs as one kernel for all parameters on ``device``."""
+    return device.type in ("cpu", "cuda")
