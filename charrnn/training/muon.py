@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
-BETAS = (0.9, 0.99)  # AdamW's, for every run's AdamW (training/optim.py)
+BETAS = (0.9, 0.99)  # AdamW's: a plain AdamW run's (optim.adamw) and the other parameters' here
 MOMENTUM = 0.95
 RMS_MATCH = 0.2  # an orthogonal update times this and sqrt(max dim) has AdamW's RMS
 NS_STEPS = 5
