@@ -236,10 +236,11 @@ def trained(corpus: Path, *args: str) -> Iterator[tuple[Path, dict[str, str], fl
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CHARRNN_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(ROOT)}
         ck = Path(tmp) / "ck"
-        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--run", "bench"]
+        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus.resolve()), "--run", "bench"]
         cmd += ["--checkpoints", str(ck), *args]
         t0 = time.monotonic()
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        # from ROOT: python -m reads the working directory's charrnn before PYTHONPATH's
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
         yield ck / "bench", env, time.monotonic() - t0
 
 
@@ -258,8 +259,10 @@ def charrnn_run(corpus: Path, *args: str, test: Path | None = None) -> dict:
         kept = load_tensors(folder / "best.safetensors", "model.")
         evaluation = None
         if test is not None:
-            cmd = [sys.executable, "-m", "charrnn", "eval", str(test), "-c", str(folder)]
-            out = subprocess.run([*cmd, "--json"], env=env, check=True, capture_output=True)
+            cmd = [sys.executable, "-m", "charrnn", "eval", str(test.resolve()), "-c", str(folder)]
+            out = subprocess.run(
+                [*cmd, "--json"], env=env, check=True, capture_output=True, cwd=ROOT
+            )
             evaluation = json.loads(out.stdout)
     config, tok = run["model"], run["data"]["config"]["tokenizer"]
     size = f"{config['cell']} {config['layers']}x{config['hidden']}"
