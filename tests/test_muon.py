@@ -56,7 +56,7 @@ def test_a_matrix_moves_alike_in_every_direction_at_adamws_rms():
     params[0].grad = torch.randn(48, 12) * torch.logspace(-2, 0, 12)
     opt.step()
     moved = torch.linalg.svdvals(params[0].detach() - before)
-    # the first step's update is the orthogonalized gradient (momentum 0.95 + 1 of it)
+    # the first step's update is the gradient orthogonalized (g + 0.95 of its momentum, g)
     scale = 1e-2 * RMS_MATCH * math.sqrt(48)
     assert moved.min() > 0.5 * scale and moved.max() < 1.3 * scale, moved / scale
     assert set(opt.state[params[0]]) == {"momentum"}
@@ -81,19 +81,8 @@ def test_the_option_reaches_the_run_and_a_bad_one_is_one_line(corpus, tmp_path):
     from tests.test_cli import TINY, run
 
     ck = tmp_path / "ck"
-    r = run(
-        "train",
-        corpus,
-        *TINY,
-        "--max-steps",
-        "3",
-        "--optimizer",
-        "muon",
-        "--name",
-        "r",
-        "--checkpoints",
-        ck,
-    )
+    given = ("--max-steps", "3", "--optimizer", "muon", "--name", "r", "--checkpoints", ck)
+    r = run("train", corpus, *TINY, *given)
     assert r.exit_code == 0, r.output
     assert read_run_json(ck / "r")["train"]["optimizer"] == "muon"
     bad = run("train", corpus, *TINY, "--optimizer", "sgd", "--checkpoints", ck)
