@@ -81,8 +81,8 @@ def embed_for(tokenizer: TokenizerConfig) -> int:
 
 
 def tie_for(tokenizer: TokenizerConfig) -> bool:
-    """Whether the output layer reuses the embedding's rows: for words."""
-    return tokenizer.level is Level.word
+    """Whether the output layer reuses the embedding's rows: for words and subword pieces."""
+    return tokenizer.level is Level.word or tokenizer.subword
 
 
 def level_dropout(tokenizer: TokenizerConfig) -> float | None:
@@ -158,10 +158,11 @@ def weight_drop_for(pressure: float | None) -> float:
     return _log_ramp(pressure, DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP)
 
 
-def dropout_for(pressure: float | None) -> float:
+def dropout_for(pressure: float | None, tied: bool = False) -> float:
     """Dropout of the recurrent stack's input and output for a run of this ``pressure``: none
-    up to DROPOUT_FROM, DROPOUT from DROPOUT_FULL, a straight line in log pressure between."""
-    return _log_ramp(pressure, DROPOUT_FROM, DROPOUT_FULL, DROPOUT)
+    up to DROPOUT_FROM (DROP_FROM where the output reuses the embedding's rows, which a run
+    learns by heart sooner), DROPOUT from DROPOUT_FULL, a straight line in log pressure between."""
+    return _log_ramp(pressure, DROP_FROM if tied else DROPOUT_FROM, DROPOUT_FULL, DROPOUT)
 
 
 def row_decay_for(row_pressure: float | None) -> float:
@@ -237,7 +238,7 @@ def hidden_help() -> str:
 
 
 def tie_weights_help() -> str:
-    return "Share input and output embeddings. Default: shared at word level."
+    return "Share input and output embeddings. Default: shared at word and subword levels."
 
 
 def embed_help() -> str:

@@ -4,6 +4,7 @@ harder decay of the embedding and output rows."""
 import json
 import shutil
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -37,6 +38,7 @@ from charrnn.defaults import (
     level_rise,
     raised_dropout,
     row_decay_for,
+    tie_for,
     weight_drop_for,
 )
 from charrnn.errors import ConfigError
@@ -168,6 +170,7 @@ def test_bad_settings_are_refused_naming_the_option(settings, option):
     [
         (weight_drop_for, DROP_FROM, MEMORIZING_FROM, WEIGHT_DROP),
         (dropout_for, DROPOUT_FROM, DROPOUT_FULL, DROPOUT),
+        (partial(dropout_for, tied=True), DROP_FROM, DROPOUT_FULL, DROPOUT),
     ],
 )
 def test_dropping_follows_how_much_a_run_can_memorize(rule, start, full, top):
@@ -176,6 +179,8 @@ def test_dropping_follows_how_much_a_run_can_memorize(rule, start, full, top):
     drops = [rule(start * 1.1**k) for k in range(40)]
     assert drops == sorted(drops) and 0 < drops[5] < top  # rising, in between
     assert weight_drop_for(DROPOUT_FROM) == WEIGHT_DROP  # features are dropped after weights
+    # tied rows are learned by heart sooner: their runs drop features from a lower pressure
+    assert dropout_for(MEMORIZING_FROM, tied=True) > 0 == dropout_for(MEMORIZING_FROM)
 
 
 def spy_drops(monkeypatch) -> list[tuple[float, float]]:
@@ -206,6 +211,24 @@ def test_a_run_that_can_memorize_its_text_drops_unless_told(corpus, tmp_path, mo
     told = replace(job, model=replace(job.model, weight_drop=0.1, dropout=0.05))
     train(corpus, told, root=tmp_path, callbacks=Recorder(stop_at=20))
     assert set(seen) == {(0.1, 0.05)}  # the rates given, from the first step to the last
+
+
+def test_a_tied_run_drops_its_features_sooner(corpus, tmp_path):
+    job = tiny_job(max_steps=1000, time_budget=None)  # decided at step 50, then stopped
+    for tied in (False, True):
+        told = replace(job, model=replace(job.model, tie_weights=tied))
+        result = train(corpus, told, run=f"tied-{tied}", root=tmp_path, callbacks=Recorder(60))
+        loop = read_meta(result.run / LAST)["loop"]
+        assert DROP_FROM < loop["pressure"] < DROPOUT_FROM
+        assert loop["weight_drop"] > 0 and (loop["dropout"] > 0) == tied
+
+
+@pytest.mark.parametrize(
+    "level, tied",
+    [(Level.char, False), (Level.word, True), (Level.bpe, True), (Level.unigram, True)],
+)
+def test_words_and_pieces_are_tied(level, tied):
+    assert tie_for(TokenizerConfig(level=level)) is tied
 
 
 def test_words_are_tied_and_dropped_from_the_first_step_unless_told(corpus, tmp_path, monkeypatch):

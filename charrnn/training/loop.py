@@ -140,13 +140,14 @@ class Trainer(Evaluations):
                 tokens = len(self.train_split)
                 per_token = count_parameters(self.model.rnn) / tokens
                 # a tied row is read twice (as the input and as the output): counted twice
-                uses = 2 if self.model.head is None else 1
+                tied = self.model.head is None
+                uses = 2 if tied else 1
                 rows_per_token = uses * sum(p.numel() for p in self.row_params) / tokens
                 loop.passes, loop.pressure = round(passes, 2), round(passes * per_token, 2)
                 loop.row_pressure = round(passes * rows_per_token, 2)
                 loop.weight_decay, loop.min_lr_ratio = regularization(loop.pressure)
                 loop.weight_drop = weight_drop_for(loop.pressure)
-                loop.dropout = dropout_for(loop.pressure)
+                loop.dropout = dropout_for(loop.pressure, tied)
                 loop.row_decay = row_decay_for(loop.row_pressure)
                 self._set_regularization()
 
