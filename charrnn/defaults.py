@@ -264,7 +264,8 @@ def dropout_help() -> str:
     return (
         "Dropout of the recurrent layers' input and output (and between layers). Default: "
         f"{WORD_DROPOUT:g} at word level; otherwise from how much the run can memorize (as "
-        f"--weight-decay): 0 up to {DROPOUT_FROM:g}, rising to {DROPOUT:g} at {DROPOUT_FULL:g}."
+        f"--weight-decay): 0 up to {DROPOUT_FROM:g} ({DROP_FROM:g} with tied embeddings), "
+        f"rising to {DROPOUT:g} at {DROPOUT_FULL:g}."
     )
 
 
